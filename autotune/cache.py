@@ -1,0 +1,122 @@
+"""Content-addressed store of pass outputs and evaluation results.
+
+An entry is a folder ``models/<key>/`` holding ``model/`` and ``manifest.json`` (every file's size
+and sha256). It is written under ``tmp/`` and renamed into place, so a killed run never leaves a
+half entry that looks whole; a reader checks the manifest and discards an entry that does not match.
+Two writers of one key: the first rename wins, the second drops its copy and reuses the winner's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from autotune.models.handle import FileHasher
+
+log = logging.getLogger("autotune.cache")
+CACHE_FORMAT = 1
+
+
+def hash_key(payload: dict[str, Any]) -> str:
+    """Full sha256 hex of a JSON payload (sorted keys): the cache key of a pass output."""
+    blob = json.dumps({"format": CACHE_FORMAT, **payload}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.models = root / "models"
+        self.evals = root / "evals"
+        self.tmp = root / "tmp"
+        for folder in (self.models, self.evals, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.hasher = FileHasher(root / "file_hashes.json")
+
+    # -- models ---------------------------------------------------------------------------------
+    def entry(self, key: str) -> Path:
+        return self.models / key
+
+    def has(self, key: str) -> bool:
+        return (self.entry(key) / "manifest.json").is_file()
+
+    def get(self, key: str) -> tuple[Path, dict[str, Any]] | None:
+        """(model folder, manifest) of a verified entry, or None (a corrupt entry is discarded)."""
+        entry = self.entry(key)
+        manifest_path = entry / "manifest.json"
+        if not manifest_path.is_file():
+            return None
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            self._verify(entry / "model", manifest["files"])
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("cache entry %s is corrupt (%s); discarding it and rebuilding", key[:12], exc)
+            self._discard(entry)
+            return None
+        os.utime(manifest_path)  # last use, for LRU eviction
+        return entry / "model", manifest
+
+    def _verify(self, folder: Path, files: dict[str, dict[str, Any]]) -> None:
+        for rel, meta in files.items():
+            path = folder / rel
+            if not path.is_file():
+                raise ValueError(f"missing file {rel}")
+            if path.stat().st_size != meta["size"]:
+                raise ValueError(f"{rel} has {path.stat().st_size} bytes, manifest says {meta['size']}")
+            if self.hasher.file(path) != meta["sha256"]:
+                raise ValueError(f"{rel} does not match its sha256")
+
+    @contextmanager
+    def put(self, key: str, info: dict[str, Any]) -> Iterator[Path]:
+        """Yield an empty folder to write the model into; on success it becomes entry ``key``."""
+        staging = self.tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        (staging / "model").mkdir(parents=True)
+        try:
+            yield staging / "model"
+            files = {
+                str(p.relative_to(staging / "model")): {"size": p.stat().st_size, "sha256": self.hasher.file(p)}
+                for p in sorted((staging / "model").rglob("*"))
+                if p.is_file()
+            }
+            manifest = {"key": key, "created": time.time(), "files": files, **info}
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+            try:
+                os.rename(staging, self.entry(key))
+            except OSError:
+                if not self.has(key):
+                    raise
+                log.info("cache entry %s was written by another worker; reusing it", key[:12])
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _discard(self, entry: Path) -> None:
+        trash = self.tmp / f"discard.{entry.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(entry, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+    # -- evaluation results ---------------------------------------------------------------------
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        path = self.evals / f"{key}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put_json(self, key: str, value: dict[str, Any]) -> None:
+        path = self.evals / f"{key}.json"
+        tmp = self.tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
+        tmp.write_text(json.dumps(value, indent=2, default=str))
+        os.replace(tmp, path)

@@ -1,0 +1,171 @@
+"""Read a config file (YAML or JSON), convert older shapes, resolve paths and names, validate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autotune.config import legacy
+from autotune.config.errors import join_path, validate_model
+from autotune.config.schema import DataConfig, EngineConfig, EvaluatorConfig, InputModelConfig, PassConfig, RunConfig
+from autotune.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def read_mapping(path: Path, *, what: str = "config") -> dict[str, Any]:
+    """Parse a YAML/JSON file into a mapping; every failure is a one-line error naming the file."""
+    if not path.is_file():
+        raise ConfigError(str(path), f"no such {what} file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(str(path), f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(str(path), f"invalid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), f"expected a mapping at the top of the {what}, got {type(data).__name__}")
+    return data
+
+
+def find_named(folder: str, name: str, base: Path) -> Path | None:
+    """``<folder>/<name>.yaml`` beside the config, above it, in the working folder or the project."""
+    candidates = [base / folder, base.parent / folder, Path.cwd() / folder, PROJECT_ROOT / folder]
+    for directory in candidates:
+        for suffix in (".yaml", ".yml", ".json"):
+            path = directory / f"{name}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+def _resolve(base: Path, value: Any) -> Any:
+    if isinstance(value, str) and value and "://" not in value:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+    return value
+
+
+def _validate_located(model: type, located: legacy.Located) -> Any:
+    try:
+        return validate_model(model, dict(located), located.prefix)
+    except ConfigError as exc:
+        rest = exc.where[len(located.prefix) + 1:] if exc.where.startswith(located.prefix + ".") else ""
+        head, _, tail = rest.partition(".")
+        head_key = head.split("[")[0]
+        if head_key in located.paths:
+            where = located.paths[head_key] + head[len(head_key):] + ("." + tail if tail else "")
+            raise ConfigError(where, exc.message) from None
+        raise
+
+
+def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = None) -> RunConfig:
+    """Load and validate a run config from a file path or an already-parsed mapping."""
+    if isinstance(source, dict):
+        raw, base = source, (base_dir or Path.cwd()).resolve()
+    else:
+        path = Path(source).expanduser()
+        raw, base = read_mapping(path), path.resolve().parent
+    return parse_config(raw, base)
+
+
+def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
+    from autotune.plan import check_passes
+
+    legacy.check_top_keys(raw)
+    model = legacy.convert_input_model(raw["input_model"])
+    from autotune.models.fetch import find_demo
+
+    model_path = str(model.get("model_path", ""))
+    if model_path and (not find_demo(model_path) or (base / model_path).exists()):
+        model["model_path"] = _resolve(base, model_path)
+    input_model = _validate_located(InputModelConfig, model)
+
+    raw_data = raw.get("data_configs") or []
+    if not isinstance(raw_data, list):
+        raise ConfigError("data_configs", "expected a list of data configs")
+    data_located = [legacy.convert_data_config(d, i) for i, d in enumerate(raw_data)]
+
+    passes: dict[str, PassConfig] = {}
+    raw_passes = raw.get("passes") or {}
+    if not isinstance(raw_passes, dict):
+        raise ConfigError("passes", "expected a mapping of pass name -> pass")
+    for name, raw_pass in raw_passes.items():
+        ptype, params, origin = legacy.convert_pass(str(name), raw_pass)
+        if "eval_dataset_size" in params:  # the seed puts the held-out size on the LoRA pass
+            target = params.get("train_data_config") or (data_located[0].get("name") if len(data_located) == 1 else None)
+            for located in data_located:
+                if located.get("name") == target:
+                    if "eval_dataset_size" in located and located["eval_dataset_size"] != params["eval_dataset_size"]:
+                        raise ConfigError(join_path(origin, "eval_dataset_size"), "disagrees with the data config's eval_dataset_size")
+                    located.put("eval_dataset_size", params["eval_dataset_size"], join_path(origin, "eval_dataset_size"))
+        passes[str(name)] = PassConfig(type=ptype, params=params, origin=origin)
+
+    data_configs: list[DataConfig] = []
+    for located in data_located:
+        if "data_files" in located:
+            files = located["data_files"]
+            located["data_files"] = [_resolve(base, f) for f in files] if isinstance(files, list) else _resolve(base, files)
+        data_configs.append(_validate_located(DataConfig, located))
+
+    engine_located = legacy.convert_engine(raw)
+    for key in ("cache_dir", "output_dir"):
+        if key in engine_located:
+            engine_located[key] = _resolve(base, engine_located[key])
+    engine = _validate_located(EngineConfig, engine_located)
+    if "cache_dir" not in engine_located:
+        engine.cache_dir = (base / engine.cache_dir).resolve()
+    if "output_dir" not in engine_located:
+        engine.output_dir = (base / engine.output_dir).resolve()
+
+    evaluators = _load_evaluators(raw.get("evaluators") or {}, engine, base)
+    config = RunConfig(
+        input_model=input_model,
+        data_configs=data_configs,
+        passes=passes,
+        evaluators=evaluators,
+        engine=engine,
+        config_dir=base,
+    )
+    check_passes(config)
+    return config
+
+
+def _load_evaluators(raw: Any, engine: EngineConfig, base: Path) -> dict[str, EvaluatorConfig]:
+    if not isinstance(raw, dict):
+        raise ConfigError("evaluators", "expected a mapping of evaluator name -> {metrics: [...]}")
+    evaluators: dict[str, EvaluatorConfig] = {}
+    for name, body in raw.items():
+        path = join_path("evaluators", str(name))
+        if isinstance(body, str):  # a reference to evaluators/<name>.yaml
+            body = _evaluator_file(body, path, base)
+        evaluators[str(name)] = validate_model(EvaluatorConfig, body, path)
+    if engine.evaluator and engine.evaluator not in evaluators:
+        evaluators[engine.evaluator] = validate_model(
+            EvaluatorConfig, _evaluator_file(engine.evaluator, "engine.evaluator", base), f"evaluators/{engine.evaluator}"
+        )
+    if engine.evaluator is None and len(evaluators) == 1:
+        engine.evaluator = next(iter(evaluators))
+    return evaluators
+
+
+def _evaluator_file(name: str, where: str, base: Path) -> dict[str, Any]:
+    path = find_named("evaluators", name, base)
+    if path is None:
+        raise ConfigError(where, f"no evaluator named '{name}' in the config or in evaluators/{name}.yaml")
+    return read_mapping(path, what="evaluator")

@@ -1,0 +1,168 @@
+"""The canonical, typed form of a run config.
+
+Older shapes (the seed sample's ``PyTorchModel``/``hf_config``, pass parameters under ``config``,
+nested ``params``) are converted to this form by :mod:`autotune.config.legacy` before validation.
+Every model forbids unknown keys so a misspelt key is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider")
+SAMPLERS = ("tpe", "nsga2", "random", "grid", "gp", "auto")
+SELECTION_POLICIES = ("max-accuracy", "min-latency", "knee", "weighted")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class InputModelConfig(Strict):
+    """A Hugging Face folder (safetensors) or a GGUF file converted once to one."""
+
+    type: Literal["HfModel", "GGUFModel"] = "HfModel"
+    model_path: Path
+    gguf_file: str | None = None
+    task: Literal["text-generation"] = "text-generation"
+    trust_remote_code: bool = False
+
+
+class DataConfig(Strict):
+    """A local JSON/JSON-lines/CSV/Parquet file, a text template and a held-out split."""
+
+    name: str
+    type: Literal["HuggingfaceContainer"] = "HuggingfaceContainer"
+    data_name: Literal["json", "csv", "parquet"]
+    data_files: list[Path]
+    split: str = "train"
+    dataset_type: Literal["corpus"] = "corpus"
+    text_cols: list[str] | None = None
+    text_template: str
+    corpus_strategy: Literal["line-by-line", "join"] = "line-by-line"
+    source_max_len: int = Field(1024, gt=0)
+    pad_to_max_len: bool = False
+    use_attention_mask: bool = True
+    # Held-out rows: a count (>= 1) or a fraction in (0, 1). The evaluators read this split.
+    eval_dataset_size: float = Field(0.2, gt=0)
+    split_seed: int = 0
+    max_samples: int | None = Field(None, gt=0)
+
+    @field_validator("data_files", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, (str, Path)) else value
+
+
+class PassConfig(Strict):
+    """One pass: its registered type and its raw parameters (validated by the pass itself)."""
+
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Where the parameters sit in the user's file, for error messages ("passes.lora.config").
+    origin: str = ""
+
+
+class GoalConfig(Strict):
+    type: Literal[
+        "threshold",
+        "min-improvement",
+        "max-degradation",
+        "percent-min-improvement",
+        "percent-max-degradation",
+    ]
+    value: float
+
+
+class SubMetricConfig(Strict):
+    name: str
+    priority: int = 1
+    higher_is_better: bool | None = None
+    goal: GoalConfig | None = None
+
+
+class MetricConfig(Strict):
+    name: str
+    type: str
+    sub_types: list[SubMetricConfig]
+    data_config: str | None = None
+    user_config: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluatorConfig(Strict):
+    metrics: list[MetricConfig] = Field(default_factory=list)
+
+
+class SearchStrategyConfig(Strict):
+    execution_order: Literal["joint"] = "joint"
+    sampler: Literal["tpe", "nsga2", "random", "grid", "gp", "auto"] = "tpe"
+    max_samples: int | None = Field(None, gt=0)
+    max_time: float | None = Field(None, gt=0)
+    seed: int = 0
+    stop_when_goals_met: bool = False
+
+
+class SelectionConfig(Strict):
+    policy: Literal["max-accuracy", "min-latency", "knee", "weighted"] = "max-accuracy"
+    min_accuracy: float | None = None
+    latency_budget_ms: float | None = None
+    weights: dict[str, float] = Field(default_factory=dict)
+
+
+class EngineConfig(Strict):
+    search_strategy: SearchStrategyConfig | None = None
+    execution_providers: list[Literal["CPUExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider"]] = (
+        Field(default_factory=lambda: ["CPUExecutionProvider"], min_length=1)
+    )
+    cache_dir: Path = Path("cache")
+    output_dir: Path = Path("results/run")
+    log_severity_level: int = Field(1, ge=0, le=4)
+    evaluator: str | None = None
+    evaluate_input_model: bool = True
+    storage: str | None = None
+    study_name: str | None = None
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
+    trial_timeout: float | None = Field(None, gt=0)
+    cache_max_gb: float | None = Field(None, gt=0)
+
+    @field_validator("search_strategy", mode="before")
+    @classmethod
+    def _false_means_single_run(cls, value: Any) -> Any:
+        if value is False or value is None:
+            return None
+        if value is True:
+            return {}
+        return value
+
+    @property
+    def provider(self) -> str:
+        return self.execution_providers[0]
+
+
+class RunConfig(Strict):
+    """A whole run: model, data, ordered passes, evaluators and engine settings."""
+
+    input_model: InputModelConfig
+    data_configs: list[DataConfig] = Field(default_factory=list)
+    passes: dict[str, PassConfig] = Field(default_factory=dict)
+    evaluators: dict[str, EvaluatorConfig] = Field(default_factory=dict)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    # Directory of the config file: relative paths in the config were resolved against it.
+    config_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _names_resolve(self) -> RunConfig:
+        names = [d.name for d in self.data_configs]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"data config name '{sorted(dupes)[0]}' is used twice")
+        return self
+
+    def data_config(self, name: str) -> DataConfig:
+        for data in self.data_configs:
+            if data.name == name:
+                return data
+        raise KeyError(name)

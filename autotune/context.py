@@ -1,0 +1,27 @@
+"""The run context: paths, provider, logger and progress, passed explicitly (no global state)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.data import Dataset
+
+log = logging.getLogger("autotune")
+
+
+@dataclass
+class PassContext:
+    """What a pass may use besides its input model and parameters."""
+
+    provider: str
+    work_dir: Path
+    data: Dataset | None = None
+    trust_remote_code: bool = False
+    # Called by training passes with (step, eval_loss); may raise to stop a hopeless trial.
+    report_intermediate: Callable[[int, float], None] | None = None
+    progress: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,179 @@
+"""Local data sets: load with ``datasets``, apply the text template, de-duplicate, split, know the labels.
+
+The template's last placeholder is the answer (``{tone}`` in ``"### Text: {phrase}\\n### The tone is:\\n{tone}"``);
+everything before it is the prompt. Training and every evaluator use :func:`encode_example` so a
+trained model is asked exactly the prompt it learnt to answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.config.schema import DataConfig
+from autotune.errors import DataError
+
+# A data set is treated as classification when its answers form a small closed set.
+MAX_LABELS = 50
+
+
+@dataclass(frozen=True)
+class Template:
+    text: str
+    columns: tuple[str, ...]
+    answer_column: str
+    prompt_text: str  # the template up to the answer placeholder
+
+    @classmethod
+    def parse(cls, text: str, *, where: str) -> Template:
+        try:
+            parts = list(string.Formatter().parse(text))
+        except ValueError as exc:
+            raise DataError(where, f"bad template: {exc}") from None
+        columns = tuple(name for _, name, _, _ in parts if name is not None)
+        if not columns or any(c == "" or c.isdigit() for c in columns):
+            raise DataError(where, "the template needs named placeholders such as {phrase} and {tone}")
+        answer = columns[-1]
+        if text.rstrip().endswith("{" + answer + "}") is False:
+            raise DataError(where, f"the answer placeholder {{{answer}}} must end the template")
+        prompt = text[: text.rindex("{" + answer + "}")]
+        return cls(text=text, columns=columns, answer_column=answer, prompt_text=prompt)
+
+    def prompt(self, row: dict[str, Any]) -> str:
+        return self.prompt_text.format(**{c: row.get(c, "") for c in self.columns if c != self.answer_column})
+
+    def answer(self, row: dict[str, Any]) -> str:
+        return str(row[self.answer_column])
+
+
+@dataclass
+class Dataset:
+    """Rows split into train and held-out eval, with the template and (for classification) labels."""
+
+    name: str
+    template: Template
+    train: list[dict[str, Any]]
+    eval: list[dict[str, Any]]
+    labels: list[str] | None
+    key: str
+    files: list[Path] = field(default_factory=list)
+    source_max_len: int = 1024
+
+    @property
+    def is_classification(self) -> bool:
+        return self.labels is not None
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_rows(config: DataConfig, where: str) -> list[dict[str, Any]]:
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    for path in config.data_files:
+        if not path.is_file():
+            raise DataError(f"{where}.data_files", f"no such file: {path}")
+        try:
+            path.read_bytes().decode("utf-8") if config.data_name != "parquet" else None
+        except UnicodeDecodeError as exc:
+            raise DataError(str(path), f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        ds = datasets.load_dataset(
+            config.data_name,
+            data_files=[str(p) for p in config.data_files],
+            split=config.split,
+            keep_in_memory=True,
+            cache_dir=None,
+        )
+    except Exception as exc:  # datasets raises many types for a malformed file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(str(config.data_files[0]), f"cannot read as {config.data_name}: {first[:200]}") from None
+    return [dict(row) for row in ds]
+
+
+def load_data(config: DataConfig, *, where: str = "data_configs[0]", template_where: str | None = None) -> Dataset:
+    """Load, template, de-duplicate and split one data config (deterministic for a given seed)."""
+    template_where = template_where or f"{where}.text_template"
+    template = Template.parse(config.text_template, where=template_where)
+    rows = _read_rows(config, where)
+    if not rows:
+        raise DataError(str(config.data_files[0]), "the data set has no rows")
+    available = set(rows[0])
+    for column in template.columns:
+        if column not in available:
+            raise DataError(template_where, f"the template names column '{column}' but the data has only {sorted(available)}")
+    if config.text_cols:
+        for column in config.text_cols:
+            if column not in available:
+                raise DataError(f"{where}.text_cols", f"column '{column}' is not in the data (has {sorted(available)})")
+    # De-duplicate on the prompt before splitting, so no phrase lands on both sides.
+    seen: set[str] = set()
+    unique: list[dict[str, Any]] = []
+    for row in rows:
+        if row.get(template.answer_column) in (None, ""):
+            continue
+        prompt = template.prompt(row)
+        if prompt in seen:
+            continue
+        seen.add(prompt)
+        unique.append({c: ("" if row.get(c) is None else str(row[c])) for c in template.columns})
+    if len(unique) < 2:
+        raise DataError(str(config.data_files[0]), f"need at least 2 labelled rows, found {len(unique)}")
+    random.Random(config.split_seed).shuffle(unique)
+    if config.max_samples:
+        unique = unique[: config.max_samples]
+    size = config.eval_dataset_size
+    n_eval = int(size) if size >= 1 else max(1, round(len(unique) * size))
+    if n_eval >= len(unique):
+        raise DataError(f"{where}.eval_dataset_size", f"asks for {n_eval} held-out rows but the data has only {len(unique)}")
+    answers = sorted({r[template.answer_column] for r in unique})
+    labels = answers if len(answers) <= MAX_LABELS and len(answers) * 2 <= len(unique) else None
+    digest = hashlib.sha256()
+    for path in config.data_files:
+        digest.update(file_sha256(path).encode())
+    digest.update(json.dumps(
+        {"template": config.text_template, "eval": size, "seed": config.split_seed, "max": config.max_samples,
+         "split": config.split, "max_len": config.source_max_len},
+        sort_keys=True,
+    ).encode())
+    return Dataset(
+        name=config.name,
+        template=template,
+        train=unique[n_eval:],
+        eval=unique[:n_eval],
+        labels=labels,
+        key=digest.hexdigest(),
+        files=list(config.data_files),
+        source_max_len=config.source_max_len,
+    )
+
+
+def encode_example(tokenizer: Any, prompt: str, answer: str | None, *, max_len: int) -> tuple[list[int], int]:
+    """Token ids of prompt (+ answer + EOS) and the prompt's length in tokens.
+
+    Prompt and answer are tokenised separately and joined, so the prompt tokens are identical
+    whether or not the answer follows (evaluators score label continuations after the same ids).
+    """
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    if answer is None:
+        return prompt_ids[-max_len:], min(len(prompt_ids), max_len)
+    answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    eos = tokenizer.eos_token_id
+    ids = prompt_ids + answer_ids + ([eos] if eos is not None else [])
+    if len(ids) > max_len:  # keep the answer: cut the start of the prompt
+        cut = len(ids) - max_len
+        ids = ids[cut:]
+        return ids, len(prompt_ids) - cut
+    return ids, len(prompt_ids)

@@ -1,0 +1,128 @@
+"""The Pass interface and its registry.
+
+A pass is one unit of work: a model handle in, a model written to a folder out. It declares its
+parameters as a pydantic model (types, defaults, which are searchable and their default space) and
+what of the run context enters its cache key.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from autotune.config.errors import validate_model
+from autotune.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from autotune.context import PassContext
+    from autotune.models.handle import ModelHandle
+
+PASS_REGISTRY: dict[str, type[Pass]] = {}
+
+
+def searchable(default: Any, *, space: Any, description: str = "", **kwargs: Any) -> Any:
+    """A pass parameter that a study may search; ``space`` is its default search space."""
+    return Field(default, description=description, json_schema_extra={"searchable": True, "default_space": space}, **kwargs)
+
+
+class PassParams(BaseModel):
+    """Base of every pass's parameter model. ``ALIASES`` maps older spellings to canonical names."""
+
+    model_config = ConfigDict(extra="forbid")
+    ALIASES: ClassVar[dict[str, str]] = {}
+
+    # name -> (parameter, values): the parameter applies only when that other parameter is in values.
+    CONDITIONS: ClassVar[dict[str, tuple[str, tuple[Any, ...]]]] = {}
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], origin: str) -> dict[str, Any]:
+        """Rewrite older shapes of the raw parameters before validation (default: unchanged)."""
+        return params
+
+    def applies(self, name: str) -> bool:
+        """Whether parameter ``name`` has an effect given the others (see ``CONDITIONS``)."""
+        condition = self.CONDITIONS.get(name)
+        return condition is None or getattr(self, condition[0]) in condition[1]
+
+    def resolved(self) -> dict[str, Any]:
+        """The parameters that have an effect: what enters the cache key and the records."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if self.applies(k)}
+
+    @classmethod
+    def searchable_fields(cls) -> dict[str, Any]:
+        """name -> default space, for every searchable parameter."""
+        return {
+            name: (field.json_schema_extra or {}).get("default_space")
+            for name, field in cls.model_fields.items()
+            if (field.json_schema_extra or {}).get("searchable")
+        }
+
+
+def canonical_params(model: type[PassParams], params: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Rename aliased keys (``lora_r`` -> ``r``); two spellings of one key is an error."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = model.ALIASES.get(key, key)
+        if name in out:
+            raise ConfigError(f"{origin}.{key}", f"'{name}' is given twice (as '{key}' and another spelling)")
+        out[name] = value
+    return out
+
+
+def validate_params(model: type[PassParams], params: dict[str, Any], origin: str, user_keys: dict[str, str] | None = None) -> PassParams:
+    """Validate canonical params; errors name the user's own spelling of the key."""
+    user_keys = user_keys or {}
+    try:
+        return validate_model(model, params, origin)
+    except ConfigError as exc:
+        where = exc.where
+        for canonical, user in user_keys.items():
+            if where == f"{origin}.{canonical}" or where.startswith(f"{origin}.{canonical}."):
+                where = f"{origin}.{user}" + where[len(f"{origin}.{canonical}"):]
+        if exc.message.startswith("unknown key"):
+            key = where.rsplit(".", 1)[-1]
+            names = list(model.model_fields) + list(model.ALIASES)
+            raise ConfigError(where, f"unknown key{did_you_mean(key, names)}") from None
+        raise ConfigError(where, exc.message) from None
+
+
+class Pass(ABC):
+    """One step of the pipeline. Subclasses set the class attributes and implement :meth:`run`."""
+
+    type_name: ClassVar[str]
+    Params: ClassVar[type[PassParams]]
+    accepts: ClassVar[tuple[str, ...]] = ("hf",)
+    output_kind: ClassVar[str] = "hf"
+    uses_data: ClassVar[bool] = False
+    provider_in_key: ClassVar[bool] = False
+
+    def check(self, params: PassParams, *, provider: str, origin: str) -> None:  # noqa: B027
+        """Refuse, before any work starts, what cannot run here (raise :class:`ConfigError`)."""
+
+    @abstractmethod
+    def run(self, model: ModelHandle, params: PassParams, ctx: PassContext, output: Path) -> None:
+        """Write the output model of this pass into ``output`` (an empty folder)."""
+
+
+def register_pass(*names: str) -> Any:
+    """Class decorator: register a pass under its ``type_name`` and any extra names."""
+
+    def wrap(cls: type[Pass]) -> type[Pass]:
+        for name in (cls.type_name, *names):
+            PASS_REGISTRY[name.lower()] = cls
+        return cls
+
+    return wrap
+
+
+def get_pass(type_name: str, *, path: str) -> type[Pass]:
+    import autotune.passes  # noqa: F401  (registers the built-in passes)
+
+    cls = PASS_REGISTRY.get(type_name.lower())
+    if cls is None:
+        known = sorted({c.type_name for c in PASS_REGISTRY.values()})
+        raise ConfigError(path, f"unknown pass type \"{type_name}\"{did_you_mean(type_name, known)} (known: {', '.join(known)})")
+    return cls

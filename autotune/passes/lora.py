@@ -1,0 +1,269 @@
+"""LoRA fine-tuning with peft and transformers' Trainer; the output is a saved adapter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from autotune.context import PassContext
+from autotune.data import encode_example
+from autotune.errors import ConfigError
+from autotune.models.handle import ModelHandle
+from autotune.models.loading import load_causal_lm, load_tokenizer
+from autotune.passes.base import Pass, PassParams, register_pass, searchable
+
+log = logging.getLogger("autotune")
+
+DEFAULT_TARGETS = ["q_proj", "v_proj"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainingArgs(BaseModel):
+    """transformers ``TrainingArguments``: the common ones typed; any other valid field is passed on."""
+
+    model_config = ConfigDict(extra="allow")
+    seed: int = 42
+    data_seed: int | None = None
+    per_device_train_batch_size: int = Field(8, gt=0)
+    per_device_eval_batch_size: int = Field(8, gt=0)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    logging_steps: float = Field(10, gt=0)
+    warmup_steps: float = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_scheduler_type: str = "linear"
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    gradient_checkpointing: bool = False
+    eval_steps: float | None = None
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("expected a positive number of steps (or -1 for epochs)")
+        return value
+
+
+# Keys autotune sets itself, or that would make training write where it should not.
+RESERVED_TRAINING_ARGS = {"output_dir", "report_to", "save_strategy", "push_to_hub", "hub_token", "hub_model_id"}
+RENAMED_TRAINING_ARGS = {"evaluation_strategy": "eval_strategy"}
+IGNORED_TRAINING_ARGS = {"overwrite_output_dir", "save_steps", "save_total_limit", "evaluation_strategy",
+                         "eval_strategy", "load_best_model_at_end", "logging_dir", "output_dir", "report_to",
+                         "save_strategy"}
+
+
+class LoRAParams(PassParams):
+    ALIASES: ClassVar[dict[str, str]] = {"lora_r": "r", "lora_alpha": "alpha"}
+
+    r: int = searchable(16, space=[4, 8, 16, 32], gt=0)
+    alpha: float = searchable(32, space=[16, 32, 64], gt=0)
+    lora_dropout: float = searchable(0.05, space=[0.0, 0.05, 0.1], ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = searchable(
+        DEFAULT_TARGETS, space=[["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"], "all-linear"]
+    )
+    learning_rate: float = searchable(2e-4, space={"low": 5e-5, "high": 1e-3, "log": True}, gt=0)
+    train_data_config: str | None = None
+    # Loss on the answer only (classification) or on the whole text; None picks by the data.
+    loss_on: Literal["answer", "all"] | None = None
+    # Rows carved from the end of the training split for the intermediate eval loss (never trained on).
+    validation_size: int = Field(32, ge=0)
+    # Evaluate the validation loss every N optimizer steps for early stopping (0 = never).
+    report_every: int = Field(10, ge=0)
+    training_args: TrainingArgs = Field(default_factory=TrainingArgs)
+
+    @classmethod
+    def prepare(cls, params: dict[str, Any], origin: str) -> dict[str, Any]:
+        """Lift ``training_args.learning_rate`` to the searchable top-level ``learning_rate``."""
+        params = dict(params)
+        params.pop("eval_dataset_size", None)  # moved to the data config by the loader
+        args = params.get("training_args")
+        if isinstance(args, dict) and "learning_rate" in args:
+            args = dict(args)
+            if "learning_rate" in params:
+                raise ConfigError(f"{origin}.training_args.learning_rate", "is also set as 'learning_rate'; keep one")
+            params["learning_rate"] = args.pop("learning_rate")
+            params["training_args"] = args
+        return params
+
+
+def tokenize_rows(tokenizer: Any, data: Any, rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, list[int]]]:
+    features = []
+    for row in rows:
+        prompt, answer = data.template.prompt(row), data.template.answer(row)
+        ids, prompt_len = encode_example(tokenizer, prompt, answer, max_len=data.source_max_len)
+        labels = list(ids)
+        if loss_on == "answer":
+            labels[:prompt_len] = [-100] * prompt_len
+        features.append({"input_ids": ids, "labels": labels})
+    return features
+
+
+class PadToLongest:
+    """Pad each batch to its own longest row (not to source_max_len): no compute wasted on padding."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str) -> Any:
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    valid = {f.name for f in dataclasses.fields(TrainingArguments)}
+    values = args.model_dump(exclude_none=True)
+    for key in list(values):
+        if key in IGNORED_TRAINING_ARGS:
+            values.pop(key)
+        elif key not in valid:
+            raise ConfigError(f"{origin}.training_args.{key}", "unknown training argument")
+    values.pop("eval_steps", None)
+    return TrainingArguments(
+        output_dir=str(output),
+        learning_rate=params.learning_rate,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        use_cpu=True,
+        **values,
+    )
+
+
+@register_pass("lora")
+class LoRA(Pass):
+    type_name = "LoRA"
+    Params = LoRAParams
+    accepts = ("hf",)
+    output_kind = "adapter"
+    uses_data = True
+
+    def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
+        import dataclasses
+
+        from transformers import TrainingArguments
+
+        valid = {f.name for f in dataclasses.fields(TrainingArguments)}
+        for key in params.training_args.model_dump(exclude_none=True):
+            if key not in valid and key not in IGNORED_TRAINING_ARGS:
+                from autotune.errors import did_you_mean
+
+                raise ConfigError(f"{origin}.training_args.{key}", f"unknown training argument{did_you_mean(key, valid)}")
+
+    def run(self, model: ModelHandle, params: LoRAParams, ctx: PassContext, output: Path) -> None:
+        train_adapter(model, params, ctx, output)
+
+
+def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, output: Path,
+                  quantization_config: Any = None) -> None:
+    """Fine-tune a LoRA adapter on ``ctx.data`` and save it to ``output`` (shared with QLoRA)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainerCallback
+
+    data = ctx.data
+    assert data is not None, "the pipeline gives training passes their data"
+    origin = ctx.extras.get("origin", "passes")
+    tokenizer = load_tokenizer(model.path, trust_remote_code=ctx.trust_remote_code)
+    base = load_causal_lm(model.path, trust_remote_code=ctx.trust_remote_code, quantization_config=quantization_config)
+    if quantization_config is not None:
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=params.training_args.gradient_checkpointing)
+    lora_config = LoraConfig(
+        r=params.r,
+        lora_alpha=params.alpha,
+        lora_dropout=params.lora_dropout,
+        target_modules=params.target_modules,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+    try:
+        peft_model = get_peft_model(base, lora_config)
+    except ValueError as exc:
+        raise ConfigError(f"{origin}.target_modules", str(exc).splitlines()[0][:200]) from None
+    loss_on = params.loss_on or ("answer" if data.is_classification else "all")
+    n_val = min(params.validation_size, max(0, len(data.train) // 5))
+    train_rows = data.train[: len(data.train) - n_val] if n_val else data.train
+    val_rows = data.train[len(data.train) - n_val:] if n_val else []
+    train_features = tokenize_rows(tokenizer, data, train_rows, loss_on)
+    val_features = tokenize_rows(tokenizer, data, val_rows, loss_on)
+    collator = PadToLongest(tokenizer.pad_token_id)
+    args = training_arguments(params.training_args, params, ctx.work_dir / "trainer", origin=origin)
+    history: list[dict[str, float]] = []
+
+    def validation_loss() -> float:
+        peft_model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for i in range(0, len(val_features), args.per_device_eval_batch_size):
+                batch = collator(val_features[i: i + args.per_device_eval_batch_size])
+                out = peft_model(**batch)
+                n = int((batch["labels"][:, 1:] != -100).sum())
+                total += float(out.loss) * n
+                count += n
+        peft_model.train()
+        return total / max(count, 1)
+
+    class Watch(TrainerCallback):
+        def on_log(self, _args: Any, state: Any, _control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
+            if logs and "loss" in logs:
+                history.append({"step": state.global_step, "loss": float(logs["loss"])})
+                if not math.isfinite(float(logs["loss"])):
+                    raise TrainingDiverged(f"training loss is {logs['loss']} at step {state.global_step}")
+
+        def on_step_end(self, _args: Any, state: Any, _control: Any, **_: Any) -> None:
+            if ctx.progress is not None:
+                ctx.progress(state.global_step, state.max_steps)
+            every = params.report_every
+            if ctx.report_intermediate and val_features and every and state.global_step % every == 0:
+                loss = validation_loss()
+                history.append({"step": state.global_step, "eval_loss": loss})
+                ctx.report_intermediate(state.global_step, loss)
+
+    trainer = Trainer(
+        model=peft_model,
+        args=args,
+        train_dataset=train_features,
+        data_collator=collator,
+        callbacks=[Watch()],
+    )
+    result = trainer.train()
+    if not math.isfinite(result.training_loss):
+        raise TrainingDiverged(f"training loss is {result.training_loss}")
+    peft_model.save_pretrained(str(output), safe_serialization=True)
+    tokenizer.save_pretrained(str(output))
+    summary = {
+        "train_rows": len(train_features),
+        "validation_rows": len(val_features),
+        "loss_on": loss_on,
+        "steps": result.global_step,
+        "training_loss": result.training_loss,
+        "history": history,
+    }
+    (output / "training_log.json").write_text(json.dumps(summary, indent=2))

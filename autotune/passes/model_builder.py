@@ -1,0 +1,109 @@
+"""onnxruntime-genai's model builder, run in-process: an HF folder in, an ONNX folder genai loads out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from autotune.context import PassContext
+from autotune.errors import ConfigError
+from autotune.models.handle import ModelHandle
+from autotune.passes.base import Pass, PassParams, register_pass, searchable
+
+log = logging.getLogger("autotune")
+
+BUILDER_EP = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "DmlExecutionProvider": "dml"}
+QUANTIZED = ("int4", "int8")
+
+
+class ModelBuilderParams(PassParams):
+    ALIASES: ClassVar[dict[str, str]] = {
+        "int4_block_size": "block_size",
+        "int4_accuracy_level": "accuracy_level",
+        "int4_is_symmetric": "is_symmetric",
+        "int4_algo_config": "algo_config",
+        "int4_op_types_to_quantize": "op_types_to_quantize",
+    }
+    CONDITIONS: ClassVar[dict[str, tuple[str, tuple[Any, ...]]]] = {
+        "block_size": ("precision", QUANTIZED),
+        "accuracy_level": ("precision", QUANTIZED),
+        "is_symmetric": ("precision", QUANTIZED),
+        "algo_config": ("precision", QUANTIZED),
+        "matmul_mixed_precision": ("precision", ("int4",)),
+        "nodes_to_exclude": ("precision", QUANTIZED),
+    }
+
+    precision: Literal["int4", "int8", "fp16", "fp32"] = searchable("int4", space=["int4", "int8", "fp32"])
+    block_size: Literal[16, 32, 64, 128, 256] = searchable(32, space=[32, 128])
+    accuracy_level: Literal[0, 1, 2, 3, 4] = searchable(0, space=[0, 4])
+    is_symmetric: bool = searchable(True, space=[True, False])
+    algo_config: Literal["default", "rtn", "k_quant"] = searchable("default", space=["default", "k_quant"])
+    # e.g. "last_matmul:int8" keeps the LM head in int8 while the body is int4.
+    matmul_mixed_precision: str | None = searchable(None, space=[None, "last_matmul:int8"])
+    nodes_to_exclude: list[str] | None = None
+    exclude_embeds: bool = False
+    exclude_lm_head: bool = False
+
+    def extra_options(self) -> list[str]:
+        opts: list[str] = []
+        if self.precision in QUANTIZED:
+            opts += [f"block_size={self.block_size}", f"is_symmetric={str(self.is_symmetric).lower()}"]
+            if self.accuracy_level:
+                opts.append(f"accuracy_level={self.accuracy_level}")
+            if self.algo_config != "default":
+                opts.append(f"algo_config={self.algo_config}")
+            if self.nodes_to_exclude:
+                opts.append(f"nodes_to_exclude={','.join(self.nodes_to_exclude)}")
+        if self.precision == "int4" and self.matmul_mixed_precision:
+            opts.append(f"matmul_mixed_precision={self.matmul_mixed_precision}")
+        if self.exclude_embeds:
+            opts.append("exclude_embeds=true")
+        if self.exclude_lm_head:
+            opts.append("exclude_lm_head=true")
+        return opts
+
+
+@register_pass("OnnxConversion", "model_builder")
+class ModelBuilder(Pass):
+    type_name = "ModelBuilder"
+    Params = ModelBuilderParams
+    accepts = ("hf",)
+    output_kind = "onnx"
+    provider_in_key = True
+
+    def check(self, params: ModelBuilderParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
+        if params.precision == "fp16" and provider == "CPUExecutionProvider":
+            raise ConfigError(
+                f"{origin}.precision",
+                "fp16 is not supported on CPUExecutionProvider (ONNX Runtime has no fp16 CPU kernels for "
+                "these ops); use fp32, int8 or int4 on CPU, or fp16 with CUDAExecutionProvider",
+            )
+
+    def run(self, model: ModelHandle, params: ModelBuilderParams, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
+        build_onnx(model.path, output, params, provider=ctx.provider, work_dir=ctx.work_dir)
+
+
+def build_onnx(source: Path, output: Path, params: ModelBuilderParams, *, provider: str, work_dir: Path) -> None:
+    from onnxruntime_genai.models import builder
+
+    ep = BUILDER_EP[provider]
+    scratch = work_dir / "builder_cache"
+    scratch.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / "model_builder.log"
+    # The builder prints every tensor it writes; keep that in a log file, not the terminal.
+    previous = logging.root.manager.disable
+    with log_path.open("w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        logging.disable(logging.INFO)
+        try:
+            extra = builder.parse_extra_options(
+                "", str(source), str(output), params.precision, ep, str(scratch), params.extra_options()
+            )
+            builder.create_model("", str(source), str(output), params.precision, ep, str(scratch), **extra)
+        finally:
+            logging.disable(previous)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if not (output / "genai_config.json").is_file():
+        raise RuntimeError(f"the model builder wrote no genai_config.json (see {log_path})")

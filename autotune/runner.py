@@ -1,0 +1,69 @@
+"""A single run (``search_strategy: false``): the passes once, then the model exported with a record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from autotune.cache import Cache
+from autotune.config.schema import RunConfig
+from autotune.pipeline import Pipeline, PipelineObserver, PipelineResult
+
+log = logging.getLogger("autotune")
+
+
+def atomic_copy_tree(source: Path, target: Path) -> None:
+    """Copy a folder to ``target`` via a temp folder and a rename: no half-written result."""
+    staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
+    shutil.copytree(source, staging)
+    if target.exists():
+        old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
+        os.rename(target, old)
+        os.rename(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, target)
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def run_single(config: RunConfig, *, observer: PipelineObserver | None = None) -> dict[str, Any]:
+    """Run the passes once and write ``<output_dir>/model`` and ``<output_dir>/run.json``."""
+    began = time.perf_counter()
+    cache = Cache(config.engine.cache_dir)
+    pipeline = Pipeline(config, cache=cache, observer=observer)
+    result: PipelineResult = pipeline.run()
+    out = config.engine.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = out / "model"
+    if result.model.kind == "onnx" or result.model.kind == "hf":
+        atomic_copy_tree(result.model.path, model_dir)
+    record: dict[str, Any] = {
+        "input_model": {"path": str(result.input_model.path), "key": result.input_model.key},
+        "provider": config.engine.provider,
+        "model_key": result.model.key,
+        "model_kind": result.model.kind,
+        "model_dir": str(model_dir),
+        "passes": [p.to_dict() for p in result.passes],
+        "seconds": time.perf_counter() - began,
+    }
+    from autotune.evaluation.runner import evaluate_run
+
+    metrics = evaluate_run(config, pipeline, result, model_dir)
+    if metrics is not None:
+        write_json(model_dir.parent / "metrics.json", metrics)
+        record["metrics"] = metrics
+    record["seconds"] = time.perf_counter() - began
+    write_json(out / "run.json", record)
+    return record

@@ -1,0 +1,1 @@
+"""The search: spaces, the Optuna study, objectives and early stopping."""
