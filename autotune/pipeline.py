@@ -189,7 +189,7 @@ class Pipeline:
 
 def resolve_input_model(config: RunConfig, cache: Cache) -> ModelHandle:
     """The input model as an HF folder handle: a folder as is, a GGUF (or the demo model) converted once."""
-    from autotune.models.fetch import find_demo, fetch_demo
+    from autotune.models.fetch import fetch_demo, find_demo
     from autotune.models.gguf import check_gguf, convert_gguf
     from autotune.models.loading import check_hf_folder
 

@@ -10,7 +10,14 @@ import yaml
 
 from autotune.config import legacy
 from autotune.config.errors import join_path, validate_model
-from autotune.config.schema import DataConfig, EngineConfig, EvaluatorConfig, InputModelConfig, PassConfig, RunConfig
+from autotune.config.schema import (
+    DataConfig,
+    EngineConfig,
+    EvaluatorConfig,
+    InputModelConfig,
+    PassConfig,
+    RunConfig,
+)
 from autotune.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

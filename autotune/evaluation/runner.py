@@ -1,12 +1,151 @@
-"""Evaluation of a run's final model and its baseline (filled in by the evaluators)."""
+"""Evaluate a model with a configured evaluator: every metric cached by (model, metric config, provider, data)."""
 
 from __future__ import annotations
 
+import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autotune.cache import Cache, hash_key
+from autotune.config.errors import validate_model
+from autotune.config.schema import EvaluatorConfig, GoalConfig, RunConfig
+from autotune.errors import ConfigError
+from autotune.evaluation.base import EvalContext, EvalModel, Metric, environment, get_evaluator
+from autotune.evaluation.goals import Bound, resolve_goal
 
-def evaluate_run(config: Any, pipeline: Any, result: Any, model_dir: Path) -> dict[str, Any] | None:
+log = logging.getLogger("autotune")
+# Bump when a change to an evaluator changes what it measures: old cached results then miss.
+EVALUATION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    key: str  # "<metric name>-<sub-type>", Olive's naming
+    metric_index: int
+    sub_type: str
+    higher_is_better: bool
+    priority: int
+    goal: GoalConfig | None
+    unit: str
+
+
+def metric_specs(evaluator: EvaluatorConfig, *, where: str = "evaluators") -> list[MetricSpec]:
+    specs: list[MetricSpec] = []
+    for i, metric in enumerate(evaluator.metrics):
+        mpath = f"{where}.metrics[{i}]"
+        cls = get_evaluator(metric.type, where=f"{mpath}.type")
+        validate_model(cls.Params, metric.user_config, f"{mpath}.user_config")
+        for j, sub in enumerate(metric.sub_types):
+            name = cls.sub_type(sub.name, where=f"{mpath}.sub_types[{j}].name")
+            unit, default_hib = cls.SUB_TYPES.get(name, ("", True))
+            hib = default_hib if sub.higher_is_better is None else sub.higher_is_better
+            specs.append(MetricSpec(f"{metric.name}-{name}", i, name, hib, sub.priority, sub.goal, unit))
+    keys = [s.key for s in specs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ConfigError(where, f"metric '{key}' is defined twice")
+    return specs
+
+
+class ModelEvaluator:
+    """Evaluates models for one run config and evaluator, through the evaluation cache."""
+
+    def __init__(self, config: RunConfig, *, cache: Cache, data_loader: Any, evaluator_name: str | None = None) -> None:
+        self.config = config
+        self.cache = cache
+        self.data_loader = data_loader
+        name = evaluator_name or config.engine.evaluator
+        if not name or name not in config.evaluators:
+            raise ConfigError("engine.evaluator", "no evaluator configured")
+        self.name = name
+        self.evaluator = config.evaluators[name]
+        self.specs = metric_specs(self.evaluator, where=f"evaluators.{name}")
+
+    def _data_for(self, index: int) -> Any:
+        metric = self.evaluator.metrics[index]
+        cls = get_evaluator(metric.type, where="")
+        if not cls.needs_data and metric.data_config is None:
+            return None
+        name = metric.data_config
+        names = [d.name for d in self.config.data_configs]
+        if name is None:
+            if len(names) != 1:
+                raise ConfigError(f"evaluators.{self.name}.metrics[{index}].data_config", f"name a data config (have: {names})")
+            name = names[0]
+        if name not in names:
+            raise ConfigError(f"evaluators.{self.name}.metrics[{index}].data_config", f"no data config named '{name}' (have: {names})")
+        return self.data_loader(name)
+
+    def evaluate(self, model: EvalModel) -> dict[str, Metric]:
+        provider = self.config.engine.provider
+        results: dict[str, Metric] = {}
+        for index, metric in enumerate(self.evaluator.metrics):
+            cls = get_evaluator(metric.type, where="")
+            data = self._data_for(index)
+            key = hash_key({
+                "evaluation": EVALUATION_VERSION, "model": model.key, "metric": metric.model_dump(mode="json"),
+                "provider": provider, "data": getattr(data, "key", None), "kind": model.kind,
+            })
+            cached = self.cache.get_json(key)
+            if cached is not None:
+                measured = {k: Metric.from_dict(v) for k, v in cached["metrics"].items()}
+                log.debug("metric %s: cache hit", metric.name)
+            else:
+                params = validate_model(cls.Params, metric.user_config, f"evaluators.{self.name}.metrics[{index}].user_config")
+                began = time.perf_counter()
+                if cls.type_name == "custom":
+                    subs = {s.name: (s.higher_is_better if s.higher_is_better is not None else True) for s in metric.sub_types}
+                    evaluator = cls(base=self.config.config_dir, sub_types=subs)  # type: ignore[call-arg]
+                else:
+                    evaluator = cls()
+                ctx = EvalContext(provider=provider, data=data, trust_remote_code=self.config.input_model.trust_remote_code)
+                measured = evaluator.evaluate(model, params, ctx)
+                seconds = time.perf_counter() - began
+                log.info("metric %-10s measured in %.1f s", metric.name, seconds)
+                self.cache.put_json(key, {"metrics": {k: v.to_dict() for k, v in measured.items()}, "seconds": seconds})
+            for spec in self.specs:
+                if spec.metric_index == index:
+                    if spec.sub_type not in measured:
+                        raise ConfigError(f"evaluators.{self.name}.metrics[{index}]", f"the evaluator returned no '{spec.sub_type}'")
+                    results[spec.key] = measured[spec.sub_type]
+        return results
+
+    def bounds(self, baseline: dict[str, Metric] | None) -> list[Bound]:
+        out = []
+        for spec in self.specs:
+            if spec.goal is None:
+                continue
+            base = baseline[spec.key].value if baseline and spec.key in baseline else None
+            try:
+                out.append(resolve_goal(spec.key, spec.goal.type, spec.goal.value, spec.higher_is_better, base))
+            except ValueError as exc:
+                raise ConfigError(f"evaluators.{self.name}", str(exc)) from None
+        return out
+
+
+def metrics_record(metrics: dict[str, Metric], baseline: dict[str, Metric] | None, bounds: list[Bound]) -> dict[str, Any]:
+    return {
+        "metrics": {k: v.to_dict() for k, v in metrics.items()},
+        "baseline": {k: v.to_dict() for k, v in (baseline or {}).items()},
+        "goals": [
+            {"metric": b.metric, "bound": b.describe(), "met": b.violation(metrics[b.metric].value) <= 0}
+            for b in bounds if b.metric in metrics
+        ],
+        "environment": environment(),
+    }
+
+
+def evaluate_run(config: RunConfig, pipeline: Any, result: Any, model_dir: Path) -> dict[str, Any] | None:
+    """Evaluate a single run's final model and its baseline; None when no evaluator is configured."""
     if not config.engine.evaluator:
         return None
-    return None
+    evaluator = ModelEvaluator(config, cache=pipeline.cache, data_loader=pipeline.data)
+    final = EvalModel(path=result.model.path, kind=result.model.kind, key=result.model.key)
+    metrics = evaluator.evaluate(final)
+    baseline = None
+    if config.engine.evaluate_input_model:
+        source = result.input_model
+        baseline = evaluator.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
+    return metrics_record(metrics, baseline, evaluator.bounds(baseline))

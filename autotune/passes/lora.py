@@ -253,6 +253,10 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
         data_collator=collator,
         callbacks=[Watch()],
     )
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # progress goes through ctx.progress, not print()
+    trainer.remove_callback(ProgressCallback)
     result = trainer.train()
     if not math.isfinite(result.training_loss):
         raise TrainingDiverged(f"training loss is {result.training_loss}")

@@ -9,7 +9,7 @@ from rich.table import Table
 
 
 def print_summary(result: Any, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(width=max(140, Console().width))
     record = result.record
     if record and "passes" in record:
         table = Table(title="passes", show_lines=False)

@@ -1,0 +1,94 @@
+"""Accuracy on the held-out split: label scoring by log-likelihood, or greedy generation."""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from autotune.data import encode_example
+from autotune.errors import ConfigError
+from autotune.evaluation.backends import open_backend
+from autotune.evaluation.base import (
+    EvalContext,
+    EvalModel,
+    Evaluator,
+    EvaluatorParams,
+    Metric,
+    register_evaluator,
+)
+from autotune.evaluation.metrics import classification_scores, wilson_interval
+
+
+class AccuracyParams(EvaluatorParams):
+    # label_scoring: pick the label whose continuation is most likely (no generation);
+    # generation: greedy decode and compare the normalised text with the label.
+    mode: Literal["label_scoring", "generation"] = "label_scoring"
+    max_new_tokens: int = Field(8, gt=0)
+    max_examples: int | None = Field(None, gt=0)
+    perplexity: bool = True
+
+
+def normalise(text: str) -> str:
+    text = text.strip().splitlines()[0] if text.strip() else ""
+    text = text.lower().strip().strip(string.punctuation + " ")
+    return re.sub(r"\s+", " ", text)
+
+
+@register_evaluator("accuracy_score")
+class AccuracyEvaluator(Evaluator):
+    type_name = "accuracy"
+    Params = AccuracyParams
+    SUB_TYPES: ClassVar[dict[str, tuple[str, bool]]] = {
+        "accuracy": ("ratio", True),
+        "macro_f1": ("ratio", True),
+        "perplexity": ("ppl", False),
+    }
+    ALIASES: ClassVar[dict[str, str]] = {"accuracy_score": "accuracy", "f1_score": "macro_f1", "f1": "macro_f1"}
+    needs_data = True
+
+    def evaluate(self, model: EvalModel, params: AccuracyParams, ctx: EvalContext) -> dict[str, Metric]:
+        data = ctx.data
+        if data is None or not data.is_classification:
+            raise ConfigError("evaluators", "the accuracy metric needs a data config whose answers are labels")
+        backend = open_backend(model, provider=ctx.provider, trust_remote_code=ctx.trust_remote_code)
+        tok = backend.tokenizer
+        rows = data.eval[: params.max_examples] if params.max_examples else data.eval
+        labels = data.labels
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        label_ids = [list(tok(label, add_special_tokens=False)["input_ids"]) + eos for label in labels]
+        index = {label: i for i, label in enumerate(labels)}
+        normalised = {normalise(label): i for i, label in enumerate(labels)}
+        predictions, references = [], []
+        nll_total, nll_count = 0.0, 0
+        for row in rows:
+            prompt = data.template.prompt(row)
+            answer = data.template.answer(row)
+            prompt_ids, _ = encode_example(tok, prompt, None, max_len=data.source_max_len)
+            if params.mode == "label_scoring":
+                scores = backend.continuation_logprobs(prompt_ids, label_ids)
+                predictions.append(max(range(len(scores)), key=scores.__getitem__))
+            else:
+                tokens, _, _ = backend.generate(prompt_ids, params.max_new_tokens)
+                text = normalise(tok.decode(tokens, skip_special_tokens=True))
+                predictions.append(normalised.get(text, len(labels)))  # len(labels): no label
+            references.append(index[answer])
+            if params.perplexity:
+                ids, _ = encode_example(tok, prompt, answer, max_len=data.source_max_len)
+                nll, count = backend.sequence_nll(ids, 1)
+                nll_total += nll
+                nll_count += count
+        scores = classification_scores(predictions, references, len(labels))
+        correct = sum(p == r for p, r in zip(predictions, references))
+        low, high = wilson_interval(correct, len(rows))
+        detail = {"mode": params.mode, "labels": labels}
+        metrics = {
+            "accuracy": Metric("accuracy", scores["accuracy"], "ratio", True, n=len(rows), ci_low=low, ci_high=high, details=detail),
+            "macro_f1": Metric("macro_f1", scores["macro_f1"], "ratio", True, n=len(rows), details=detail),
+        }
+        if params.perplexity and nll_count:
+            metrics["perplexity"] = Metric("perplexity", math.exp(nll_total / nll_count), "ppl", False, n=nll_count)
+        return metrics

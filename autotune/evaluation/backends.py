@@ -1,0 +1,183 @@
+"""Scoring backends: the same three operations on an ONNX folder (onnxruntime-genai) and an HF folder
+(PyTorch), so accuracy and latency are measured the same way on the built model and the baseline.
+
+Both tokenise with the model folder's Hugging Face tokenizer through :func:`autotune.data.encode_example`,
+exactly as training did.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from autotune.evaluation.base import EvalModel
+
+GENAI_PROVIDER = {"CPUExecutionProvider": None, "CUDAExecutionProvider": "cuda", "DmlExecutionProvider": "dml"}
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class Backend(ABC):
+    def __init__(self, model: EvalModel, *, provider: str, trust_remote_code: bool = False) -> None:
+        from autotune.models.loading import load_tokenizer
+
+        self.model = model
+        self.provider = provider
+        self.tokenizer = load_tokenizer(model.path, trust_remote_code=trust_remote_code)
+
+    @abstractmethod
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[float]:
+        """Sum of log-probabilities of each continuation after the prompt."""
+
+    @abstractmethod
+    def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
+        """(total negative log-likelihood, token count) of ids[start:] given what precedes."""
+
+    @abstractmethod
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False) -> tuple[list[int], float, list[float]]:
+        """Greedy tokens, seconds to the first token (prefill), and seconds of each later token.
+
+        ``ignore_eos`` decodes exactly ``max_new_tokens`` tokens (for latency measurements)."""
+
+
+class GenaiBackend(Backend):
+    """An ONNX folder through onnxruntime-genai on the target execution provider."""
+
+    def __init__(self, model: EvalModel, *, provider: str, trust_remote_code: bool = False) -> None:
+        super().__init__(model, provider=provider, trust_remote_code=trust_remote_code)
+        import onnxruntime_genai as og
+
+        self.og = og
+        config = og.Config(str(model.path))
+        config.clear_providers()
+        ep = GENAI_PROVIDER.get(provider)
+        if ep:
+            config.append_provider(ep)
+        self.genai_model = og.Model(config)
+        self.eos = set(self._eos_ids())
+
+    def _eos_ids(self) -> list[int]:
+        import json
+
+        cfg = json.loads((self.model.path / "genai_config.json").read_text())
+        eos = cfg.get("model", {}).get("eos_token_id", [])
+        return eos if isinstance(eos, list) else [eos]
+
+    def _generator(self, max_length: int) -> Any:
+        params = self.og.GeneratorParams(self.genai_model)
+        params.set_search_options(max_length=max_length, do_sample=False, batch_size=1)
+        return self.og.Generator(self.genai_model, params)
+
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[float]:
+        longest = max(len(c) for c in continuations)
+        gen = self._generator(len(prompt_ids) + longest + 1)
+        gen.append_tokens(prompt_ids)
+        first = log_softmax(gen.get_output("logits")[0, -1])
+        scores = []
+        for cont in continuations:
+            score = float(first[cont[0]])
+            if len(cont) > 1:
+                gen.rewind_to(len(prompt_ids))
+                gen.append_tokens(cont[:-1])
+                rest = log_softmax(gen.get_output("logits")[0])
+                score += float(sum(rest[j, cont[j + 1]] for j in range(len(cont) - 1)))
+            scores.append(score)
+        return scores
+
+    def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
+        gen = self._generator(len(ids) + 1)
+        gen.append_tokens(ids)
+        logp = log_softmax(gen.get_output("logits")[0])
+        nll = -sum(float(logp[j - 1, ids[j]]) for j in range(max(start, 1), len(ids)))
+        return nll, len(ids) - max(start, 1)
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False) -> tuple[list[int], float, list[float]]:
+        params = self.og.GeneratorParams(self.genai_model)
+        total = len(prompt_ids) + max_new_tokens
+        params.set_search_options(max_length=total, do_sample=False, batch_size=1, **({"min_length": total} if ignore_eos else {}))
+        gen = self.og.Generator(self.genai_model, params)
+        began = time.perf_counter()
+        gen.append_tokens(prompt_ids)
+        gen.generate_next_token()
+        ttft = time.perf_counter() - began
+        tokens = [int(gen.get_next_tokens()[0])]
+        steps: list[float] = []
+        while len(tokens) < max_new_tokens and not gen.is_done() and (ignore_eos or tokens[-1] not in self.eos):
+            t0 = time.perf_counter()
+            gen.generate_next_token()
+            steps.append(time.perf_counter() - t0)
+            tokens.append(int(gen.get_next_tokens()[0]))
+        return tokens, ttft, steps
+
+
+class TorchBackend(Backend):
+    """An HF folder in PyTorch (fp32, CPU): the baseline before any pass."""
+
+    def __init__(self, model: EvalModel, *, provider: str, trust_remote_code: bool = False) -> None:
+        super().__init__(model, provider=provider, trust_remote_code=trust_remote_code)
+        from autotune.models.loading import load_causal_lm
+
+        self.torch_model = load_causal_lm(model.path, trust_remote_code=trust_remote_code).eval()
+        self.eos = {self.tokenizer.eos_token_id}
+
+    def _logits(self, ids: list[int]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.torch_model(torch.tensor([ids])).logits[0].float().numpy()
+
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[float]:
+        import torch
+
+        width = len(prompt_ids) + max(len(c) for c in continuations)
+        pad = self.tokenizer.pad_token_id or 0
+        batch = torch.full((len(continuations), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(batch)
+        for i, cont in enumerate(continuations):
+            row = prompt_ids + cont
+            batch[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        with torch.no_grad():
+            logits = self.torch_model(input_ids=batch, attention_mask=mask).logits.float().numpy()
+        scores = []
+        for i, cont in enumerate(continuations):
+            logp = log_softmax(logits[i])
+            n = len(prompt_ids)
+            scores.append(float(sum(logp[n - 1 + j, cont[j]] for j in range(len(cont)))))
+        return scores
+
+    def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
+        logp = log_softmax(self._logits(ids))
+        nll = -sum(float(logp[j - 1, ids[j]]) for j in range(max(start, 1), len(ids)))
+        return nll, len(ids) - max(start, 1)
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False) -> tuple[list[int], float, list[float]]:
+        import torch
+
+        with torch.no_grad():
+            began = time.perf_counter()
+            out = self.torch_model(torch.tensor([prompt_ids]), use_cache=True)
+            past = out.past_key_values
+            token = int(out.logits[0, -1].argmax())
+            ttft = time.perf_counter() - began
+            tokens, steps = [token], []
+            while len(tokens) < max_new_tokens and (ignore_eos or token not in self.eos):
+                t0 = time.perf_counter()
+                out = self.torch_model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                token = int(out.logits[0, -1].argmax())
+                steps.append(time.perf_counter() - t0)
+                tokens.append(token)
+        return tokens, ttft, steps
+
+
+def open_backend(model: EvalModel, *, provider: str, trust_remote_code: bool = False) -> Backend:
+    cls = GenaiBackend if model.kind == "onnx" else TorchBackend
+    return cls(model, provider=provider, trust_remote_code=trust_remote_code)
