@@ -61,7 +61,8 @@ def convert_input_model(raw: Any) -> Located:
     if kind not in ("PyTorchModel", "HfModel", "GGUFModel"):
         raise ConfigError(
             join_path(path, "type"),
-            f"expected one of 'HfModel', 'PyTorchModel', 'GGUFModel', got \"{kind}\"{did_you_mean(str(kind), ['HfModel', 'PyTorchModel', 'GGUFModel'])}",
+            f"expected one of 'HfModel', 'PyTorchModel', 'GGUFModel', got \"{kind}\""
+            + did_you_mean(str(kind), ["HfModel", "PyTorchModel", "GGUFModel"]),
         )
     body = {k: v for k, v in raw.items() if k != "type"}
     body_path = path
@@ -181,7 +182,10 @@ def convert_engine(raw: dict[str, Any]) -> Located:
         system = _mapping(system, spath)
         stype = system.get("type", "LocalSystem")
         if stype in UNSUPPORTED_SYSTEMS:
-            raise ConfigError(join_path(spath, "type"), f"{stype} systems are not supported: autotune runs on this machine (use LocalSystem or remove 'systems')")
+            raise ConfigError(
+                join_path(spath, "type"),
+                f"{stype} systems are not supported: autotune runs on this machine (use LocalSystem or remove 'systems')",
+            )
         if stype != "LocalSystem":
             raise ConfigError(join_path(spath, "type"), f"expected \"LocalSystem\", got \"{stype}\"")
         accelerators = (system.get("config") or system).get("accelerators") or []

@@ -82,7 +82,7 @@ class AccuracyEvaluator(Evaluator):
                 nll_total += nll
                 nll_count += count
         scores = classification_scores(predictions, references, len(labels))
-        correct = sum(p == r for p, r in zip(predictions, references))
+        correct = sum(p == r for p, r in zip(predictions, references, strict=False))
         low, high = wilson_interval(correct, len(rows))
         detail = {"mode": params.mode, "labels": labels}
         metrics = {

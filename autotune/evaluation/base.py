@@ -91,7 +91,8 @@ class Evaluator(ABC):
     def sub_type(cls, name: str, *, where: str) -> str:
         canonical = cls.ALIASES.get(name, name)
         if cls.SUB_TYPES and canonical not in cls.SUB_TYPES:
-            raise ConfigError(where, f"unknown {cls.type_name} sub-type \"{name}\"{did_you_mean(name, list(cls.SUB_TYPES) + list(cls.ALIASES))}")
+            hint = did_you_mean(name, list(cls.SUB_TYPES) + list(cls.ALIASES))
+            raise ConfigError(where, f"unknown {cls.type_name} sub-type \"{name}\"{hint}")
         return canonical
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Union, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 from autotune.errors import ConfigError
 
@@ -55,7 +55,7 @@ class FloatRange:
         return optuna.distributions.FloatDistribution(self.low, self.high, step=self.step, log=self.log)
 
 
-SearchSpec = Union[Categorical, IntRange, FloatRange]
+SearchSpec = Categorical | IntRange | FloatRange
 
 
 def encode_choice(value: Any) -> Any:
