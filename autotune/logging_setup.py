@@ -30,7 +30,7 @@ def setup_logging(level: int = 1) -> None:
     root.handlers[:] = [handler]
     root.setLevel(OLIVE_SEVERITY.get(level, logging.INFO))
     root.propagate = False
-    for noisy in ("transformers", "datasets", "peft", "onnxruntime", "optuna", "accelerate", "torch"):
+    for noisy in ("transformers", "datasets", "peft", "onnxruntime", "optuna", "accelerate", "torch", "bitsandbytes", "evaluate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -96,6 +96,16 @@ class EvaluatorConfig(Strict):
     metrics: list[MetricConfig] = Field(default_factory=list)
 
 
+class EarlyStopConfig(Strict):
+    """Median rule over stored intermediate eval losses (works for multi-objective studies)."""
+
+    enabled: bool = True
+    warmup_steps: int = Field(10, ge=0)
+    min_trials: int = Field(2, ge=1)
+    # Stop a trial whose loss is this fraction worse than the median of earlier trials at that step.
+    margin: float = Field(0.10, ge=0)
+
+
 class SearchStrategyConfig(Strict):
     execution_order: Literal["joint"] = "joint"
     sampler: Literal["tpe", "nsga2", "random", "grid", "gp", "auto"] = "tpe"
@@ -103,6 +113,9 @@ class SearchStrategyConfig(Strict):
     max_time: float | None = Field(None, gt=0)
     seed: int = 0
     stop_when_goals_met: bool = False
+    early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    # Name of a reusable space in search_spaces/<name>.yaml, merged under the passes' own values.
+    search_space: str | None = None
 
 
 class SelectionConfig(Strict):

@@ -65,7 +65,8 @@ class LatencyEvaluator(Evaluator):
     def evaluate(self, model: EvalModel, params: LatencyParams, ctx: EvalContext) -> dict[str, Metric]:
         backend = open_backend(model, provider=ctx.provider, trust_remote_code=ctx.trust_remote_code)
         tok = backend.tokenizer
-        ids = list(tok(FILLER * 8, add_special_tokens=False)["input_ids"])[: params.prompt_tokens]
+        filler = list(tok(FILLER, add_special_tokens=False)["input_ids"])
+        ids = (filler * (params.prompt_tokens // len(filler) + 1))[: params.prompt_tokens]
         for _ in range(params.warmup):
             backend.generate(ids, params.generate_tokens, ignore_eos=True)
         ttft, decode, e2e, rates = [], [], [], []

@@ -56,8 +56,9 @@ class TrainingArgs(BaseModel):
 
 # Keys autotune sets itself, or that would make training write where it should not.
 RESERVED_TRAINING_ARGS = {"output_dir", "report_to", "save_strategy", "push_to_hub", "hub_token", "hub_model_id"}
-RENAMED_TRAINING_ARGS = {"evaluation_strategy": "eval_strategy"}
-IGNORED_TRAINING_ARGS = {"overwrite_output_dir", "save_steps", "save_total_limit", "evaluation_strategy",
+# Accepted for older configs (the seed's), without effect in transformers 5.
+DROPPED_TRAINING_ARGS = {"group_by_length"}
+IGNORED_TRAINING_ARGS = DROPPED_TRAINING_ARGS | {"overwrite_output_dir", "save_steps", "save_total_limit", "evaluation_strategy",
                          "eval_strategy", "load_best_model_at_end", "logging_dir", "output_dir", "report_to",
                          "save_strategy"}
 

@@ -1,0 +1,42 @@
+"""The trials table (pandas): one row per trial, built from trial records alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autotune.search.records import TrialRecord
+
+
+def trial_row(record: TrialRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {"number": record.number, "state": record.state, "feasible": record.feasible}
+    for key, value in sorted(record.point.items()):
+        row[f"param.{key}"] = value
+    for key, metric in record.metrics.items():
+        row[key] = metric["value"]
+        if metric.get("ci_low") is not None:
+            row[f"{key}.ci_low"] = metric["ci_low"]
+            row[f"{key}.ci_high"] = metric["ci_high"]
+        if metric.get("flag"):
+            row[f"{key}.flag"] = metric["flag"]
+    for p in record.passes:
+        row[f"seconds.{p.name}"] = p.seconds
+        row[f"cache_hit.{p.name}"] = p.cache_hit
+    row["seconds.evaluation"] = record.evaluation_seconds
+    row["seconds.orchestration"] = record.orchestration_seconds
+    row["seconds.total"] = record.seconds
+    for key, value in record.constraints.items():
+        row[f"violation.{key}"] = value
+    row["model_key"] = record.model_key
+    row["fail_reason"] = record.fail_reason
+    row["prune_reason"] = record.prune_reason
+    return row
+
+
+def trials_frame(records: list[TrialRecord]) -> Any:
+    import pandas as pd
+
+    rows = [trial_row(r) for r in sorted(records, key=lambda r: r.number)]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["number", "state", "feasible"])
+    return frame
