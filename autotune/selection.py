@@ -26,6 +26,7 @@ class StudyView:
     records: list[TrialRecord]
     config: dict[str, Any] = field(default_factory=dict)
     provider: str = ""
+    study: Any = None  # the optuna Study it came from (for importance), if any
 
     @classmethod
     def load(cls, study: Any) -> StudyView:
@@ -38,6 +39,7 @@ class StudyView:
             records=[read_record(t) for t in study.get_trials(deepcopy=False)],
             config=attrs.get("config", {}),
             provider=attrs.get("provider", ""),
+            study=study,
         )
 
     def completed(self) -> list[TrialRecord]:
