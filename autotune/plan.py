@@ -7,8 +7,11 @@ from typing import Any
 
 from autotune.config.schema import RunConfig
 from autotune.errors import ConfigError
-from autotune.passes.base import Pass, PassParams, canonical_params, get_pass, validate_params
+from autotune.passes.base import Pass, PassParams, canonical_params, get_pass, user_path, validate_params
 from autotune.search.space import Categorical, FloatRange, IntRange, SearchSpec, decode_choice, split_params
+
+
+DEFAULT_SPACE = "SEARCHABLE_VALUES"
 
 
 @dataclass
@@ -37,7 +40,16 @@ def build_step(name: str, ptype: str, raw: dict[str, Any], origin: str, config: 
     model = pass_cls.Params
     user_keys = {model.ALIASES.get(k, k): k for k in raw if k in model.ALIASES}
     params = model.prepare(canonical_params(model, raw, origin), origin)
-    fixed, space = split_params(params, model, origin)
+    defaults = model.searchable_fields()
+    for key, value in list(params.items()):
+        if isinstance(value, str) and value == DEFAULT_SPACE:  # Olive's spelling: search over the default space
+            if key not in defaults:
+                raise ConfigError(f"{origin}.{user_keys.get(key, key)}", "this parameter is not searchable")
+            params[key] = defaults[key]
+    try:
+        fixed, space = split_params(params, model, origin)
+    except ConfigError as exc:  # a search spec's path names the canonical key; give the user's spelling
+        raise ConfigError(user_path(exc.where, origin, user_keys), exc.message) from None
     data_name = None
     if pass_cls.uses_data:
         data_name = fixed.get("train_data_config")
@@ -55,11 +67,15 @@ def build_plan(config: RunConfig) -> list[Step]:
     return [build_step(n, p.type, p.params, p.origin, config) for n, p in config.passes.items()]
 
 
+KIND_WORDS = {"hf": "a Hugging Face model", "adapter": "a LoRA adapter", "onnx": "an ONNX model"}
+
+
 def check_passes(config: RunConfig) -> None:
     """Validate every pass's parameters (each choice of a search), chaining and device support."""
     steps = build_plan(config)
     provider = config.engine.provider
     kind = "hf"
+    before = "the input model"
     for step in steps:
         if step.space and config.engine.search_strategy is None:
             name = next(iter(step.space))
@@ -71,11 +87,13 @@ def check_passes(config: RunConfig) -> None:
             params = step.params(point)
             step.pass_cls().check(params, provider=provider, origin=step.origin)
         if kind not in step.pass_cls.accepts:
+            takes = " or ".join(KIND_WORDS.get(k, k) for k in step.pass_cls.accepts)
             raise ConfigError(
                 f"passes.{step.name}.type",
-                f"{step.pass_cls.type_name} takes a {' or '.join(step.pass_cls.accepts)} model but the pass before gives {kind}",
+                f"{step.pass_cls.type_name} takes {takes} but {before} gives {KIND_WORDS.get(kind, kind)}",
             )
         kind = step.pass_cls.output_kind
+        before = f"the pass before ('{step.name}')"
 
 
 def _probe_points(step: Step) -> list[dict[str, Any]]:

@@ -48,6 +48,15 @@ _EXPECTED = {
     "dict_type": "expected a mapping",
     "model_type": "expected a mapping",
     "model_attributes_type": "expected a mapping",
+    "path_type": "expected a path",
+}
+
+
+_BOUNDS = {
+    "greater_than": ("greater than", "gt"),
+    "greater_than_equal": ("of at least", "ge"),
+    "less_than": ("less than", "lt"),
+    "less_than_equal": ("of at most", "le"),
 }
 
 
@@ -104,6 +113,11 @@ def config_error_from(exc: ValidationError, model: type[BaseModel], prefix: str)
         return ConfigError(path, "required key is missing")
     if kind in _EXPECTED:
         return ConfigError(path, f"{_EXPECTED[kind]}, got {_describe(value)}")
+    if kind in _BOUNDS:
+        words, key = _BOUNDS[kind]
+        bound = err.get("ctx", {}).get(key)
+        bound = int(bound) if isinstance(bound, float) and bound.is_integer() else bound
+        return ConfigError(path, f"expected a number {words} {bound}, got {_describe(value)}")
     if kind in ("literal_error", "enum"):
         expected = err.get("ctx", {}).get("expected", "")
         return ConfigError(path, f"expected one of {expected}, got {_describe(value)}")

@@ -96,6 +96,11 @@ def convert_input_model(raw: Any) -> Located:
         folder, _, name = model_path.rpartition("/")
         out.put("model_path", folder or ".", out.path_of("model_path"))
         out.put("gguf_file", name, out.path_of("model_path"))
+    if kind == "GGUFModel" and not out.get("gguf_file"):
+        from autotune.models.fetch import find_demo
+
+        if not find_demo(model_path):
+            raise ConfigError(join_path(path, "gguf_file"), "a GGUFModel needs gguf_file (or a model_path that ends in .gguf)")
     out.put("type", "GGUFModel" if out.get("gguf_file") else "HfModel", join_path(path, "type"))
     return out
 
@@ -152,18 +157,39 @@ def convert_search_strategy(value: Any, path: str) -> Any:
     if value is False or value is None or value is True:
         return value
     value = dict(_mapping(value, path))
+    # canonical key -> the key the user wrote, for errors about a renamed Olive key
+    spelt: dict[str, str] = {}
     # Olive <= 0.6: search_algorithm + search_algorithm_config.num_samples
     algorithm = value.pop("search_algorithm", None)
-    if algorithm is not None:
-        value.setdefault("sampler", {"exhaustive": "grid"}.get(algorithm, algorithm))
+    if algorithm is not None and "sampler" not in value:
+        value["sampler"] = {"exhaustive": "grid"}.get(algorithm, algorithm) if isinstance(algorithm, str) else algorithm
+        spelt["sampler"] = "search_algorithm"
     algo_config = value.pop("search_algorithm_config", None)
-    if isinstance(algo_config, dict):
-        if "num_samples" in algo_config:
-            value.setdefault("max_samples", algo_config["num_samples"])
-        if "seed" in algo_config:
-            value.setdefault("seed", algo_config["seed"])
+    if algo_config is not None:
+        algo_path = join_path(path, "search_algorithm_config")
+        algo_config = _mapping(algo_config, algo_path)
+        _known_keys(algo_config, algo_path, {"num_samples", "seed"})
+        for key, canonical in (("num_samples", "max_samples"), ("seed", "seed")):
+            if key in algo_config and canonical not in value:
+                value[canonical] = algo_config[key]
+                spelt[canonical] = f"search_algorithm_config.{key}"
     if "num_samples" in value:
-        value.setdefault("max_samples", value.pop("num_samples"))
+        num_samples = value.pop("num_samples")
+        if "max_samples" not in value:
+            value["max_samples"] = num_samples
+            spelt["max_samples"] = "num_samples"
+    if spelt:  # validate here, where the Olive spelling is known
+        from autotune.config.errors import validate_model
+        from autotune.config.schema import SearchStrategyConfig
+
+        try:
+            validate_model(SearchStrategyConfig, value, path)
+        except ConfigError as exc:
+            for canonical, user in spelt.items():
+                key_path = join_path(path, canonical)
+                if exc.where == key_path or exc.where.startswith((key_path + ".", key_path + "[")):
+                    raise ConfigError(join_path(path, user) + exc.where[len(key_path):], exc.message) from None
+            raise
     return value
 
 
@@ -181,6 +207,8 @@ def convert_engine(raw: dict[str, Any]) -> Located:
         spath = join_path("systems", name)
         system = _mapping(system, spath)
         stype = system.get("type", "LocalSystem")
+        if not isinstance(stype, str):
+            raise ConfigError(join_path(spath, "type"), f"expected a string, got {_kind(stype)}")
         if stype in UNSUPPORTED_SYSTEMS:
             raise ConfigError(
                 join_path(spath, "type"),
@@ -188,10 +216,9 @@ def convert_engine(raw: dict[str, Any]) -> Located:
             )
         if stype != "LocalSystem":
             raise ConfigError(join_path(spath, "type"), f"expected \"LocalSystem\", got \"{stype}\"")
-        accelerators = (system.get("config") or system).get("accelerators") or []
-        providers = [ep for acc in accelerators for ep in (acc.get("execution_providers") or [])]
+        providers, providers_path = _system_providers(system, spath)
         if providers and "execution_providers" not in out:
-            out.put("execution_providers", providers, join_path(spath, "accelerators"))
+            out.put("execution_providers", providers, providers_path)
     for key in IGNORED_ENGINE_KEYS & set(out):
         del out[key]
     if "search_strategy" in out:
@@ -199,9 +226,60 @@ def convert_engine(raw: dict[str, Any]) -> Located:
     return out
 
 
+def _system_providers(system: dict[str, Any], spath: str) -> tuple[list[str], str]:
+    """The execution providers of a LocalSystem's accelerators, each checked at its own key path."""
+    from autotune.config.schema import PROVIDERS
+
+    _known_keys(system, spath, {"type", "config", "accelerators", "hf_token"})
+    body, body_path = system, spath
+    if "config" in system:
+        body_path = join_path(spath, "config")
+        body = _mapping(system["config"] or {}, body_path)
+        _known_keys(body, body_path, {"accelerators", "hf_token"})
+    acc_path = join_path(body_path, "accelerators")
+    accelerators = body.get("accelerators") or []
+    if not isinstance(accelerators, list):
+        raise ConfigError(acc_path, f"expected a list of accelerators, got {_kind(accelerators)}")
+    providers: list[str] = []
+    for i, acc in enumerate(accelerators):
+        apath = join_path(acc_path, i)
+        acc = _mapping(acc, apath)
+        _known_keys(acc, apath, {"device", "execution_providers", "memory"})
+        eps = acc.get("execution_providers") or []
+        ep_path = join_path(apath, "execution_providers")
+        if not isinstance(eps, list):
+            raise ConfigError(ep_path, f"expected a list, got {_kind(eps)}")
+        for j, ep in enumerate(eps):
+            if ep not in PROVIDERS:
+                raise ConfigError(
+                    join_path(ep_path, j),
+                    f"expected one of {', '.join(PROVIDERS)}, got {_kind(ep)}{did_you_mean(str(ep), PROVIDERS)}",
+                )
+            providers.append(ep)
+    if len(accelerators) == 1:
+        return providers, join_path(acc_path, 0, "execution_providers")
+    return providers, acc_path
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _known_keys(section: dict[str, Any], path: str, known: set[str]) -> None:
+    for key in section:
+        if key not in known:
+            raise ConfigError(join_path(path, str(key)), f"unknown key{did_you_mean(str(key), sorted(known))}")
+
+
 def check_top_keys(raw: dict[str, Any]) -> None:
     for key in raw:
         if key not in TOP_KEYS and key not in ENGINE_KEYS:
-            raise ConfigError(key, f"unknown key{did_you_mean(key, sorted(TOP_KEYS | ENGINE_KEYS))}")
+            raise ConfigError(str(key), f"unknown key{did_you_mean(str(key), sorted(TOP_KEYS | ENGINE_KEYS))}")
     if "input_model" not in raw:
         raise ConfigError("input_model", "required key is missing")

@@ -42,6 +42,8 @@ def read_mapping(path: Path, *, what: str = "config") -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(str(path), f"invalid YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(str(path), f"the {what} file is empty")
     if not isinstance(data, dict):
         raise ConfigError(str(path), f"expected a mapping at the top of the {what}, got {type(data).__name__}")
     return data
@@ -95,8 +97,8 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
     model = legacy.convert_input_model(raw["input_model"])
     from autotune.models.fetch import find_demo
 
-    model_path = str(model.get("model_path", ""))
-    if model_path and (not find_demo(model_path) or (base / model_path).exists()):
+    model_path = model.get("model_path")
+    if isinstance(model_path, str) and model_path and (not find_demo(model_path) or (base / model_path).exists()):
         model["model_path"] = _resolve(base, model_path)
     input_model = _validate_located(InputModelConfig, model)
 
@@ -126,6 +128,11 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
             files = located["data_files"]
             located["data_files"] = [_resolve(base, f) for f in files] if isinstance(files, list) else _resolve(base, files)
         data_configs.append(_validate_located(DataConfig, located))
+    seen_names: set[str] = set()
+    for located, data in zip(data_located, data_configs, strict=True):
+        if data.name in seen_names:
+            raise ConfigError(located.path_of("name"), f"data config name '{data.name}' is used twice")
+        seen_names.add(data.name)
 
     engine_located = legacy.convert_engine(raw)
     for key in ("cache_dir", "output_dir"):
@@ -137,6 +144,8 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
     if "output_dir" not in engine_located:
         engine.output_dir = (base / engine.output_dir).resolve()
 
+    if engine.search_strategy and engine.search_strategy.search_space:
+        _merge_search_space(passes, engine.search_strategy.search_space, base)
     evaluators = _load_evaluators(raw.get("evaluators") or {}, engine, base)
     config = RunConfig(
         input_model=input_model,
@@ -150,6 +159,31 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
     return config
 
 
+def _merge_search_space(passes: dict[str, PassConfig], name: str, base: Path) -> None:
+    """Lay a reusable space from search_spaces/<name>.yaml over the passes' own parameters."""
+    from autotune.passes.base import get_pass
+
+    path = find_named("search_spaces", name, base)
+    if path is None:
+        raise ConfigError("engine.search_strategy.search_space", f"no search space named '{name}' (looked for search_spaces/{name}.yaml)")
+    space = read_mapping(path, what="search space")
+    space_passes = space.get("passes")
+    if not isinstance(space_passes, dict):
+        raise ConfigError(f"{path}: passes", "expected a mapping of pass name -> {parameter: values}")
+    for pass_name, values in space_passes.items():
+        if pass_name not in passes:
+            raise ConfigError(f"{path}: passes.{pass_name}", f"the config has no pass named '{pass_name}' (has: {list(passes)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: passes.{pass_name}", "expected a mapping of parameter -> values")
+        target = passes[pass_name]
+        aliases = get_pass(target.type, path=f"passes.{pass_name}.type").Params.ALIASES
+        for key, value in values.items():
+            canonical = aliases.get(key, key)
+            for existing in [k for k in target.params if aliases.get(k, k) == canonical]:
+                del target.params[existing]
+            target.params[key] = value
+
+
 def _load_evaluators(raw: Any, engine: EngineConfig, base: Path) -> dict[str, EvaluatorConfig]:
     if not isinstance(raw, dict):
         raise ConfigError("evaluators", "expected a mapping of evaluator name -> {metrics: [...]}")
@@ -157,19 +191,24 @@ def _load_evaluators(raw: Any, engine: EngineConfig, base: Path) -> dict[str, Ev
     for name, body in raw.items():
         path = join_path("evaluators", str(name))
         if isinstance(body, str):  # a reference to evaluators/<name>.yaml
-            body = _evaluator_file(body, path, base)
-        evaluators[str(name)] = validate_model(EvaluatorConfig, body, path)
+            evaluators[str(name)] = _evaluator_file(body, path, base)
+        else:
+            evaluators[str(name)] = validate_model(EvaluatorConfig, body, path)
     if engine.evaluator and engine.evaluator not in evaluators:
-        evaluators[engine.evaluator] = validate_model(
-            EvaluatorConfig, _evaluator_file(engine.evaluator, "engine.evaluator", base), f"evaluators/{engine.evaluator}"
-        )
+        evaluators[engine.evaluator] = _evaluator_file(engine.evaluator, "engine.evaluator", base)
     if engine.evaluator is None and len(evaluators) == 1:
         engine.evaluator = next(iter(evaluators))
     return evaluators
 
 
-def _evaluator_file(name: str, where: str, base: Path) -> dict[str, Any]:
+def _evaluator_file(name: str, where: str, base: Path) -> EvaluatorConfig:
+    """The evaluator in ``evaluators/<name>.yaml``; an error in it names the file and the key path inside it."""
     path = find_named("evaluators", name, base)
     if path is None:
         raise ConfigError(where, f"no evaluator named '{name}' in the config or in evaluators/{name}.yaml")
-    return read_mapping(path, what="evaluator")
+    try:
+        return validate_model(EvaluatorConfig, read_mapping(path, what="evaluator"), "")
+    except ConfigError as exc:
+        if exc.where == str(path):
+            raise
+        raise ConfigError(f"{path}: {exc.where}", exc.message) from None

@@ -69,14 +69,17 @@ class AccuracyEvaluator(Evaluator):
             answer = data.template.answer(row)
             prompt_ids, _ = encode_example(tok, prompt, None, max_len=data.source_max_len)
             if params.mode == "label_scoring":
-                scores = backend.continuation_logprobs(prompt_ids, label_ids)
+                scores, prompt_nll = backend.continuation_logprobs(prompt_ids, label_ids)
                 predictions.append(max(range(len(scores)), key=scores.__getitem__))
+                # The eval text is prompt + answer + EOS, the same ids the label scoring used.
+                nll_total += prompt_nll - scores[index[answer]]
+                nll_count += len(prompt_ids) - 1 + len(label_ids[index[answer]])
             else:
                 tokens, _, _ = backend.generate(prompt_ids, params.max_new_tokens)
                 text = normalise(tok.decode(tokens, skip_special_tokens=True))
                 predictions.append(normalised.get(text, len(labels)))  # len(labels): no label
             references.append(index[answer])
-            if params.perplexity:
+            if params.perplexity and params.mode == "generation":
                 ids, _ = encode_example(tok, prompt, answer, max_len=data.source_max_len)
                 nll, count = backend.sequence_nll(ids, 1)
                 nll_total += nll

@@ -33,8 +33,9 @@ class Backend(ABC):
         self.tokenizer = load_tokenizer(model.path, trust_remote_code=trust_remote_code)
 
     @abstractmethod
-    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[float]:
-        """Sum of log-probabilities of each continuation after the prompt."""
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> tuple[list[float], float]:
+        """Sum of log-probabilities of each continuation after the prompt, and the prompt's own NLL
+        (tokens 1..n given their prefix), so perplexity comes from the same forward passes."""
 
     @abstractmethod
     def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
@@ -79,7 +80,9 @@ class GenaiBackend(Backend):
         longest = max(len(c) for c in continuations)
         gen = self._generator(len(prompt_ids) + longest + 1)
         gen.append_tokens(prompt_ids)
-        first = log_softmax(gen.get_output("logits")[0, -1])
+        prompt_logp = log_softmax(gen.get_output("logits")[0])
+        prompt_nll = -sum(float(prompt_logp[j - 1, prompt_ids[j]]) for j in range(1, len(prompt_ids)))
+        first = prompt_logp[-1]
         scores = []
         for cont in continuations:
             score = float(first[cont[0]])
@@ -89,7 +92,7 @@ class GenaiBackend(Backend):
                 rest = log_softmax(gen.get_output("logits")[0])
                 score += float(sum(rest[j, cont[j + 1]] for j in range(len(cont) - 1)))
             scores.append(score)
-        return scores
+        return scores, prompt_nll
 
     def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
         gen = self._generator(len(ids) + 1)
@@ -147,11 +150,13 @@ class TorchBackend(Backend):
         with torch.no_grad():
             logits = self.torch_model(input_ids=batch, attention_mask=mask).logits.float().numpy()
         scores = []
+        n = len(prompt_ids)
         for i, cont in enumerate(continuations):
             logp = log_softmax(logits[i])
-            n = len(prompt_ids)
             scores.append(float(sum(logp[n - 1 + j, cont[j]] for j in range(len(cont)))))
-        return scores
+        first = log_softmax(logits[0, :n])
+        prompt_nll = -sum(float(first[j - 1, prompt_ids[j]]) for j in range(1, n))
+        return scores, prompt_nll
 
     def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
         logp = log_softmax(self._logits(ids))

@@ -7,6 +7,7 @@ what of the run context enters its cache key.
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -64,12 +65,23 @@ class PassParams(BaseModel):
 def canonical_params(model: type[PassParams], params: dict[str, Any], origin: str) -> dict[str, Any]:
     """Rename aliased keys (``lora_r`` -> ``r``); two spellings of one key is an error."""
     out: dict[str, Any] = {}
+    spelt: dict[str, str] = {}
     for key, value in params.items():
         name = model.ALIASES.get(key, key)
         if name in out:
-            raise ConfigError(f"{origin}.{key}", f"'{name}' is given twice (as '{key}' and another spelling)")
+            raise ConfigError(f"{origin}.{key}", f"'{name}' is given twice (as '{spelt[name]}' and '{key}'); keep one")
         out[name] = value
+        spelt[name] = key
     return out
+
+
+def user_path(where: str, origin: str, user_keys: dict[str, str]) -> str:
+    """``where`` with a canonical key (``passes.lora.config.r.step``) in the user's spelling (``...lora_r.step``)."""
+    for canonical, user in user_keys.items():
+        key_path = f"{origin}.{canonical}"
+        if where == key_path or where.startswith((f"{key_path}.", f"{key_path}[")):
+            return f"{origin}.{user}" + where[len(key_path):]
+    return where
 
 
 def validate_params(model: type[PassParams], params: dict[str, Any], origin: str, user_keys: dict[str, str] | None = None) -> PassParams:
@@ -78,10 +90,7 @@ def validate_params(model: type[PassParams], params: dict[str, Any], origin: str
     try:
         return validate_model(model, params, origin)
     except ConfigError as exc:
-        where = exc.where
-        for canonical, user in user_keys.items():
-            if where == f"{origin}.{canonical}" or where.startswith(f"{origin}.{canonical}."):
-                where = f"{origin}.{user}" + where[len(f"{origin}.{canonical}"):]
+        where = user_path(exc.where, origin, user_keys)
         if exc.message.startswith("unknown key"):
             key = where.rsplit(".", 1)[-1]
             names = list(model.model_fields) + list(model.ALIASES)
@@ -124,5 +133,8 @@ def get_pass(type_name: str, *, path: str) -> type[Pass]:
     cls = PASS_REGISTRY.get(type_name.lower())
     if cls is None:
         known = sorted({c.type_name for c in PASS_REGISTRY.values()})
-        raise ConfigError(path, f"unknown pass type \"{type_name}\"{did_you_mean(type_name, known)} (known: {', '.join(known)})")
+        # Types match case-insensitively, so the nearest one is found case-insensitively too.
+        match = difflib.get_close_matches(type_name.lower(), list(PASS_REGISTRY), n=1, cutoff=0.6)
+        hint = f"; did you mean '{PASS_REGISTRY[match[0]].type_name}'?" if match else ""
+        raise ConfigError(path, f"unknown pass type \"{type_name}\"{hint} (known: {', '.join(known)})")
     return cls

@@ -88,8 +88,9 @@ def parse_spec(value: Any, *, path: str, list_typed: bool) -> SearchSpec | None:
         return _range(value, path)
     if isinstance(value, list) and not list_typed:
         return _categorical(value, path)
-    if isinstance(value, list) and list_typed and value and all(isinstance(v, list) for v in value):
-        return _categorical([tuple(v) for v in value], path)
+    if isinstance(value, list) and list_typed and any(isinstance(v, list) for v in value):
+        # A list of lists (maybe with a keyword such as "all-linear") is a choice among values.
+        return _categorical([tuple(v) if isinstance(v, list) else v for v in value], path)
     return None
 
 

@@ -1,0 +1,196 @@
+"""report.html: one self-contained page (inline CSS, images as data URIs, no script, no external URL)."""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import uuid
+from collections import Counter
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from autotune.report.plots import pretty, write_plots
+from autotune.selection import Selection, StudyView
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1200px;
+       padding: 0 1rem; color: #1a1a1a; line-height: 1.45; }
+h1 { font-size: 1.7rem; margin-bottom: .3rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #ddd; }
+.rule { font-size: 1.05rem; background: #f3f6fa; border-left: 4px solid #1f77b4; padding: .6rem .9rem; }
+.warning { background: #fff4e5; border: 2px solid #d9822b; color: #6b3a00; padding: .8rem 1rem; margin: 1rem 0; font-weight: 500; }
+.warning strong { color: #a0290b; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; font-size: .85rem; margin: .5rem 0; }
+th, td { border: 1px solid #d0d0d0; padding: .25rem .5rem; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; position: sticky; top: 0; } td.text, th.text { text-align: left; }
+tr.selected td { background: #fdecea; font-weight: 600; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; height: auto; border: 1px solid #e0e0e0; }
+figcaption { font-size: .85rem; color: #555; } .muted { color: #666; } ul.reasons { font-size: .9rem; }
+"""
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            return value.item()  # numpy scalar
+        except (ValueError, AttributeError):
+            return value
+    return value
+
+
+def fmt(value: Any) -> str:
+    """A cell's text: numbers to 4 significant digits, blanks for missing values."""
+    value = _plain(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cell(value: Any, tag: str = "td") -> str:
+    value = _plain(value)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    cls = "" if numeric else ' class="text"'
+    return f"<{tag}{cls}>{escape(fmt(value))}</{tag}>"
+
+
+def rows_table(header: list[str], rows: list[list[Any]], *, table_id: str | None = None) -> str:
+    head = "".join(f'<th class="text">{escape(h)}</th>' for h in header)
+    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    ident = f' id="{escape(table_id)}"' if table_id else ""
+    return f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def frame_table(frame: Any, *, table_id: str, selected: int | None = None) -> str:
+    """A DataFrame as an escaped HTML table; each row carries ``data-trial`` and the selected trial is highlighted."""
+    if frame is None or len(frame) == 0:
+        return f'<p class="muted" id="{escape(table_id)}">none</p>'
+    columns = [str(c) for c in frame.columns]
+    head = "".join(f'<th class="text">{escape(c)}</th>' for c in columns)
+    body = []
+    for record in frame.to_dict(orient="records"):
+        number = record.get("number")
+        trial = fmt(number)
+        cls = ' class="selected"' if selected is not None and number == selected else ""
+        cells = "".join(_cell(record[c]) for c in frame.columns)
+        body.append(f'<tr data-trial="{escape(trial)}"{cls}>{cells}</tr>')
+    return (f'<div class="scroll"><table id="{escape(table_id)}"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+def _metrics_section(view: StudyView, selection: Selection) -> str:
+    record = selection.record
+    if record is None or not record.metrics:
+        return '<p class="muted">No trial was selected, so there are no metrics to show.</p>'
+    rows = []
+    for key, m in record.metrics.items():
+        base = view.baseline.get(key)
+        ci = f"[{m['ci_low']:.4g}, {m['ci_high']:.4g}]" if m.get("ci_low") is not None and m.get("ci_high") is not None else ""
+        change = ""
+        if base is not None and base.get("value") is not None:
+            delta = m["value"] - base["value"]
+            change = f"{delta:+.4g}" + (f" ({100 * delta / abs(base['value']):+.1f}%)" if base["value"] else "")
+        better = "higher" if m.get("higher_is_better", True) else "lower"
+        rows.append([key, m["value"], ci, m.get("unit", ""), better, base["value"] if base else None, change, m.get("flag") or ""])
+    return rows_table(["metric", f"trial {record.number}", "95% CI", "unit", "better", "baseline", "change", "flag"], rows,
+                      table_id="selected-metrics")
+
+
+def _constraints_section(view: StudyView, selection: Selection) -> str:
+    if not view.bounds:
+        return '<p class="muted">No constraints: every completed trial counts as feasible.</p>'
+    rows = []
+    record = selection.record
+    for b in view.bounds:
+        value = record.metrics.get(b["metric"], {}).get("value") if record else None
+        miss = record.constraints.get(b["metric"]) if record else None
+        met = "" if miss is None else ("met" if miss <= 0 else f"missed by {miss:.4g}")
+        rows.append([b["metric"], f"{'≥' if b['higher_is_better'] else '≤'} {b['value']:.4g}", b.get("goal", ""), value, met])
+    return rows_table(["metric", "bound", "goal", "selected trial", "status"], rows, table_id="constraints")
+
+
+def _warning(selection: Selection) -> str:
+    if selection.feasible:
+        return ""
+    if selection.record is None:
+        return ('<div class="warning" id="infeasible-warning"><strong>No trial met the constraints.</strong> '
+                f"No trial completed, so nothing was selected ({escape(selection.rule)}).</div>")
+    missed = ", ".join(f"{escape(m)} by {v:.4g}" for m, v in selection.missed_by.items()) or "none of the bounds (see the rule)"
+    return ('<div class="warning" id="infeasible-warning"><strong>No trial met the constraints.</strong> '
+            f"The nearest one, trial {selection.record.number}, was exported anyway; it missed {missed}.</div>")
+
+
+def _states_section(view: StudyView) -> str:
+    counts = Counter(r.state for r in view.records)
+    html = rows_table(["state", "trials"], [[s, n] for s, n in sorted(counts.items())] + [["total", len(view.records)]],
+                      table_id="state-counts")
+    for state, attr, title in (("FAIL", "fail_reason", "Failed trials"), ("PRUNED", "prune_reason", "Pruned trials")):
+        items = [f"<li>trial {r.number}: {escape(getattr(r, attr) or 'no reason recorded')}</li>" for r in view.records if r.state == state]
+        if items:
+            html += f'<h3>{title}</h3><ul class="reasons" id="{state.lower()}-reasons">{"".join(items)}</ul>'
+    return html
+
+
+def _image(path: Path, ident: str, alt: str, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img id="{escape(ident)}" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+def render(view: StudyView, selection: Selection, trials: Any, pareto: Any, plots: dict[str, Path]) -> str:
+    record = selection.record
+    chosen = record.number if record is not None else None
+    objectives = ", ".join(f"{pretty(o['metric'])} ({'max' if o['higher_is_better'] else 'min'}imise, {o.get('unit') or 'no unit'})"
+                           for o in view.objectives) or "none recorded"
+    headline = (f"Selected trial {chosen} by the {selection.policy} policy: {selection.rule}." if chosen is not None
+                else f"No trial was selected: {selection.rule}.")
+    figures = [_image(plots["pareto.png"], "pareto-plot", "Pareto plot: accuracy against latency of every completed trial, "
+                      "Pareto front joined, baseline and selected trial marked", "Trade-off between the objectives (pareto.png)."),
+               _image(plots["history.png"], "history-plot", "Optimisation history: best so far and hypervolume against trial number",
+                      "Best so far and hypervolume of the feasible front by trial (history.png).")]
+    if "importance.png" in plots:
+        figures.append(_image(plots["importance.png"], "importance-plot", "Parameter importance for the first objective (fANOVA)",
+                              "Parameter importance (importance.png)."))
+    else:
+        figures.append('<p class="muted" id="importance-skipped">Parameter importance is shown once there are at least 4 completed '
+                       "trials over at least one searched parameter.</p>")
+    title = f"autotune report: {view.name}"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="rule" id="selection-rule">{escape(headline)}</p>',
+        _warning(selection),
+        f'<p class="muted">Objectives: {escape(objectives)}. Provider: {escape(view.provider or "not recorded")}. '
+        f"Trials: {len(view.records)}.</p>",
+        "<h2>Selected model against the baseline</h2>", _metrics_section(view, selection),
+        "<h2>Constraints</h2>", _constraints_section(view, selection),
+        "<h2>Pareto set (feasible, non-dominated trials)</h2>", frame_table(pareto, table_id="pareto-table", selected=chosen),
+        "<h2>Plots</h2>", *figures,
+        "<h2>Trials by state</h2>", _states_section(view),
+        "<h2>All trials</h2>", frame_table(trials, table_id="trials-table", selected=chosen),
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def write_report(view: StudyView, selection: Selection, trials: Any, pareto: Any, report_dir: Path) -> dict[str, Path]:
+    """The plots and report.html under ``report_dir``; returns {file name: path} of what was written."""
+    report_dir = Path(report_dir)
+    files = write_plots(view, selection, report_dir)
+    path = report_dir / "report.html"
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(render(view, selection, trials, pareto, files), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"report.html": path, **files}
