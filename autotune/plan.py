@@ -10,7 +10,6 @@ from autotune.errors import ConfigError
 from autotune.passes.base import Pass, PassParams, canonical_params, get_pass, user_path, validate_params
 from autotune.search.space import Categorical, FloatRange, IntRange, SearchSpec, decode_choice, split_params
 
-
 DEFAULT_SPACE = "SEARCHABLE_VALUES"
 
 

@@ -76,13 +76,12 @@ def finish_study(cfg: Any, study: Any, *, storage_url: str, policy: str | None =
 
     view = StudyView.load(study)
     selection_cfg = cfg.engine.selection if cfg is not None else None
-    selection = select(
-        view,
-        policy=policy or (selection_cfg.policy if selection_cfg else "max-accuracy"),
-        min_accuracy=min_accuracy if min_accuracy is not None else (selection_cfg.min_accuracy if selection_cfg else None),
-        latency_budget_ms=latency_budget_ms if latency_budget_ms is not None else (selection_cfg.latency_budget_ms if selection_cfg else None),
-        weights=(selection_cfg.weights or None) if selection_cfg else None,
-    )
+    if selection_cfg is not None:
+        policy = policy or selection_cfg.policy
+        min_accuracy = selection_cfg.min_accuracy if min_accuracy is None else min_accuracy
+        latency_budget_ms = selection_cfg.latency_budget_ms if latency_budget_ms is None else latency_budget_ms
+    selection = select(view, policy=policy or "max-accuracy", min_accuracy=min_accuracy, latency_budget_ms=latency_budget_ms,
+                       weights=(selection_cfg.weights or None) if selection_cfg else None)
     output_dir = Path(view.config.get("engine", {}).get("output_dir", ".")) if cfg is None else cfg.engine.output_dir
     rebuild = _rebuilder(cfg) if cfg is not None else None
     best = export_best(view, selection, output_dir, rebuild=rebuild)

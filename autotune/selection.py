@@ -127,7 +127,8 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
     if policy == "max-accuracy" or (policy == "min-latency" and latency is None):
         order = [accuracy] + [o for o in objectives if o is not accuracy] if accuracy else objectives
         best = min(candidates, key=lambda r: _tiebreak(r, order))
-        rule = f"highest {order[0]['metric']} {where}; ties broken by {', '.join(o['metric'] for o in order[1:]) or 'trial number'}, then lower trial number"
+        others = ", ".join(o["metric"] for o in order[1:]) or "nothing else"
+        rule = f"highest {order[0]['metric']} {where}; ties broken by {others}, then lower trial number"
     elif policy == "min-latency":
         order = [latency] + [o for o in objectives if o is not latency]
         best = min(candidates, key=lambda r: _tiebreak(r, order))

@@ -54,7 +54,8 @@ def print_study(result: Any, console: Console | None = None) -> None:
         table.add_row(f"{r.number}{mark}", *[str(r.point.get(k, "")) for k in params],
                       *[f"{r.objectives[m]:.4g}" for m in objectives])
     if view.baseline:
-        table.add_row("baseline", *["" for _ in params], *[f"{view.baseline[m]['value']:.4g}" if m in view.baseline else "" for m in objectives])
+        base = [f"{view.baseline[m]['value']:.4g}" if m in view.baseline else "" for m in objectives]
+        table.add_row("baseline", *["" for _ in params], *base)
     console.print(table)
     console.print(f"selected: {selection.rule}")
     if result.best and result.best.get("model_dir"):

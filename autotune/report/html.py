@@ -67,10 +67,10 @@ def rows_table(header: list[str], rows: list[list[Any]], *, table_id: str | None
     return f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def frame_table(frame: Any, *, table_id: str, selected: int | None = None) -> str:
+def frame_table(frame: Any, *, table_id: str, selected: int | None = None, empty: str = "none") -> str:
     """A DataFrame as an escaped HTML table; each row carries ``data-trial`` and the selected trial is highlighted."""
     if frame is None or len(frame) == 0:
-        return f'<p class="muted" id="{escape(table_id)}">none</p>'
+        return f'<p class="muted" id="{escape(table_id)}">{escape(empty)}</p>'
     columns = [str(c) for c in frame.columns]
     head = "".join(f'<th class="text">{escape(c)}</th>' for c in columns)
     body = []
@@ -173,7 +173,8 @@ def render(view: StudyView, selection: Selection, trials: Any, pareto: Any, plot
         f"Trials: {len(view.records)}.</p>",
         "<h2>Selected model against the baseline</h2>", _metrics_section(view, selection),
         "<h2>Constraints</h2>", _constraints_section(view, selection),
-        "<h2>Pareto set (feasible, non-dominated trials)</h2>", frame_table(pareto, table_id="pareto-table", selected=chosen),
+        "<h2>Pareto set (feasible, non-dominated trials)</h2>", frame_table(pareto, table_id="pareto-table", selected=chosen,
+                                                                          empty="None: no completed trial met the constraints."),
         "<h2>Plots</h2>", *figures,
         "<h2>Trials by state</h2>", _states_section(view),
         "<h2>All trials</h2>", frame_table(trials, table_id="trials-table", selected=chosen),

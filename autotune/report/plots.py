@@ -318,7 +318,7 @@ def importance_plot(view: StudyView, path: Path) -> Path | None:
 
         importances = optuna.importance.get_param_importances(
             view.study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-            target=lambda t: t.values[0], target_name=metric)
+            target=lambda t: t.values[0])
     except Exception as exc:  # the report must not fail over importance
         log.warning("parameter importance skipped: %s", str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
         return None

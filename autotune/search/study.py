@@ -99,9 +99,12 @@ class StudyRunner:
 
     def __init__(self, cfg: RunConfig, *, storage: str | None = None, observer: PipelineObserver | None = None,
                  fail_fast: bool = False) -> None:
+        import warnings
+
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.cfg = cfg
         self.strategy = cfg.engine.search_strategy
         assert self.strategy is not None
@@ -137,7 +140,9 @@ class StudyRunner:
         )
         existing = study.directions
         if [d.name.lower() for d in existing] != [o.direction for o in self.objectives]:
-            raise ConfigError("evaluators", f"study '{self.study_name}' exists with other objectives; set engine.study_name to start a new one")
+            raise ConfigError(
+                "evaluators", f"study '{self.study_name}' exists with other objectives; set engine.study_name to start a new one"
+            )
         study.set_metric_names([o.metric for o in self.objectives])
         study.set_user_attr("objectives", [o.__dict__ for o in self.objectives])
         study.set_user_attr("bounds", [{"metric": b.metric, "value": b.value, "higher_is_better": b.higher_is_better, "goal": b.goal}
