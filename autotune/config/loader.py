@@ -30,7 +30,8 @@ def read_mapping(path: Path, *, what: str = "config") -> dict[str, Any]:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), f"not UTF-8 text (byte {exc.start})") from None
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(str(path), f"not UTF-8 text at line {line} (byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
     try:

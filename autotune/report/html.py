@@ -115,13 +115,14 @@ def _constraints_section(view: StudyView, selection: Selection) -> str:
     return rows_table(["metric", "bound", "goal", "selected trial", "status"], rows, table_id="constraints")
 
 
-def _warning(selection: Selection) -> str:
+def _warning(view: StudyView, selection: Selection) -> str:
     if selection.feasible:
         return ""
     if selection.record is None:
         return ('<div class="warning" id="infeasible-warning"><strong>No trial met the constraints.</strong> '
                 f"No trial completed, so nothing was selected ({escape(selection.rule)}).</div>")
-    missed = ", ".join(f"{escape(m)} by {v:.4g}" for m, v in selection.missed_by.items()) or "none of the bounds (see the rule)"
+    bounds = {b["metric"]: f" (bound {'≥' if b['higher_is_better'] else '≤'} {b['value']:.4g})" for b in view.bounds}
+    missed = ", ".join(f"{escape(m)} by {v:.4g}{bounds.get(m, '')}" for m, v in selection.missed_by.items()) or "no bound (see the rule)"
     return ('<div class="warning" id="infeasible-warning"><strong>No trial met the constraints.</strong> '
             f"The nearest one, trial {selection.record.number}, was exported anyway; it missed {missed}.</div>")
 
@@ -168,7 +169,7 @@ def render(view: StudyView, selection: Selection, trials: Any, pareto: Any, plot
         f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
         f'<p class="rule" id="selection-rule">{escape(headline)}</p>',
-        _warning(selection),
+        _warning(view, selection),
         f'<p class="muted">Objectives: {escape(objectives)}. Provider: {escape(view.provider or "not recorded")}. '
         f"Trials: {len(view.records)}.</p>",
         "<h2>Selected model against the baseline</h2>", _metrics_section(view, selection),

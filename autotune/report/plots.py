@@ -20,15 +20,9 @@ from autotune.selection import Selection, StudyView, pareto_indices, pareto_set
 log = logging.getLogger("autotune")
 FIGSIZE, DPI = (8.0, 5.0), 120
 FEASIBLE, INFEASIBLE, FRONT, SELECTED, BASELINE = "#1f77b4", "#9a9a9a", "#ff7f0e", "#d62728", "#000000"
-_PRETTY = [
-    (r"^decode_ms_per_token_(\w+)$", r"decode latency \1"),
-    (r"^ttft_ms_(\w+)$", r"time to first token \1"),
-    (r"^e2e_ms_(\w+)$", r"end-to-end latency \1"),
-    (r"^size_mb$", "model size"),
-    (r"^peak_rss_mb$", "peak memory"),
-    (r"^tokens_per_s$", "throughput"),
-    (r"^macro_f1$", "macro F1"),
-]
+_PRETTY = [(r"^decode_ms_per_token_(\w+)$", r"decode latency \1"), (r"^ttft_ms_(\w+)$", r"time to first token \1"),
+           (r"^e2e_ms_(\w+)$", r"end-to-end latency \1"), (r"^size_mb$", "model size"), (r"^peak_rss_mb$", "peak memory"),
+           (r"^tokens_per_s$", "throughput"), (r"^macro_f1$", "macro F1")]
 
 
 def pretty(metric: str) -> str:
@@ -42,6 +36,10 @@ def pretty(metric: str) -> str:
 
 def axis_label(metric: str, unit: str | None) -> str:
     return f"{pretty(metric)} ({unit})" if unit else pretty(metric)
+
+
+def _name(view: StudyView) -> str:
+    return view.name.replace("$", r"\$")  # no mathtext from a study name
 
 
 def _pyplot() -> Any:
@@ -114,108 +112,109 @@ def _bound_lines(ax: Any, view: StudyView, metric: str, *, horizontal: bool) -> 
                  label=f"bound: {pretty(metric)} {'≥' if b['higher_is_better'] else '≤'} {b['value']:.4g}")
 
 
+def _ci(ax: Any, x: float, y: float, metric: dict[str, Any] | None, color: str) -> None:
+    """A vertical error bar for the metric's 95% interval, when it has one."""
+    if metric and metric.get("ci_low") is not None and metric.get("ci_high") is not None:
+        ax.errorbar([x], [y], yerr=[[max(0.0, y - metric["ci_low"])], [max(0.0, metric["ci_high"] - y)]], fmt="none", ecolor=color,
+                    alpha=0.55, capsize=3, linewidth=1, zorder=2)
+
+
+def _trials(ax: Any, done: list[TrialRecord], x_of: Any, ym: str, area_of: Any) -> None:
+    """Feasible trials as blue dots, infeasible ones as grey crosses, each with its CI bar on ``ym``."""
+    styles = ((True, FEASIBLE, "o", "feasible trial"), (False, INFEASIBLE, "X", "infeasible trial (misses a bound)"))
+    for feasible, color, marker, label in styles:
+        rows = [r for r in done if (r.feasible is not False) == feasible]
+        if rows:
+            ax.scatter([x_of(r) for r in rows], [r.objectives[ym] for r in rows], s=[area_of(r) for r in rows], c=color, marker=marker,
+                       alpha=0.85, edgecolors="white", linewidths=0.5, zorder=3, label=label)
+        for r in rows:
+            _ci(ax, x_of(r), r.objectives[ym], r.metrics.get(ym), color)
+
+
+def _finish(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.margins(x=0.06, y=0.08)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0.0, labelspacing=1.0)
+
+
 def pareto_plot(view: StudyView, selection: Selection, path: Path) -> Path:
     """Accuracy (y) against latency (x) for every COMPLETE trial; one objective: value against trial number.
 
-    Feasible trials are blue dots, infeasible ones grey crosses; marker area follows model size when a
-    ``*size_mb`` metric exists; the feasible Pareto set is ringed in orange and its two-objective front
-    joined by a step line; the baseline is a black diamond (or a dashed line); the selected trial is ringed.
+    Feasible trials are blue dots, infeasible ones grey crosses, with 95% CI bars where recorded; marker
+    area follows model size when a ``*size_mb`` metric exists; the feasible Pareto set is ringed in orange
+    and its two-objective front joined by a step line; the baseline is a black diamond (or a dashed line);
+    the selected trial is ringed in red and labelled with its number. The legend sits beside the axes.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=FIGSIZE)
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0] + 2.5, FIGSIZE[1] + 0.5))
     done = view.completed()
     y_obj, x_obj = _axes(view)
     if not done or y_obj is None:
         _empty(ax, "no completed trials to plot")
-        ax.set_title(f"{view.name}: trade-off")
+        ax.set_title(f"{_name(view)}: trade-off")
         return _save(fig, path)
     ym = y_obj["metric"]
-    if x_obj is None:
-        return _single_objective(fig, ax, view, selection, y_obj, path)
+    base_y = view.baseline.get(ym) or {}
+    if x_obj is None:  # one objective: against trial number
+        _trials(ax, done, lambda r: r.number, ym, lambda r: 60.0)
+        if base_y.get("value") is not None:
+            ax.axhline(base_y["value"], color=BASELINE, linestyle="--", linewidth=1.2, label="baseline (input model)")
+        _bound_lines(ax, view, ym, horizontal=True)
+        if selection.record is not None:
+            _mark_selected(ax, selection, selection.record.number, selection.record.objectives.get(ym))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        _finish(ax, f"{_name(view)}: {pretty(ym)} per trial", "trial number", axis_label(ym, y_obj.get("unit")))
+        return _save(fig, path)
     xm = x_obj["metric"]
     size = _size_metric(view)
-    sizes = [_value(r, size) for r in done] if size else []
-    known = [s for s in sizes if s is not None]
+    known = [v for v in (_value(r, size) for r in done) if v is not None] if size else []
     lo, hi = (min(known), max(known)) if known else (0.0, 0.0)
 
     def area(s: float | None) -> float:
         return 60.0 if s is None or hi == lo else 30.0 + 270.0 * (s - lo) / (hi - lo)
 
-    for feasible, style in ((True, {"c": FEASIBLE, "marker": "o", "alpha": 0.8, "label": "feasible trial"}),
-                            (False, {"c": INFEASIBLE, "marker": "X", "alpha": 0.9, "label": "infeasible trial (misses a bound)"})):
-        idx = [i for i, r in enumerate(done) if (r.feasible is not False) == feasible]
-        if not idx:
-            continue
-        xs, ys = [done[i].objectives[xm] for i in idx], [done[i].objectives[ym] for i in idx]
-        ax.scatter(xs, ys, s=[area(sizes[i]) if sizes else 60.0 for i in idx], zorder=3, edgecolors="white", linewidths=0.5, **style)
-        for i, xv, yv in zip(idx, xs, ys):
-            m = done[i].metrics.get(ym, {})
-            if m.get("ci_low") is not None and m.get("ci_high") is not None:
-                ax.errorbar([xv], [yv], yerr=[[yv - m["ci_low"]], [m["ci_high"] - yv]], fmt="none", ecolor=style["c"],
-                            alpha=0.5, capsize=3, linewidth=1, zorder=2)
+    _trials(ax, done, lambda r: r.objectives[xm], ym, lambda r: area(_value(r, size) if size else None))
     front = pareto_set(view)
     if front:
-        ax.scatter([r.objectives[xm] for r in front], [r.objectives[ym] for r in front], s=150, facecolors="none",
+        rings = [area(_value(r, size) if size else None) + 110.0 for r in front]
+        ax.scatter([r.objectives[xm] for r in front], [r.objectives[ym] for r in front], s=rings, facecolors="none",
                    edgecolors=FRONT, linewidths=1.6, zorder=4,
                    label="Pareto set" + (f" (all {len(view.objectives)} objectives)" if len(view.objectives) > 2 else ""))
         pts = [[r.objectives[xm], r.objectives[ym]] for r in front]
         flat = sorted(pts[i] for i in pareto_indices(pts, [x_obj["higher_is_better"], y_obj["higher_is_better"]]))
         ax.step([p[0] for p in flat], [p[1] for p in flat], where="pre" if x_obj["higher_is_better"] else "post",
                 color=FRONT, linewidth=1.8, zorder=3, label=f"Pareto front ({pretty(ym)} vs {pretty(xm)})")
-    bx, by = (view.baseline.get(xm) or {}).get("value"), (view.baseline.get(ym) or {}).get("value")
+    bx, by = (view.baseline.get(xm) or {}).get("value"), base_y.get("value")
     if bx is not None and by is not None:
         ax.scatter([bx], [by], marker="D", s=90, c=BASELINE, zorder=5, label="baseline (input model)")
+        _ci(ax, bx, by, base_y, BASELINE)
     elif by is not None:
         ax.axhline(by, color=BASELINE, linestyle="--", linewidth=1.2, label=f"baseline {pretty(ym)}")
     elif bx is not None:
         ax.axvline(bx, color=BASELINE, linestyle="--", linewidth=1.2, label=f"baseline {pretty(xm)}")
     _bound_lines(ax, view, ym, horizontal=True)
     _bound_lines(ax, view, xm, horizontal=False)
-    rec = selection.record
-    if rec is not None and rec.objectives:
-        _mark_selected(ax, selection, rec.objectives.get(xm), rec.objectives.get(ym))
+    if selection.record is not None:
+        _mark_selected(ax, selection, selection.record.objectives.get(xm), selection.record.objectives.get(ym))
     if known and hi > lo:
         unit = next((r.metrics[size].get("unit") for r in done if size in r.metrics), "MB") or "MB"
         for s in (lo, hi):
             ax.scatter([], [], s=area(s), c="white", edgecolors="#555555", label=f"marker area: {pretty(size)} {s:.4g} {unit}")
-    ax.set_xlabel(axis_label(xm, x_obj.get("unit")))
-    ax.set_ylabel(axis_label(ym, y_obj.get("unit")))
-    ax.set_title(f"{view.name}: {pretty(ym)} against {pretty(xm)} ({len(done)} completed trials)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.9)
-    return _save(fig, path)
-
-
-def _single_objective(fig: Any, ax: Any, view: StudyView, selection: Selection, obj: dict[str, Any], path: Path) -> Path:
-    done, metric = view.completed(), obj["metric"]
-    for feasible, color, marker, label in ((True, FEASIBLE, "o", "feasible trial"), (False, INFEASIBLE, "X", "infeasible trial")):
-        rows = [r for r in done if (r.feasible is not False) == feasible]
-        if rows:
-            ax.scatter([r.number for r in rows], [r.objectives[metric] for r in rows], c=color, marker=marker, s=60, label=label, zorder=3)
-    base = (view.baseline.get(metric) or {}).get("value")
-    if base is not None:
-        ax.axhline(base, color=BASELINE, linestyle="--", linewidth=1.2, label="baseline (input model)")
-    _bound_lines(ax, view, metric, horizontal=True)
-    if selection.record is not None and metric in selection.record.objectives:
-        _mark_selected(ax, selection, selection.record.number, selection.record.objectives[metric])
-    ax.set_xlabel("trial number")
-    ax.set_ylabel(axis_label(metric, obj.get("unit")))
-    ax.set_title(f"{view.name}: {pretty(metric)} per trial")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    _finish(ax, f"{_name(view)}: {pretty(ym)} against {pretty(xm)} ({len(done)} completed trials)",
+            axis_label(xm, x_obj.get("unit")), axis_label(ym, y_obj.get("unit")))
     return _save(fig, path)
 
 
 def _losses(records: list[TrialRecord], objectives: list[dict[str, Any]], ranges: list[tuple[float, float]]) -> list[list[float]]:
     """Each objective as a loss scaled to [0, 1] by ``ranges`` (0 best observed, 1 worst observed)."""
-    out = []
-    for r in records:
-        row = []
-        for o, (low, high) in zip(objectives, ranges):
-            v = (r.objectives[o["metric"]] - low) / ((high - low) or 1.0)
-            row.append(1.0 - v if o["higher_is_better"] else v)
-        out.append(row)
-    return out
+    def loss(value: float, up: bool, low: float, high: float) -> float:
+        scaled = (value - low) / ((high - low) or 1.0)
+        return 1.0 - scaled if up else scaled
+
+    return [[loss(r.objectives[o["metric"]], o["higher_is_better"], *rng) for o, rng in zip(objectives, ranges)] for r in records]
 
 
 def hypervolume(points: list[list[float]], reference: list[float]) -> float:
@@ -255,19 +254,14 @@ def history_plot(view: StudyView, path: Path) -> Path:
     ax = axes[0][0]
     if not done or not objs:
         _empty(ax, "no completed trials yet")
-        ax.set_title(f"{view.name}: optimisation history")
+        ax.set_title(f"{_name(view)}: optimisation history")
         return _save(fig, path)
     first = objs[0]
     metric, up = first["metric"], first["higher_is_better"]
     feasible = [r for r in done if r.feasible is not False]
-    track = feasible or done
-    for rows, color, marker, label in ((feasible, FEASIBLE, "o", "feasible trial"),
-                                       ([r for r in done if r.feasible is False], INFEASIBLE, "X", "infeasible trial")):
-        if rows:
-            ax.scatter([r.number for r in rows], [r.objectives[metric] for r in rows], c=color, marker=marker, s=40, alpha=0.8,
-                       label=label, zorder=3)
+    _trials(ax, done, lambda r: r.number, metric, lambda r: 40.0)
     best, xs, ys = None, [], []
-    for r in track:
+    for r in feasible or done:
         v = r.objectives[metric]
         best = v if best is None or (v > best if up else v < best) else best
         xs.append(r.number)
@@ -278,7 +272,7 @@ def history_plot(view: StudyView, path: Path) -> Path:
     if base is not None:
         ax.axhline(base, color=BASELINE, linestyle="--", linewidth=1.2, label="baseline (input model)")
     ax.set_ylabel(axis_label(metric, first.get("unit")))
-    ax.set_title(f"{view.name}: {'highest' if up else 'lowest'} {pretty(metric)} so far")
+    ax.set_title(f"{_name(view)}: {'highest' if up else 'lowest'} {pretty(metric)} so far")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     if two:
@@ -300,6 +294,7 @@ def history_plot(view: StudyView, path: Path) -> Path:
         hv_ax.legend(loc="lower right", fontsize=8)
         hv_ax.set_ylim(bottom=0)
     axes[-1][0].set_xlabel("trial number")
+    axes[-1][0].xaxis.get_major_locator().set_params(integer=True)
     return _save(fig, path)
 
 
@@ -333,7 +328,7 @@ def importance_plot(view: StudyView, path: Path) -> Path | None:
     ax.set_xlim(0, max(1.0, max(values) * 1.15))
     ax.set_xlabel(f"importance (share of the variance of {pretty(metric)}, fANOVA)")
     ax.set_ylabel("searched parameter")
-    ax.set_title(f"{view.name}: parameter importance for {pretty(metric)} ({len(done)} completed trials)")
+    ax.set_title(f"{_name(view)}: parameter importance for {pretty(metric)} ({len(done)} completed trials)")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)

@@ -172,6 +172,15 @@ def test_empty_study_still_writes_a_report(tmp_path: Path) -> None:
     assert png_size(files["pareto.png"])[0] >= 900 and "importance.png" not in files
 
 
+def test_write_results_includes_the_report(tmp_path: Path) -> None:
+    from autotune.results import write_results
+
+    view = StudyView.load(make_study(BOUNDS))
+    files = write_results(view, select(view), tmp_path)
+    for name in ("trials.csv", "pareto.csv", "selection.json", "report.html", "pareto.png", "history.png", "importance.png"):
+        assert files[name].is_file(), name
+
+
 def _chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("chromium")
     assert exe
@@ -184,8 +193,13 @@ def console_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install chromium) - headless render not checked")
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium is not installed (apt-get install chromium): the headless render is not checked")
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    # the console check must be able to fail: a page with a script error is caught
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><script>undefined_fn()</script></body></html>", encoding="utf-8")
+    assert any("Uncaught" in line for line in console_errors(_chromium("--dump-dom", bad.as_uri(), cwd=tmp_path).stderr))
     report_dir = tmp_path / "report"
     files, _, _ = build_report(report_dir, BOUNDS)
     url = files["report.html"].resolve().as_uri()

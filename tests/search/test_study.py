@@ -1,0 +1,147 @@
+"""Studies on the tiny model: SQLite storage, cache reuse across precisions, constraints, resume,
+failed trials, early stopping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+import autotune
+from autotune.passes.base import Pass, PassParams, register_pass
+from tests.conftest import tiny_config
+
+EVALUATOR = {"metrics": [
+    {"name": "accuracy", "type": "accuracy", "sub_types": [{"name": "accuracy", "priority": 1}], "user_config": {"perplexity": False}},
+    {"name": "latency", "type": "latency", "sub_types": [{"name": "decode_ms_per_token_p50", "priority": 2}],
+     "user_config": {"repeats": 3, "warmup": 1, "generate_tokens": 4, "prompt_tokens": 8}},
+    {"name": "footprint", "type": "footprint", "sub_types": [{"name": "size_mb", "priority": -1}], "user_config": {"memory": False}},
+]}
+
+
+def study_config(tiny_model: Path, data: Path, root: Path, **search: Any) -> dict[str, Any]:
+    config = tiny_config(tiny_model, data, root)
+    config["passes"]["lora"]["r"] = [2, 4]
+    config["passes"]["lora"]["training_args"]["max_steps"] = 2
+    config["passes"]["build"]["precision"] = ["int4", "fp32"]
+    config["evaluators"] = {"tiny": EVALUATOR}
+    config["data_configs"][0]["eval_dataset_size"] = 24
+    config["engine"].update({"evaluator": "tiny", "search_strategy": {"sampler": "grid", "seed": 0, **search}})
+    return config
+
+
+def load(root: Path) -> optuna.Study:
+    return optuna.load_study(study_name="out", storage=f"sqlite:///{root / 'out' / 'study.db'}")
+
+
+def lora_runs(study: optuna.Study) -> int:
+    return sum(1 for t in study.trials for p in t.user_attrs["autotune_record"]["passes"] if p["name"] == "lora" and not p["cache_hit"])
+
+
+def test_grid_study_records_every_trial_and_fine_tunes_once_per_rank(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    result = autotune.run(study_config(tiny_model, tone_file, tmp_path))
+    study = load(tmp_path)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    points = {(t.params["lora.r"], t.params["build.precision"]) for t in study.trials}
+    assert points == {(2, "int4"), (2, "fp32"), (4, "int4"), (4, "fp32")}
+    assert lora_runs(study) == 2  # each rank fine-tuned once, reused by the other precision
+    record = study.trials[0].user_attrs["autotune_record"]
+    assert set(record["metrics"]) == {"accuracy-accuracy", "latency-decode_ms_per_token_p50", "footprint-size_mb"}
+    assert study.metric_names == ["accuracy-accuracy", "latency-decode_ms_per_token_p50"]
+    assert len(result.trials) == 4 and not result.pareto.empty
+    assert (tmp_path / "out" / "best" / "genai_config.json").is_file()
+    assert (tmp_path / "out" / "trials.csv").is_file()
+
+
+def test_resume_keeps_trials_and_redoes_no_work(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    config = study_config(tiny_model, tone_file, tmp_path)
+    autotune.run(config, n_trials=2)
+    first = load(tmp_path)
+    assert len(first.trials) == 2
+    kept = [(t.number, t.params) for t in first.trials]
+    autotune.run(config)  # the same command again: resumes up to the grid's 4 points
+    study = load(tmp_path)
+    assert [(t.number, t.params) for t in study.trials[:2]] == kept
+    assert len(study.trials) == 4
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    assert lora_runs(study) == 2
+    autotune.run(config)  # nothing left: no new trial
+    assert len(load(tmp_path).trials) == 4
+
+
+def test_a_constraint_no_trial_meets_makes_them_infeasible_and_exports_the_nearest(
+    tmp_path: Path, tiny_model: Path, tone_file: Path
+) -> None:
+    config = study_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["r"] = 2
+    config["evaluators"]["tiny"]["metrics"][0]["sub_types"][0]["goal"] = {"type": "threshold", "value": 1.5}
+    result = autotune.run(config)
+    study = load(tmp_path)
+    records = [t.user_attrs["autotune_record"] for t in study.trials]
+    assert all(r["feasible"] is False for r in records)
+    assert all(r["constraints"]["accuracy-accuracy"] > 0 for r in records)
+    assert result.pareto.empty
+    card = json.loads((tmp_path / "out" / "best" / "model_card.json").read_text())
+    assert card["feasible"] is False
+    assert "no trial met the constraints" in card["selection"]["rule"]
+
+
+class FaultParams(PassParams):
+    fail: bool = False
+
+
+@register_pass()
+class FaultInjection(Pass):
+    """Test-only pass: raises when told to (a fault injected into a real pipeline)."""
+
+    type_name = "FaultInjection"
+    Params = FaultParams
+    accepts = ("hf",)
+    output_kind = "hf"
+
+    def run(self, model: Any, params: Any, ctx: Any, output: Path) -> None:
+        if params.fail:
+            raise RuntimeError("injected fault")
+        import shutil
+
+        shutil.copytree(model.path, output, dirs_exist_ok=True)
+
+
+FaultParams.model_fields["fail"].json_schema_extra = {"searchable": True, "default_space": [False, True]}
+FaultParams.model_rebuild(force=True)
+
+
+def test_a_trial_that_raises_is_recorded_failed_and_the_study_goes_on(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    config = study_config(tiny_model, tone_file, tmp_path)
+    config["passes"] = {
+        "fault": {"type": "FaultInjection", "fail": [True, False]},
+        "build": {"type": "ModelBuilder", "precision": "int4"},
+    }
+    result = autotune.run(config)
+    study = load(tmp_path)
+    states = {t.params["fault.fail"]: t.state for t in study.trials}
+    assert states == {"True": optuna.trial.TrialState.FAIL, "False": optuna.trial.TrialState.COMPLETE} or states == {
+        True: optuna.trial.TrialState.FAIL, False: optuna.trial.TrialState.COMPLETE}
+    failed = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
+    assert "injected fault" in failed.user_attrs["autotune_record"]["fail_reason"]
+    assert (result.trials["state"] == "FAIL").sum() == 1
+    assert "injected fault" in (tmp_path / "out" / "trials.csv").read_text()
+
+
+def test_early_stopping_stops_a_clearly_worse_fine_tune(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    config = study_config(tiny_model, tone_file, tmp_path, early_stop={"enabled": True, "warmup_steps": 0, "min_trials": 1, "margin": 0.05})
+    config["passes"]["lora"].update({"r": 4, "learning_rate": [0.003, 30.0], "report_every": 2, "validation_size": 16})
+    config["passes"]["lora"]["training_args"].pop("learning_rate", None)
+    config["passes"]["lora"]["training_args"]["max_steps"] = 6
+    config["passes"]["build"]["precision"] = "int4"
+    autotune.run(config)
+    study = load(tmp_path)
+    by_lr = {t.params["lora.learning_rate"]: t for t in study.trials}
+    assert by_lr[0.003].state == optuna.trial.TrialState.COMPLETE
+    bad = by_lr[30.0]
+    assert bad.state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    record = bad.user_attrs["autotune_record"]
+    assert record["prune_reason"] or "loss" in (record["fail_reason"] or "")

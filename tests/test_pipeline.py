@@ -1,0 +1,147 @@
+"""The whole pipeline on the tiny model: fine-tune -> merge -> ONNX build, and the shared-prefix cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import autotune
+from autotune.cache import Cache
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tone_rows: list[dict[str, str]]) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("pipeline")
+    data = root / "tones.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in tone_rows[:200]) + "\n")
+    return {"root": root, "model": tiny_model, "data": data}
+
+
+def ran(result: autotune.StudyResult) -> dict[str, bool]:
+    """pass name -> whether it ran (True) or came from the cache (False)."""
+    return {p["name"]: not p["cache_hit"] for p in result.record["passes"]}
+
+
+def test_single_run_builds_a_folder_genai_loads_and_generates_from(work: dict[str, Path]) -> None:
+    import onnxruntime_genai as og
+
+    config = tiny_config(work["model"], work["data"], work["root"])
+    result = autotune.run(config)
+    assert ran(result) == {"lora": True, "merge": True, "build": True}
+    out = work["root"] / "out"
+    model_dir = out / "model"
+    assert (model_dir / "genai_config.json").is_file() and (model_dir / "model.onnx").is_file()
+    record = json.loads((out / "run.json").read_text())
+    assert [p["type"] for p in record["passes"]] == ["LoRA", "MergeAdapterWeights", "ModelBuilder"]
+    assert all(p["seconds"] > 0 for p in record["passes"])
+
+    model = og.Model(str(model_dir))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=48, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(og.Tokenizer(model).encode("### Text: what a lovely day\n### The tone is:\n"))
+    generator.generate_next_token()
+    assert len(generator.get_next_tokens()) == 1
+
+
+def test_identical_rerun_reuses_every_pass(work: dict[str, Path]) -> None:
+    config = tiny_config(work["model"], work["data"], work["root"])
+    first = autotune.run(config)
+    second = autotune.run(config)
+    assert ran(second) == {"lora": False, "merge": False, "build": False}
+    assert second.record["model_key"] == first.record["model_key"]
+
+
+def test_changing_only_precision_reruns_only_the_build(work: dict[str, Path]) -> None:
+    config = tiny_config(work["model"], work["data"], work["root"])
+    autotune.run(config)
+    config["passes"]["build"]["precision"] = "fp32"
+    result = autotune.run(config)
+    assert ran(result) == {"lora": False, "merge": False, "build": True}
+
+
+def test_changing_training_reruns_everything_after_it(work: dict[str, Path]) -> None:
+    config = tiny_config(work["model"], work["data"], work["root"])
+    autotune.run(config)
+    config["passes"]["lora"]["r"] = 2
+    result = autotune.run(config)
+    assert ran(result) == {"lora": True, "merge": True, "build": True}
+
+
+def test_training_honours_max_steps_and_masks_the_prompt(work: dict[str, Path]) -> None:
+    config = tiny_config(work["model"], work["data"], work["root"])
+    config["passes"]["lora"]["training_args"]["max_steps"] = 3
+    result = autotune.run(config)
+    lora = next(p for p in result.record["passes"] if p["name"] == "lora")
+    log = json.loads((Path(config["engine"]["cache_dir"]) / "models" / lora["key"] / "model" / "training_log.json").read_text())
+    assert log["steps"] == 3
+    assert log["loss_on"] == "answer"
+
+
+def test_a_corrupt_cache_entry_is_discarded_and_rebuilt(work: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    config = tiny_config(work["model"], work["data"], work["root"])
+    config["passes"]["build"]["precision"] = "int8"
+    first = autotune.run(config)
+    build_key = first.record["passes"][-1]["key"]
+    onnx_data = Path(config["engine"]["cache_dir"]) / "models" / build_key / "model" / "model.onnx.data"
+    with onnx_data.open("r+b") as handle:  # cut the file, as a crash mid-write would
+        handle.truncate(onnx_data.stat().st_size // 2)
+    second = autotune.run(config)
+    assert ran(second) == {"lora": False, "merge": False, "build": True}
+    assert any("corrupt" in r.message for r in caplog.records)
+
+
+def test_a_failed_pass_leaves_no_cache_entry(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(RuntimeError), cache.put("k" * 64, {"pass": "X"}) as folder:
+        (folder / "half.bin").write_bytes(b"x" * 10)
+        raise RuntimeError("killed")
+    assert not cache.has("k" * 64)
+    assert cache.get("k" * 64) is None
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+def test_two_writers_of_one_entry_one_wins_and_the_other_reuses(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    key = "a" * 64
+    with cache.put(key, {"writer": 1}) as first:
+        (first / "w.txt").write_text("first")
+        with cache.put(key, {"writer": 2}) as second:  # finishes first: it wins
+            (second / "w.txt").write_text("second")
+    got = cache.get(key)
+    assert got is not None
+    assert (got[0] / "w.txt").read_text() == "second"
+    assert got[1]["writer"] == 2
+
+
+def test_seed_shaped_config_runs_unchanged(work: dict[str, Path]) -> None:
+    seed = {
+        "input_model": {"type": "PyTorchModel", "config": {"hf_config": {
+            "model_name": str(work["model"]), "task": "text-generation", "model_loading_args": {"trust_remote_code": False}}}},
+        "data_configs": [{
+            "name": "dataset_default_train", "type": "HuggingfaceContainer",
+            "load_dataset_config": {"params": {"data_name": "json", "data_files": str(work["data"]), "split": "train"}},
+            "pre_process_data_config": {"params": {
+                "dataset_type": "corpus", "text_cols": ["phrase", "tone"], "text_template": "### Text: {phrase}\n### The tone is:\n{tone}",
+                "corpus_strategy": "line-by-line", "source_max_len": 1024, "pad_to_max_len": False, "use_attention_mask": False}},
+        }],
+        "passes": {
+            "lora": {"type": "LoRA", "config": {
+                "target_modules": ["o_proj", "q_proj"], "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.1,
+                "train_data_config": "dataset_default_train", "eval_dataset_size": 0.3,
+                "training_args": {"seed": 0, "data_seed": 42, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
+                                  "gradient_checkpointing": False, "learning_rate": 1e-4, "num_train_epochs": 3, "max_steps": 2,
+                                  "logging_steps": 1, "evaluation_strategy": "steps", "eval_steps": 187, "group_by_length": True,
+                                  "adam_beta2": 0.999, "max_grad_norm": 0.3}}},
+            "merge": {"type": "MergeAdapterWeights"},
+            "builder": {"type": "ModelBuilder", "config": {"precision": "int4"}},
+        },
+        "engine": {"log_severity_level": 0, "search_strategy": False, "execution_providers": ["CPUExecutionProvider"],
+                   "cache_dir": str(work["root"] / "cache"), "output_dir": str(work["root"] / "seed-out")},
+    }
+    result = autotune.run(seed)
+    assert (work["root"] / "seed-out" / "model" / "genai_config.json").is_file()
+    assert result.record["passes"][0]["params"]["r"] == 4
