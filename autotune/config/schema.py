@@ -139,6 +139,8 @@ class EngineConfig(Strict):
     study_name: str | None = None
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
     trial_timeout: float | None = Field(None, gt=0)
+    # A worker writes a heartbeat this often; a RUNNING trial silent for 3x this is stale (failed, retried once).
+    heartbeat_seconds: float = Field(20, gt=0)
     cache_max_gb: float | None = Field(None, gt=0)
 
     @field_validator("search_strategy", mode="before")

@@ -50,7 +50,7 @@ def redact_url(url: str) -> str:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
-def open_storage(url: str) -> Any:
+def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
     import optuna
     from optuna.storages import RDBStorage, RetryFailedTrialCallback
 
@@ -59,8 +59,8 @@ def open_storage(url: str) -> Any:
     try:
         return RDBStorage(
             url,
-            heartbeat_interval=20,
-            grace_period=60,
+            heartbeat_interval=max(1, round(heartbeat_seconds)),
+            grace_period=max(2, round(3 * heartbeat_seconds)),
             failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
             engine_kwargs={"pool_pre_ping": True},
         )
@@ -116,7 +116,7 @@ class StudyRunner:
         self.objectives: list[Objective] = objectives_from(self.evaluator.specs, where=f"evaluators.{self.evaluator.name}")
         self.storage_url = storage or cfg.engine.storage or default_storage(cfg.engine.output_dir)
         self.study_name = safe_name(cfg.engine.study_name or cfg.engine.output_dir.name)
-        self.storage = open_storage(self.storage_url)
+        self.storage = open_storage(self.storage_url, heartbeat_seconds=cfg.engine.heartbeat_seconds)
         self.baseline: dict[str, Any] | None = None
         self.bounds: list[Bound] = []
         self.user_error: UserError | None = None
@@ -151,8 +151,12 @@ class StudyRunner:
         study.set_user_attr("config", self.cfg.model_dump(mode="json"))
         if self.baseline is not None:
             study.set_user_attr(BASELINE_ATTR, {k: v.to_dict() for k, v in self.baseline.items()})
-        for point in enqueue:
-            study.enqueue_trial(point, skip_if_exists=True)
+        if enqueue and not study.user_attrs.get("grid_enqueued"):
+            # Once per study: a second worker finds the points already queued (skip_if_exists
+            # covers two workers starting in the same instant).
+            for point in enqueue:
+                study.enqueue_trial(point, skip_if_exists=True)
+            study.set_user_attr("grid_enqueued", True)
         self.grid_size = len(enqueue) if enqueue else None
         return study
 

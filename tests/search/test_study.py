@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pytest
 
 import autotune
 from autotune.passes.base import Pass, PassParams, register_pass
