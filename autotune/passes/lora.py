@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -97,6 +98,32 @@ class LoRAParams(PassParams):
         return params
 
 
+@functools.cache
+def training_argument_names() -> frozenset[str]:
+    """Field names of transformers' TrainingArguments, read from its source so that validating a
+    config does not import transformers, peft and torch (seconds); falls back to importing it."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")
+    if spec and spec.submodule_search_locations:
+        source = Path(next(iter(spec.submodule_search_locations))) / "training_args.py"
+        try:
+            tree = ast.parse(source.read_text())
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef) and node.name == "TrainingArguments":
+                    names = {n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+                    if names:
+                        return frozenset(names)
+        except (OSError, SyntaxError):
+            pass
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    return frozenset(f.name for f in dataclasses.fields(TrainingArguments))
+
+
 def tokenize_rows(tokenizer: Any, data: Any, rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, list[int]]]:
     features = []
     for row in rows:
@@ -131,11 +158,9 @@ class PadToLongest:
 
 
 def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str) -> Any:
-    import dataclasses
-
     from transformers import TrainingArguments
 
-    valid = {f.name for f in dataclasses.fields(TrainingArguments)}
+    valid = training_argument_names()
     values = args.model_dump(exclude_none=True)
     for key in list(values):
         if key in IGNORED_TRAINING_ARGS:
@@ -165,11 +190,7 @@ class LoRA(Pass):
     uses_data = True
 
     def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
-        import dataclasses
-
-        from transformers import TrainingArguments
-
-        valid = {f.name for f in dataclasses.fields(TrainingArguments)}
+        valid = training_argument_names()
         for key in params.training_args.model_dump(exclude_none=True):
             if key not in valid and key not in IGNORED_TRAINING_ARGS:
                 from autotune.errors import did_you_mean
