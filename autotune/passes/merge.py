@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from autotune.context import PassContext
 from autotune.models.handle import ModelHandle
 from autotune.models.loading import load_causal_lm, load_tokenizer
 from autotune.passes.base import Pass, PassParams, register_pass
+from autotune.passes.qlora import ADAPTER_META, dequantized_base
 
 
 class MergeParams(PassParams):
@@ -26,9 +28,14 @@ class MergeAdapterWeights(Pass):
         from peft import PeftModel
 
         assert model.base is not None, "an adapter handle carries its base model"
-        # Always merge into the full-precision base: merging into 4-bit weights (QLoRA) and
-        # re-saving loses accuracy.
-        base = load_causal_lm(model.base.path, trust_remote_code=ctx.trust_remote_code)
+        # Always merge at full precision. A QLoRA adapter was trained against the 4-bit base, so it
+        # is merged into that base dequantized to fp32 (never into 4-bit weights, which loses accuracy).
+        meta = model.path / ADAPTER_META
+        if meta.is_file():
+            settings = json.loads(meta.read_text())["base_quantization"]
+            base = dequantized_base(model.base.path, settings, trust_remote_code=ctx.trust_remote_code)
+        else:
+            base = load_causal_lm(model.base.path, trust_remote_code=ctx.trust_remote_code)
         merged = PeftModel.from_pretrained(base, str(model.path)).merge_and_unload()
         merged.save_pretrained(str(output), safe_serialization=True)
         load_tokenizer(model.path, trust_remote_code=ctx.trust_remote_code).save_pretrained(str(output))

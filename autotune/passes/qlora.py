@@ -1,0 +1,97 @@
+"""QLoRA: the base loaded in 4-bit through bitsandbytes, LoRA trained on top (same training as LoRA).
+
+The adapter remembers its 4-bit base settings (``autotune_adapter.json``) so that merging happens
+into the *dequantized* base at full precision: the weights the adapter was trained against, without
+the loss of re-quantizing merged weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from autotune.context import PassContext
+from autotune.errors import ConfigError
+from autotune.models.handle import ModelHandle
+from autotune.passes.base import Pass, register_pass, searchable
+from autotune.passes.lora import LoRAParams, train_adapter
+
+ADAPTER_META = "autotune_adapter.json"
+
+
+class QLoRAParams(LoRAParams):
+    ALIASES: ClassVar[dict[str, str]] = {**LoRAParams.ALIASES, "bnb_4bit_quant_type": "quant_type",
+                                         "bnb_4bit_use_double_quant": "double_quant", "bnb_4bit_compute_dtype": "compute_dtype"}
+
+    quant_type: Literal["nf4", "fp4"] = searchable("nf4", space=["nf4", "fp4"])
+    double_quant: bool = searchable(True, space=[True, False])
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    def bnb_config(self) -> dict[str, Any]:
+        return {"load_in_4bit": True, "bnb_4bit_quant_type": self.quant_type,
+                "bnb_4bit_use_double_quant": self.double_quant, "bnb_4bit_compute_dtype": self.compute_dtype}
+
+
+@functools.cache
+def four_bit_support() -> str | None:
+    """None when bitsandbytes can quantize, dequantize and multiply in 4-bit here; else why not."""
+    try:
+        import bitsandbytes as bnb
+        import torch
+    except ImportError as exc:
+        return f"bitsandbytes is not installed ({exc.name}); install the [qlora] extra"
+    try:
+        weight = torch.randn(64, 64)
+        packed, state = bnb.functional.quantize_4bit(weight, quant_type="nf4")
+        restored = bnb.functional.dequantize_4bit(packed, state)
+        out = bnb.matmul_4bit(torch.randn(2, 64), packed.t(), quant_state=state)
+        if out.shape != (2, 64) or restored.shape != weight.shape:
+            return "bitsandbytes 4-bit kernels returned wrong shapes on this device"
+    except Exception as exc:  # any failure means 4-bit training cannot run here
+        return f"bitsandbytes 4-bit kernels do not run on this device ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    return None
+
+
+def bnb_quantization_config(settings: dict[str, Any]) -> Any:
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    values = dict(settings)
+    values["bnb_4bit_compute_dtype"] = getattr(torch, values["bnb_4bit_compute_dtype"])
+    return BitsAndBytesConfig(**values)
+
+
+@register_pass("qlora")
+class QLoRA(Pass):
+    type_name = "QLoRA"
+    Params = QLoRAParams
+    accepts = ("hf",)
+    output_kind = "adapter"
+    uses_data = True
+
+    def check(self, params: QLoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
+        from autotune.passes.lora import LoRA
+
+        LoRA().check(params, provider=provider, origin=origin)
+        reason = four_bit_support()
+        if reason:
+            where = origin.removesuffix(".config")
+            raise ConfigError(f"{where}.type", f"QLoRA cannot run here: {reason}")
+
+    def run(self, model: ModelHandle, params: QLoRAParams, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
+        settings = params.bnb_config()
+        train_adapter(model, params, ctx, output, quantization_config=bnb_quantization_config(settings))
+        (output / ADAPTER_META).write_text(json.dumps({"base_quantization": settings}, indent=2))
+
+
+def dequantized_base(path: Path, settings: dict[str, Any], *, trust_remote_code: bool = False) -> Any:
+    """The base as QLoRA saw it: loaded in 4-bit with ``settings``, then dequantized to fp32."""
+    import torch
+
+    from autotune.models.loading import load_causal_lm
+
+    model = load_causal_lm(path, trust_remote_code=trust_remote_code, quantization_config=bnb_quantization_config(settings))
+    model = model.dequantize()
+    return model.to(torch.float32)

@@ -1,0 +1,87 @@
+"""QLoRA (bitsandbytes 4-bit) and the ONNX Runtime quantizers on the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import autotune
+from autotune.cache import Cache
+from autotune.config import load_config
+from autotune.passes.qlora import four_bit_support
+from autotune.pipeline import Pipeline
+from tests.conftest import tiny_config
+
+needs_4bit = pytest.mark.skipif(four_bit_support() is not None, reason=f"no 4-bit bitsandbytes here: {four_bit_support()}")
+
+
+def generate_one(model_dir: Path) -> list[int]:
+    import onnxruntime_genai as og
+
+    model = og.Model(str(model_dir))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=40, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(og.Tokenizer(model).encode("### Text: the storm is coming\n### The tone is:\n"))
+    generator.generate_next_token()
+    return list(generator.get_next_tokens())
+
+
+@needs_4bit
+def test_qlora_trains_and_merges_into_the_dequantized_base(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    import torch
+    from peft import PeftModel
+
+    from autotune.passes.qlora import dequantized_base
+
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["type"] = "QLoRA"
+    config["passes"]["lora"]["quant_type"] = "nf4"
+    config["passes"]["build"]["precision"] = "fp32"
+    result = autotune.run(config)
+    assert [p["type"] for p in result.record["passes"]] == ["QLoRA", "MergeAdapterWeights", "ModelBuilder"]
+    assert len(generate_one(tmp_path / "out" / "model")) == 1
+
+    loaded = load_config(config)
+    pipeline = Pipeline(loaded, cache=Cache(loaded.engine.cache_dir))
+    adapter_key, merged_key = (p["key"] for p in result.record["passes"][:2])
+    adapter = pipeline.cache.entry(adapter_key) / "model"
+    merged_dir = pipeline.cache.entry(merged_key) / "model"
+    settings = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "float32"}
+    reference = PeftModel.from_pretrained(dequantized_base(tiny_model, settings), str(adapter)).eval()
+    from autotune.models.loading import load_causal_lm
+
+    merged = load_causal_lm(merged_dir).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250, 7]])
+    with torch.no_grad():
+        expected, got = reference(ids).logits, merged(ids).logits
+    assert torch.allclose(expected, got, atol=1e-4), (expected - got).abs().max()
+    # ... and merging into the original fp32 weights instead would differ: the 4-bit base matters.
+    plain = PeftModel.from_pretrained(load_causal_lm(tiny_model), str(adapter)).merge_and_unload().eval()
+    with torch.no_grad():
+        assert not torch.allclose(plain(ids).logits, got, atol=1e-4)
+
+
+def quant_config(tiny_model: Path, tone_file: Path, root: Path, quant: dict[str, Any]) -> dict[str, Any]:
+    config = tiny_config(tiny_model, tone_file, root)
+    config["passes"]["build"]["precision"] = "fp32"
+    config["passes"]["quant"] = quant
+    return config
+
+
+@pytest.mark.parametrize("quant", [
+    {"type": "OnnxDynamicQuantization"},
+    {"type": "OnnxBlockWiseRtnQuantization", "block_size": 32, "is_symmetric": True, "accuracy_level": 4},
+])
+def test_ort_quantizers_give_a_folder_genai_loads(tmp_path: Path, tiny_model: Path, tone_file: Path, quant: dict[str, Any]) -> None:
+    import onnx
+
+    result = autotune.run(quant_config(tiny_model, tone_file, tmp_path, quant))
+    out = tmp_path / "out" / "model"
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx"), load_external_data=False).graph.node}
+    expected = "MatMulNBits" if quant["type"] == "OnnxBlockWiseRtnQuantization" else "DynamicQuantizeMatMul"
+    assert expected in ops or (expected == "DynamicQuantizeMatMul" and "MatMulInteger" in ops), ops
+    assert len(generate_one(out)) == 1
+    assert [p["type"] for p in result.record["passes"]][-1] == quant["type"]
