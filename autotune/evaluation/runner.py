@@ -84,9 +84,11 @@ class ModelEvaluator:
         for index, metric in enumerate(self.evaluator.metrics):
             cls = get_evaluator(metric.type, where="")
             data = self._data_for(index)
+            # What changes a measurement: the evaluator type and its user_config, the data, the model and
+            # the provider. Priorities and goals only change how results are used, so they stay out.
             key = hash_key({
-                "evaluation": EVALUATION_VERSION, "model": model.key, "metric": metric.model_dump(mode="json"),
-                "provider": provider, "data": getattr(data, "key", None), "kind": model.kind,
+                "evaluation": EVALUATION_VERSION, "model": model.key, "type": cls.type_name,
+                "user_config": metric.user_config, "provider": provider, "data": getattr(data, "key", None), "kind": model.kind,
             })
             cached = self.cache.get_json(key)
             if cached is not None:
