@@ -27,7 +27,8 @@ class AccuracyParams(EvaluatorParams):
     # label_scoring: pick the label whose continuation is most likely (no generation);
     # generation: greedy decode and compare the normalised text with the label.
     mode: Literal["label_scoring", "generation"] = "label_scoring"
-    max_new_tokens: int = Field(8, gt=0)
+    # Generation's token limit; default: the longest label's tokens plus two.
+    max_new_tokens: int | None = Field(None, gt=0)
     max_examples: int | None = Field(None, gt=0)
     perplexity: bool = True
 
@@ -61,6 +62,7 @@ class AccuracyEvaluator(Evaluator):
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
         label_ids = [list(tok(label, add_special_tokens=False)["input_ids"]) + eos for label in labels]
         index = {label: i for i, label in enumerate(labels)}
+        limit = params.max_new_tokens or max(len(ids) for ids in label_ids) + 2
         normalised = {normalise(label): i for i, label in enumerate(labels)}
         predictions, references = [], []
         nll_total, nll_count = 0.0, 0
@@ -75,7 +77,7 @@ class AccuracyEvaluator(Evaluator):
                 nll_total += prompt_nll - scores[index[answer]]
                 nll_count += len(prompt_ids) - 1 + len(label_ids[index[answer]])
             else:
-                tokens, _, _ = backend.generate(prompt_ids, params.max_new_tokens)
+                tokens, _, _ = backend.generate(prompt_ids, limit)
                 text = normalise(tok.decode(tokens, skip_special_tokens=True))
                 predictions.append(normalised.get(text, len(labels)))  # len(labels): no label
             references.append(index[answer])

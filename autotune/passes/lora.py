@@ -168,6 +168,8 @@ def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, 
         elif key not in valid:
             raise ConfigError(f"{origin}.training_args.{key}", "unknown training argument")
     values.pop("eval_steps", None)
+    if "activation_checkpointing" in valid and "gradient_checkpointing" in values:  # transformers 5's name
+        values["activation_checkpointing"] = values.pop("gradient_checkpointing")
     return TrainingArguments(
         output_dir=str(output),
         learning_rate=params.learning_rate,

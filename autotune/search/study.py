@@ -52,7 +52,7 @@ def redact_url(url: str) -> str:
 
 def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if "://" not in url:
         raise ConfigError("engine.storage", f"expected a storage URL such as sqlite:///study.db, got \"{redact_url(url)}\"")
@@ -61,7 +61,7 @@ def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
             url,
             heartbeat_interval=max(1, round(heartbeat_seconds)),
             grace_period=max(2, round(3 * heartbeat_seconds)),
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             engine_kwargs={"pool_pre_ping": True},
         )
     except (optuna.exceptions.StorageInternalError, ImportError, Exception) as exc:

@@ -446,7 +446,7 @@ def test_smollm2_tone_single_file_loads_with_named_evaluator() -> None:
     metrics = config.evaluators["tone_eval"].metrics
     assert [m.name for m in metrics] == ["accuracy", "latency", "footprint"]
     accuracy = metrics[0].sub_types[0]
-    assert accuracy.goal is not None and (accuracy.goal.type, accuracy.goal.value) == ("max-degradation", -0.05)
+    assert accuracy.goal is not None and (accuracy.goal.type, accuracy.goal.value) == ("min-improvement", 0.05)
     data = config.data_configs[0]
     assert (data.name, data.eval_dataset_size, data.source_max_len) == ("tones", 160, 128)
     steps = {s.name: s for s in build_plan(config)}

@@ -33,7 +33,7 @@ def easy_rows(n: int = 320) -> list[dict[str, str]]:
 
 def accuracy_evaluator(mode: str = "label_scoring") -> dict[str, Any]:
     return {"metrics": [{"name": "acc", "type": "accuracy", "sub_types": [{"name": "accuracy"}, {"name": "macro_f1"}],
-                         "user_config": {"mode": mode, "max_new_tokens": 4}}]}
+                         "user_config": {"mode": mode}}]}
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_evaluation_cache_follows_the_evaluator_config(trained: dict[str, Any], 
     ModelEvaluator(loaded, cache=cache, data_loader=pipeline.data).evaluate(model)
     ModelEvaluator(loaded, cache=cache, data_loader=pipeline.data).evaluate(model)
     assert len(list(cache.evals.glob("*.json"))) == 1  # the second evaluation was a cache hit
-    raw["evaluators"]["acc"]["metrics"][0]["user_config"]["max_new_tokens"] = 5  # any change: a new entry
+    raw["evaluators"]["acc"]["metrics"][0]["user_config"]["max_new_tokens"] = 9  # any change: a new entry
     loaded = load_config(raw)
     ModelEvaluator(loaded, cache=cache, data_loader=Pipeline(loaded, cache=cache).data).evaluate(model)
     assert len(list(cache.evals.glob("*.json"))) == 2
