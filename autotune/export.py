@@ -17,9 +17,10 @@ log = logging.getLogger("autotune")
 def reproduce_config(config: dict[str, Any], record: TrialRecord) -> dict[str, Any]:
     """A config that rebuilds exactly this trial's model with ``search_strategy: false``."""
     passes = {}
+    ran = {p.name: p.type for p in record.passes}  # the alternative each pass group chose
     for name, spec in (config.get("passes") or {}).items():
         params = dict(record.params.get(name, {}))
-        passes[name] = {"type": spec["type"], **params}
+        passes[name] = {"type": ran.get(name, spec["type"]), **params}
     engine = {k: v for k, v in (config.get("engine") or {}).items() if k in ("execution_providers", "cache_dir", "evaluator")}
     engine["search_strategy"] = False
     engine["output_dir"] = str(Path(config.get("engine", {}).get("output_dir", "results/run")) / f"reproduce-trial-{record.number}")

@@ -22,7 +22,7 @@ from autotune.context import PassContext
 from autotune.data import Dataset, load_data
 from autotune.errors import ModelError
 from autotune.models.handle import ModelHandle
-from autotune.plan import Step, build_plan
+from autotune.plan import Step, build_plan, resolve
 
 log = logging.getLogger("autotune")
 
@@ -67,7 +67,7 @@ class Pipeline:
         self.config = config
         self.cache = cache or Cache(config.engine.cache_dir)
         self.observer = observer or PipelineObserver()
-        self.steps = build_plan(config)
+        self.slots = build_plan(config)
         self._input: ModelHandle | None = None
         self._data: dict[str, Dataset] = {}
 
@@ -88,7 +88,7 @@ class Pipeline:
         """(step, params, key) for every pass of the chain at ``point``."""
         parent = self.input_model().key
         chain = []
-        for step in self.steps:
+        for step in resolve(self.slots, point):
             params = step.params(point)
             payload: dict[str, Any] = {"parent": parent, "pass": step.pass_cls.type_name, "params": params.resolved()}
             if step.pass_cls.provider_in_key:

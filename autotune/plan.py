@@ -22,12 +22,20 @@ class Step:
     origin: str
     user_keys: dict[str, str] = field(default_factory=dict)
     data_name: str | None = None
+    # Prefix of this step's keys in a point: the pass name, or "<group>.<alternative>" in a group.
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        self.prefix = self.prefix or self.name
+
+    def key(self, param: str) -> str:
+        return f"{self.prefix}.{param}"
 
     def params(self, point: dict[str, Any] | None = None) -> PassParams:
         """Validated parameters: the fixed values plus this step's share of a sampled ``point``."""
         values = dict(self.fixed)
         for name, spec in self.space.items():
-            key = f"{self.name}.{name}"
+            key = self.key(name)
             if point is not None and key in point:
                 value = point[key]
                 values[name] = decode_choice(spec, value) if isinstance(spec, Categorical) else value
@@ -62,8 +70,51 @@ def build_step(name: str, ptype: str, raw: dict[str, Any], origin: str, config: 
     return Step(name=name, pass_cls=pass_cls, fixed=fixed, space=space, origin=origin, user_keys=user_keys, data_name=data_name)
 
 
-def build_plan(config: RunConfig) -> list[Step]:
-    return [build_step(n, p.type, p.params, p.origin, config) for n, p in config.passes.items()]
+@dataclass
+class Choice:
+    """A pass group: the point's ``<name>.pass`` picks one alternative."""
+
+    name: str
+    options: dict[str, Step]  # label -> step (label: the pass type, or type#i when repeated)
+    origin: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}.pass"
+
+    def chosen(self, point: dict[str, Any] | None) -> Step:
+        if point is not None and self.key in point:
+            return self.options[point[self.key]]
+        return next(iter(self.options.values()))
+
+
+Slot = Step | Choice
+
+
+def build_plan(config: RunConfig) -> list[Slot]:
+    slots: list[Slot] = []
+    for name, spec in config.passes.items():
+        if not spec.alternatives:
+            slots.append(build_step(name, spec.type, spec.params, spec.origin, config))
+            continue
+        types = [o.type for o in spec.alternatives]
+        options: dict[str, Step] = {}
+        for i, option in enumerate(spec.alternatives):
+            step = build_step(name, option.type, option.params, option.origin, config)
+            label = step.pass_cls.type_name if types.count(option.type) == 1 else f"{step.pass_cls.type_name}#{i}"
+            step.prefix = f"{name}.{label}"
+            options[label] = step
+        slots.append(Choice(name=name, options=options, origin=spec.origin))
+    return slots
+
+
+def resolve(slots: list[Slot], point: dict[str, Any] | None = None) -> list[Step]:
+    """The steps that run at ``point``: each group's chosen alternative."""
+    return [slot.chosen(point) if isinstance(slot, Choice) else slot for slot in slots]
+
+
+def all_steps(slots: list[Slot]) -> list[Step]:
+    return [s for slot in slots for s in (slot.options.values() if isinstance(slot, Choice) else [slot])]
 
 
 KIND_WORDS = {"hf": "a Hugging Face model", "adapter": "a LoRA adapter", "onnx": "an ONNX model"}
@@ -71,35 +122,49 @@ KIND_WORDS = {"hf": "a Hugging Face model", "adapter": "a LoRA adapter", "onnx":
 
 def check_passes(config: RunConfig) -> None:
     """Validate every pass's parameters (each choice of a search), chaining and device support."""
-    steps = build_plan(config)
+    slots = build_plan(config)
     provider = config.engine.provider
     kind = "hf"
     before = "the input model"
-    for step in steps:
-        if step.space and config.engine.search_strategy is None:
-            name = next(iter(step.space))
-            raise ConfigError(
-                f"{step.origin}.{step.user_keys.get(name, name)}",
-                "is a search space but engine.search_strategy is false; give one value or set a search strategy",
-            )
-        for point in _probe_points(step):
-            params = step.params(point)
-            step.pass_cls().check(params, provider=provider, origin=step.origin)
-        if kind not in step.pass_cls.accepts:
-            takes = " or ".join(KIND_WORDS.get(k, k) for k in step.pass_cls.accepts)
-            raise ConfigError(
-                f"passes.{step.name}.type",
-                f"{step.pass_cls.type_name} takes {takes} but {before} gives {KIND_WORDS.get(kind, kind)}",
-            )
-        kind = step.pass_cls.output_kind
-        before = f"the pass before ('{step.name}')"
+    for slot in slots:
+        if isinstance(slot, Choice):
+            if config.engine.search_strategy is None and len(slot.options) > 1:
+                raise ConfigError(slot.origin, "lists alternatives but engine.search_strategy is false; keep one or set a search strategy")
+            outputs = {s.pass_cls.output_kind for s in slot.options.values()}
+            if len(outputs) > 1:
+                raise ConfigError(slot.origin, f"alternatives must give the same kind of model (these give {sorted(outputs)})")
+            for step in slot.options.values():
+                _check_step(step, config, provider, kind, before)
+            kind = outputs.pop()
+        else:
+            _check_step(slot, config, provider, kind, before)
+            kind = slot.pass_cls.output_kind
+        before = f"the pass before ('{slot.name}')"
+
+
+def _check_step(step: Step, config: RunConfig, provider: str, kind: str, before: str) -> None:
+    if step.space and config.engine.search_strategy is None:
+        name = next(iter(step.space))
+        raise ConfigError(
+            f"{step.origin}.{step.user_keys.get(name, name)}",
+            "is a search space but engine.search_strategy is false; give one value or set a search strategy",
+        )
+    for point in _probe_points(step):
+        params = step.params(point)
+        step.pass_cls().check(params, provider=provider, origin=step.origin)
+    if kind not in step.pass_cls.accepts:
+        takes = " or ".join(KIND_WORDS.get(k, k) for k in step.pass_cls.accepts)
+        raise ConfigError(
+            f"{step.origin.removesuffix('.config')}.type",
+            f"{step.pass_cls.type_name} takes {takes} but {before} gives {KIND_WORDS.get(kind, kind)}",
+        )
 
 
 def _probe_points(step: Step) -> list[dict[str, Any]]:
     """One point per choice/bound of each searched parameter, to validate every value a study may try."""
     points: list[dict[str, Any]] = [{}]
     for name, spec in step.space.items():
-        key = f"{step.name}.{name}"
+        key = step.key(name)
         if isinstance(spec, Categorical):
             from autotune.search.space import encode_choice
 

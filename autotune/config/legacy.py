@@ -137,9 +137,9 @@ def convert_data_config(raw: Any, index: int) -> Located:
     return out
 
 
-def convert_pass(name: str, raw: Any) -> tuple[str, dict[str, Any], str]:
+def convert_pass(name: str, raw: Any, *, path: str | None = None) -> tuple[str, dict[str, Any], str]:
     """(type, params, origin) of one pass, parameters taken from ``config`` or beside ``type``."""
-    path = join_path("passes", name)
+    path = path or join_path("passes", name)
     raw = _mapping(raw, path)
     if "type" not in raw:
         raise ConfigError(join_path(path, "type"), "required key is missing")

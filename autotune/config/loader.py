@@ -113,6 +113,15 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
     if not isinstance(raw_passes, dict):
         raise ConfigError("passes", "expected a mapping of pass name -> pass")
     for name, raw_pass in raw_passes.items():
+        if isinstance(raw_pass, list):  # a pass group: alternatives the search chooses among
+            if not raw_pass:
+                raise ConfigError(f"passes.{name}", "an empty list of alternatives")
+            options = []
+            for i, option in enumerate(raw_pass):
+                otype, oparams, oorigin = legacy.convert_pass(str(name), option, path=f"passes.{name}[{i}]")
+                options.append(PassConfig(type=otype, params=oparams, origin=oorigin))
+            passes[str(name)] = PassConfig(type="alternatives", origin=f"passes.{name}", alternatives=options)
+            continue
         ptype, params, origin = legacy.convert_pass(str(name), raw_pass)
         if "eval_dataset_size" in params:  # the seed puts the held-out size on the LoRA pass
             target = params.get("train_data_config") or (data_located[0].get("name") if len(data_located) == 1 else None)

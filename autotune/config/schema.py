@@ -64,6 +64,8 @@ class PassConfig(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     # Where the parameters sit in the user's file, for error messages ("passes.lora.config").
     origin: str = ""
+    # A pass group: the study chooses one of these (each with its own, conditional, parameters).
+    alternatives: list[PassConfig] = Field(default_factory=list)
 
 
 class GoalConfig(Strict):

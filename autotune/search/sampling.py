@@ -1,12 +1,12 @@
-"""Sampling a point of the joint search space (define-by-run, conditional parameters respected)."""
+"""Sampling a point of the joint search space (define-by-run; conditional parameters and pass
+alternatives respected: a parameter is asked for only when it applies)."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 from autotune.errors import ConfigError
-from autotune.plan import Step
+from autotune.plan import Choice, Slot, Step
 from autotune.search.space import Categorical, FloatRange, IntRange, encode_choice
 
 
@@ -16,7 +16,7 @@ def _active(step: Step, name: str, point: dict[str, Any]) -> bool:
     if condition is None:
         return True
     other, values = condition
-    key = f"{step.name}.{other}"
+    key = step.key(other)
     value = point[key] if key in point else step.fixed.get(other, step.pass_cls.Params.model_fields[other].default)
     return value in values
 
@@ -27,47 +27,69 @@ def ordered_space(step: Step) -> list[str]:
     return sorted(step.space, key=fields.index)
 
 
-def suggest_point(trial: Any, steps: list[Step]) -> dict[str, Any]:
+def _suggest_step(trial: Any, step: Step, point: dict[str, Any]) -> None:
+    for name in ordered_space(step):
+        if not _active(step, name, point):
+            continue
+        key = step.key(name)
+        spec = step.space[name]
+        if isinstance(spec, Categorical):
+            point[key] = trial.suggest_categorical(key, [encode_choice(c) for c in spec.choices])
+        elif isinstance(spec, IntRange):
+            point[key] = trial.suggest_int(key, spec.low, spec.high, step=spec.step, log=spec.log)
+        else:
+            point[key] = trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
+
+
+def suggest_point(trial: Any, slots: list[Slot]) -> dict[str, Any]:
     """Ask Optuna for every active searched parameter: ``{"<pass>.<param>": value}``."""
     point: dict[str, Any] = {}
-    for step in steps:
-        for name in ordered_space(step):
-            if not _active(step, name, point):
-                continue
-            key = f"{step.name}.{name}"
-            spec = step.space[name]
-            if isinstance(spec, Categorical):
-                point[key] = trial.suggest_categorical(key, [encode_choice(c) for c in spec.choices])
-            elif isinstance(spec, IntRange):
-                point[key] = trial.suggest_int(key, spec.low, spec.high, step=spec.step, log=spec.log)
-            else:
-                point[key] = trial.suggest_float(key, spec.low, spec.high, step=spec.step, log=spec.log)
+    for slot in slots:
+        if isinstance(slot, Choice):
+            if len(slot.options) > 1:
+                point[slot.key] = trial.suggest_categorical(slot.key, list(slot.options))
+            _suggest_step(trial, slot.chosen(point), point)
+        else:
+            _suggest_step(trial, slot, point)
     return point
 
 
-def grid_points(steps: list[Step]) -> list[dict[str, Any]]:
+def _values(step: Step, name: str) -> list[Any]:
+    spec = step.space[name]
+    if isinstance(spec, Categorical):
+        return [encode_choice(c) for c in spec.choices]
+    if isinstance(spec, IntRange) and not spec.log:
+        return list(range(spec.low, spec.high + 1, spec.step))
+    if isinstance(spec, FloatRange) and spec.step and not spec.log:
+        n = int(round((spec.high - spec.low) / spec.step))
+        return [round(spec.low + i * spec.step, 12) for i in range(n + 1)]
+    raise ConfigError(f"{step.origin}.{name}", "grid search needs discrete values: give choices or a range with a step")
+
+
+def _expand(step: Step, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for name in ordered_space(step):
+        expanded = []
+        for point in points:
+            if _active(step, name, point):
+                expanded += [{**point, step.key(name): v} for v in _values(step, name)]
+            else:
+                expanded.append(point)
+        points = expanded
+    return points
+
+
+def grid_points(slots: list[Slot]) -> list[dict[str, Any]]:
     """Every distinct valid point of a discrete space (inactive parameters left out, no duplicates)."""
     points: list[dict[str, Any]] = [{}]
-    for step in steps:
-        for name in ordered_space(step):
-            spec = step.space[name]
-            key = f"{step.name}.{name}"
-            if isinstance(spec, Categorical):
-                values = [encode_choice(c) for c in spec.choices]
-            elif isinstance(spec, IntRange) and not spec.log:
-                values = list(range(spec.low, spec.high + 1, spec.step))
-            elif isinstance(spec, FloatRange) and spec.step and not spec.log:
-                n = int(round((spec.high - spec.low) / spec.step))
-                values = [round(spec.low + i * spec.step, 12) for i in range(n + 1)]
-            else:
-                raise ConfigError(f"{step.origin}.{name}", "grid search needs discrete values: give choices or a range with a step")
+    for slot in slots:
+        if isinstance(slot, Choice):
             expanded = []
-            for point in points:
-                if _active(step, name, point):
-                    expanded += [{**point, key: v} for v in values]
-                else:
-                    expanded.append(point)
+            for label, step in slot.options.items():
+                chosen = [{**p, slot.key: label} if len(slot.options) > 1 else dict(p) for p in points]
+                expanded += _expand(step, chosen)
             points = expanded
+        else:
+            points = _expand(slot, points)
     unique: list[dict[str, Any]] = []
     for point in points:
         if point not in unique:
@@ -75,12 +97,8 @@ def grid_points(steps: list[Step]) -> list[dict[str, Any]]:
     return unique
 
 
-def space_size(steps: list[Step]) -> int | None:
+def space_size(slots: list[Slot]) -> int | None:
     try:
-        return len(grid_points(steps))
+        return len(grid_points(slots))
     except ConfigError:
         return None
-
-
-def product_size(values: list[int]) -> int:
-    return int(list(itertools.accumulate(values, lambda a, b: a * b))[-1]) if values else 1

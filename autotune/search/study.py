@@ -16,6 +16,7 @@ from autotune.evaluation.base import EvalModel
 from autotune.evaluation.goals import Bound
 from autotune.evaluation.runner import ModelEvaluator
 from autotune.pipeline import Pipeline, PipelineObserver
+from autotune.plan import resolve
 from autotune.search.early_stop import MedianRule, TrialStopped
 from autotune.search.objectives import CONSTRAINTS_ATTR, ConstraintsFunc, Objective, constraint_values, objectives_from
 from autotune.search.records import RECORD_ATTR, PassSummary, TrialRecord
@@ -77,13 +78,13 @@ def make_sampler(cfg: RunConfig, pipeline: Pipeline, n_objectives: int, n_constr
     name = strategy.sampler
     constraints = ConstraintsFunc(n_constraints) if n_constraints else None
     if name == "auto":
-        size = space_size(pipeline.steps)
+        size = space_size(pipeline.slots)
         name = "grid" if size is not None and size <= (strategy.max_samples or size) else "tpe"
         log.info("sampler auto: %s (space of %s points)", name, size if size is not None else "continuous")
     if name == "grid":
         # Enqueue each distinct valid point (conditional parameters left out) and let a random
         # sampler fill anything else: no duplicated or invalid grid points.
-        return optuna.samplers.RandomSampler(seed=strategy.seed), grid_points(pipeline.steps)
+        return optuna.samplers.RandomSampler(seed=strategy.seed), grid_points(pipeline.slots)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=strategy.seed), []
     if name == "nsga2":
@@ -164,9 +165,9 @@ class StudyRunner:
     def objective(self, trial: Any) -> tuple[float, ...]:
         began = time.perf_counter()
         record = TrialRecord(number=trial.number)
-        point = suggest_point(trial, self.pipeline.steps)
+        point = suggest_point(trial, self.pipeline.slots)
         record.point = point
-        record.params = {s.name: s.params(point).resolved() for s in self.pipeline.steps}
+        record.params = {s.name: s.params(point).resolved() for s in resolve(self.pipeline.slots, point)}
         self._save(trial, record)
         self._say(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
         deadline = began + self.cfg.engine.trial_timeout if self.cfg.engine.trial_timeout else None

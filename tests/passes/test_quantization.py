@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,41 @@ def test_ort_quantizers_give_a_folder_genai_loads(tmp_path: Path, tiny_model: Pa
     assert expected in ops or (expected == "DynamicQuantizeMatMul" and "MatMulInteger" in ops), ops
     assert len(generate_one(out)) == 1
     assert [p["type"] for p in result.record["passes"]][-1] == quant["type"]
+
+
+def test_a_study_over_alternatives_samples_each_with_only_its_own_parameters(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    import optuna
+
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    del config["passes"]["build"]
+    config["passes"]["quant"] = [
+        {"type": "ModelBuilder", "precision": "int4", "block_size": [32, 128]},
+        {"type": "OnnxDynamicQuantization", "per_channel": [False, True]},
+    ]
+    config["passes"]["lora"]["training_args"]["max_steps"] = 2
+    config["evaluators"] = {"acc": {"metrics": [{"name": "acc", "type": "accuracy", "sub_types": [{"name": "accuracy"}],
+                                                 "user_config": {"perplexity": False}}]}}
+    config["engine"].update({"evaluator": "acc", "evaluate_input_model": False, "search_strategy": {"sampler": "grid"}})
+    autotune.run(config)
+    study = optuna.load_study(study_name="out", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) and len(study.trials) == 4
+    for trial in study.trials:
+        chosen = trial.params["quant.pass"]
+        other = "OnnxDynamicQuantization" if chosen == "ModelBuilder" else "ModelBuilder"
+        assert any(k.startswith(f"quant.{chosen}.") for k in trial.params)
+        assert not any(k.startswith(f"quant.{other}.") for k in trial.params)
+        ran = [p["type"] for p in trial.user_attrs["autotune_record"]["passes"]]
+        assert ran[-1] == chosen
+    assert {t.params["quant.pass"] for t in study.trials} == {"ModelBuilder", "OnnxDynamicQuantization"}
+    card = json.loads((tmp_path / "out" / "best" / "model_card.json").read_text())
+    assert card["reproduce_config"]["passes"]["quant"]["type"] in {"ModelBuilder", "OnnxDynamicQuantization"}
+
+
+def test_alternatives_in_a_single_run_are_refused(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    from autotune.errors import ConfigError
+
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["build"] = [{"type": "ModelBuilder", "precision": "int4"}, {"type": "OnnxDynamicQuantization"}]
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert info.value.where == "passes.build"
