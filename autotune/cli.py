@@ -68,6 +68,7 @@ def evaluate(
     model: Annotated[Path, typer.Option("--model", "-m", help="Model folder: ONNX (genai) or Hugging Face.")],
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also evaluate the config's input model.")] = True,
     evaluator: Annotated[str | None, typer.Option("--evaluator", help="Evaluator name (default: engine.evaluator).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure again instead of reading cached results.")] = False,
 ) -> None:
     """Evaluate one model folder with the config's evaluator and print a table."""
     from rich.console import Console
@@ -82,7 +83,8 @@ def evaluate(
         cfg = _load(config)
         setup_logging(cfg.engine.log_severity_level)
         pipeline = Pipeline(cfg, cache=Cache(cfg.engine.cache_dir))
-        runner = ModelEvaluator(cfg, cache=pipeline.cache, data_loader=pipeline.data, evaluator_name=evaluator)
+        runner = ModelEvaluator(cfg, cache=pipeline.cache, data_loader=pipeline.data, evaluator_name=evaluator,
+                                use_cache=not no_cache)
         metrics = runner.evaluate(EvalModel.from_folder(model.resolve()))
         base = None
         if baseline:

@@ -145,3 +145,19 @@ def test_seed_shaped_config_runs_unchanged(work: dict[str, Path]) -> None:
     result = autotune.run(seed)
     assert (work["root"] / "seed-out" / "model" / "genai_config.json").is_file()
     assert result.record["passes"][0]["params"]["r"] == 4
+
+
+def test_generate_streams_an_answer_from_the_built_folder(work: dict[str, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from autotune.cli import app
+
+    config = tiny_config(work["model"], work["data"], work["root"])
+    autotune.run(config)
+    model_dir = work["root"] / "out" / "model"
+    result = CliRunner().invoke(app, ["generate", "--model", str(model_dir), "--max-new-tokens", "4",
+                                      "--template", "### Text: {phrase}\n### The tone is:\n{tone}", "what a day"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip()
+    missing = CliRunner().invoke(app, ["generate", "--model", str(work["root"]), "hi"])
+    assert missing.exit_code == 2 and "genai_config.json" in missing.output

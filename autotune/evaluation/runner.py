@@ -52,7 +52,9 @@ def metric_specs(evaluator: EvaluatorConfig, *, where: str = "evaluators") -> li
 class ModelEvaluator:
     """Evaluates models for one run config and evaluator, through the evaluation cache."""
 
-    def __init__(self, config: RunConfig, *, cache: Cache, data_loader: Any, evaluator_name: str | None = None) -> None:
+    def __init__(self, config: RunConfig, *, cache: Cache, data_loader: Any, evaluator_name: str | None = None,
+                 use_cache: bool = True) -> None:
+        self.use_cache = use_cache
         self.config = config
         self.cache = cache
         self.data_loader = data_loader
@@ -90,7 +92,7 @@ class ModelEvaluator:
                 "evaluation": EVALUATION_VERSION, "model": model.key, "type": cls.type_name,
                 "user_config": metric.user_config, "provider": provider, "data": getattr(data, "key", None), "kind": model.kind,
             })
-            cached = self.cache.get_json(key)
+            cached = self.cache.get_json(key) if self.use_cache else None
             if cached is not None:
                 measured = {k: Metric.from_dict(v) for k, v in cached["metrics"].items()}
                 log.debug("metric %s: cache hit", metric.name)

@@ -66,8 +66,11 @@ IGNORED_TRAINING_ARGS = DROPPED_TRAINING_ARGS | {"overwrite_output_dir", "save_s
 
 class LoRAParams(PassParams):
     ALIASES: ClassVar[dict[str, str]] = {"lora_r": "r", "lora_alpha": "alpha"}
+    CONDITIONS: ClassVar[dict[str, tuple[str, tuple[Any, ...]]]] = {"alpha": ("alpha_ratio", (None,))}
 
     r: int = searchable(16, space=[4, 8, 16, 32], gt=0)
+    # alpha as a multiple of r (alpha = r x alpha_ratio); when set, it replaces alpha.
+    alpha_ratio: float | None = searchable(None, space=[1.0, 2.0], gt=0)
     alpha: float = searchable(32, space=[16, 32, 64], gt=0)
     lora_dropout: float = searchable(0.05, space=[0.0, 0.05, 0.1], ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = searchable(
@@ -82,6 +85,15 @@ class LoRAParams(PassParams):
     # Evaluate the validation loss every N optimizer steps for early stopping (0 = never).
     report_every: int = Field(10, ge=0)
     training_args: TrainingArgs = Field(default_factory=TrainingArgs)
+
+    @property
+    def effective_alpha(self) -> float:
+        return self.r * self.alpha_ratio if self.alpha_ratio is not None else self.alpha
+
+    def applies(self, name: str) -> bool:
+        if name == "alpha_ratio":
+            return self.alpha_ratio is not None  # unset: the cache keys stay those of plain alpha
+        return super().applies(name)
 
     @classmethod
     def prepare(cls, params: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -221,7 +233,7 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=params.training_args.gradient_checkpointing)
     lora_config = LoraConfig(
         r=params.r,
-        lora_alpha=params.alpha,
+        lora_alpha=params.effective_alpha,
         lora_dropout=params.lora_dropout,
         target_modules=params.target_modules,
         task_type="CAUSAL_LM",

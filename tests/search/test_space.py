@@ -86,3 +86,17 @@ def test_unknown_sampler_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(raw)
     assert info.value.where == "engine.search_strategy.sampler"
+
+
+def test_alpha_as_a_multiple_of_r(tmp_path: Path) -> None:
+    raw = _config(tmp_path, {"precision": "int4"})
+    raw["passes"] = {"lora": {"type": "LoRA", "r": [8, 16], "alpha_ratio": [1.0, 2.0], "alpha": [16, 32]},
+                     "merge": {"type": "MergeAdapterWeights"}, **raw["passes"]}
+    raw["data_configs"] = [{"name": "d", "data_name": "json", "data_files": str(tmp_path / "d.jsonl"), "text_template": "{a} {b}"}]
+    steps = build_plan(load_config(raw))
+    points = grid_points(steps)
+    assert all("lora.alpha" not in p for p in points)  # alpha_ratio is always set here, so alpha never applies
+    assert len(points) == 4
+    params = steps[0].params({"lora.r": 16, "lora.alpha_ratio": 2.0})
+    assert params.effective_alpha == 32.0
+    assert "alpha" not in params.resolved() and params.resolved()["alpha_ratio"] == 2.0
