@@ -38,8 +38,7 @@ class Cache:
         self.models = root / "models"
         self.evals = root / "evals"
         self.tmp = root / "tmp"
-        for folder in (self.models, self.evals, self.tmp):
-            folder.mkdir(parents=True, exist_ok=True)
+        # Folders are made on first write: a run refused for bad input leaves no trace here.
         self.hasher = FileHasher(root / "file_hashes.json")
 
     # -- models ---------------------------------------------------------------------------------
@@ -79,6 +78,7 @@ class Cache:
     def put(self, key: str, info: dict[str, Any]) -> Iterator[Path]:
         """Yield an empty folder to write the model into; on success it becomes entry ``key``."""
         staging = self.tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.models.mkdir(parents=True, exist_ok=True)
         (staging / "model").mkdir(parents=True)
         try:
             yield staging / "model"
@@ -100,6 +100,7 @@ class Cache:
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _discard(self, entry: Path) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
         trash = self.tmp / f"discard.{entry.name}.{uuid.uuid4().hex[:8]}"
         try:
             os.rename(entry, trash)
@@ -117,6 +118,8 @@ class Cache:
 
     def put_json(self, key: str, value: dict[str, Any]) -> None:
         path = self.evals / f"{key}.json"
+        self.evals.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
         tmp = self.tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.json"
         tmp.write_text(json.dumps(value, indent=2, default=str))
         os.replace(tmp, path)

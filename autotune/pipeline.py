@@ -72,6 +72,15 @@ class Pipeline:
         self._data: dict[str, Dataset] = {}
 
     # -- inputs ---------------------------------------------------------------------------------
+    def preflight(self, extra_data: list[str] | None = None) -> None:
+        """Read every input the run needs and refuse bad ones before anything is written."""
+        from autotune.plan import all_steps
+
+        names = {s.data_name for s in all_steps(self.slots) if s.data_name} | set(extra_data or [])
+        for name in sorted(names):
+            self.data(name)
+        check_input_model(self.config)
+
     def data(self, name: str) -> Dataset:
         if name not in self._data:
             index = next(i for i, d in enumerate(self.config.data_configs) if d.name == name)
@@ -163,6 +172,7 @@ class Pipeline:
     def _run_pass(self, step: Step, params: Any, key: str, parent: ModelHandle,
                   report_intermediate: Callable[[int, float], None] | None) -> ModelHandle:
         work = self.cache.tmp / f"work-{uuid.uuid4().hex[:12]}"
+        self.cache.tmp.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True)
         ctx = PassContext(
             provider=self.config.engine.provider,
@@ -185,6 +195,24 @@ class Pipeline:
             raise RuntimeError(f"cache entry {key} vanished after writing")
         kind = step.pass_cls.output_kind
         return ModelHandle(kind=kind, path=got[0], key=key, base=parent if kind == "adapter" else None)
+
+
+def check_input_model(config: RunConfig) -> None:
+    """Refuse a missing, truncated or unsupported input model without writing anything."""
+    from autotune.models.fetch import find_demo
+    from autotune.models.gguf import check_gguf
+    from autotune.models.loading import check_hf_folder
+
+    spec = config.input_model
+    path = Path(spec.model_path)
+    if spec.gguf_file:
+        check_gguf(path / spec.gguf_file)
+    elif path.exists():
+        check_hf_folder(path)
+    elif find_demo(str(spec.model_path)) is None:
+        raise ModelError("input_model.model_path", f"no such file or folder: {path} (autotune never downloads from a model hub)")
+    if spec.trust_remote_code:
+        log.warning("input_model trust_remote_code is true: code shipped with %s will run", path)
 
 
 def resolve_input_model(config: RunConfig, cache: Cache) -> ModelHandle:

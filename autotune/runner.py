@@ -38,11 +38,23 @@ def write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
+def evaluator_data(config: RunConfig) -> list[str]:
+    """Names of the data configs the run's evaluator reads."""
+    evaluator = config.evaluators.get(config.engine.evaluator or "")
+    if evaluator is None:
+        return []
+    names = [m.data_config for m in evaluator.metrics if m.data_config]
+    if any(m.type in ("accuracy", "accuracy_score") and not m.data_config for m in evaluator.metrics) and len(config.data_configs) == 1:
+        names.append(config.data_configs[0].name)
+    return names
+
+
 def run_single(config: RunConfig, *, observer: PipelineObserver | None = None) -> dict[str, Any]:
     """Run the passes once and write ``<output_dir>/model`` and ``<output_dir>/run.json``."""
     began = time.perf_counter()
     cache = Cache(config.engine.cache_dir)
     pipeline = Pipeline(config, cache=cache, observer=observer)
+    pipeline.preflight(evaluator_data(config))
     result: PipelineResult = pipeline.run()
     out = config.engine.output_dir
     out.mkdir(parents=True, exist_ok=True)

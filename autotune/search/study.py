@@ -113,6 +113,9 @@ class StudyRunner:
         self.fail_fast = fail_fast
         self.cache = Cache(cfg.engine.cache_dir)
         self.pipeline = Pipeline(cfg, cache=self.cache, observer=observer)
+        from autotune.runner import evaluator_data
+
+        self.pipeline.preflight(evaluator_data(cfg))
         self.evaluator = ModelEvaluator(cfg, cache=self.cache, data_loader=self.pipeline.data)
         self.objectives: list[Objective] = objectives_from(self.evaluator.specs, where=f"evaluators.{self.evaluator.name}")
         self.storage_url = storage or cfg.engine.storage or default_storage(cfg.engine.output_dir)
