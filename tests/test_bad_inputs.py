@@ -79,12 +79,13 @@ def _eval_size(size: float) -> Callable[[Path, dict[str, Any]], str]:
 
 
 GOOD_ROW = json.dumps({"phrase": "a fine day", "tone": "joy"})
+UNLABELLED = "\n".join(json.dumps({"phrase": f"p{i}", "tone": ""}) for i in range(9)).encode()
 CASES = {
     "data file missing": (lambda root, c: _missing(root, c), "no such file"),
     "data not UTF-8": (_write("latin1.jsonl", '{"phrase": "caf\xe9", "tone": "joy"}\n'.encode("latin-1")), "not UTF-8"),
     "data empty": (_write("empty.jsonl", b""), ""),
     "data not JSON": (_write("broken.jsonl", b'{"phrase": "x", "tone": \n{{{\n'), "cannot read"),
-    "data unlabelled": (_write("nolabel.jsonl", ("\n".join(json.dumps({"phrase": f"p{i}", "tone": ""}) for i in range(9))).encode()), "labelled"),
+    "data unlabelled": (_write("nolabel.jsonl", UNLABELLED), "labelled"),
     "data one row": (_write("one.jsonl", GOOD_ROW.encode()), "at least 2"),
     "template column missing": (_template("### Text: {sentence}\n### The tone is:\n{tone}"), "column 'sentence'"),
     "template answer not last": (_template("{tone}: {phrase} and more"), "must end the template"),
