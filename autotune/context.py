@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,3 +26,13 @@ class PassContext:
     report_intermediate: Callable[[int, float], None] | None = None
     progress: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # time.monotonic() after which long-running passes stop (the trial's trial_timeout).
+    deadline: float | None = None
+
+    def check_deadline(self, where: str) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TrialTimeout(f"trial_timeout exceeded {where}")
+
+
+class TrialTimeout(Exception):
+    """The trial ran past ``engine.trial_timeout``."""

@@ -113,6 +113,7 @@ class Pipeline:
         point: dict[str, Any] | None = None,
         *,
         report_intermediate: Callable[[int, float], None] | None = None,
+        deadline: float | None = None,
     ) -> PipelineResult:
         chain = self.keys(point)
         source = self.input_model()
@@ -127,7 +128,11 @@ class Pipeline:
             parent = handles[-1]
             self.observer.pass_started(step, params.resolved())
             began = time.perf_counter()
-            handle = self._run_pass(step, params, key, parent, report_intermediate)
+            if deadline is not None and time.monotonic() > deadline:
+                from autotune.context import TrialTimeout
+
+                raise TrialTimeout(f"trial_timeout exceeded before pass {step.name}")
+            handle = self._run_pass(step, params, key, parent, report_intermediate, deadline)
             record = PassRecord(step.name, step.pass_cls.type_name, key, params.resolved(),
                                 time.perf_counter() - began, False, handle.kind)
             result.passes.append(record)
@@ -170,7 +175,7 @@ class Pipeline:
         return handles
 
     def _run_pass(self, step: Step, params: Any, key: str, parent: ModelHandle,
-                  report_intermediate: Callable[[int, float], None] | None) -> ModelHandle:
+                  report_intermediate: Callable[[int, float], None] | None, deadline: float | None = None) -> ModelHandle:
         work = self.cache.tmp / f"work-{uuid.uuid4().hex[:12]}"
         self.cache.tmp.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True)
@@ -182,6 +187,7 @@ class Pipeline:
             report_intermediate=report_intermediate,
             progress=self.observer.training_step,
             extras={"origin": step.origin},
+            deadline=deadline,
         )
         info = {"pass": step.pass_cls.type_name, "name": step.name, "params": params.resolved(),
                 "parent": parent.key, "kind": step.pass_cls.output_kind}

@@ -180,6 +180,8 @@ def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, 
         elif key not in valid:
             raise ConfigError(f"{origin}.training_args.{key}", "unknown training argument")
     values.pop("eval_steps", None)
+    # A NaN/inf loss must fail the trial, not be averaged away in the logs.
+    values.setdefault("logging_nan_inf_filter", False)
     if "activation_checkpointing" in valid and "gradient_checkpointing" in values:  # transformers 5's name
         values["activation_checkpointing"] = values.pop("gradient_checkpointing")
     return TrainingArguments(
@@ -274,6 +276,7 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
                     raise TrainingDiverged(f"training loss is {logs['loss']} at step {state.global_step}")
 
         def on_step_end(self, _args: Any, state: Any, _control: Any, **_: Any) -> None:
+            ctx.check_deadline(f"at training step {state.global_step}")
             if ctx.progress is not None:
                 ctx.progress(state.global_step, state.max_steps)
             every = params.report_every

@@ -11,6 +11,7 @@ from typing import Any
 
 from autotune.cache import Cache
 from autotune.config.schema import RunConfig
+from autotune.context import TrialTimeout
 from autotune.errors import ConfigError, UserError
 from autotune.evaluation.base import EvalModel
 from autotune.evaluation.goals import Bound
@@ -24,10 +25,6 @@ from autotune.search.sampling import grid_points, space_size, suggest_point
 
 log = logging.getLogger("autotune")
 BASELINE_ATTR = "autotune_baseline"
-
-
-class TrialTimeout(Exception):
-    pass
 
 
 def safe_name(text: str) -> str:
@@ -173,23 +170,22 @@ class StudyRunner:
         record.params = {s.name: s.params(point).resolved() for s in resolve(self.pipeline.slots, point)}
         self._save(trial, record)
         self._say(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
-        deadline = began + self.cfg.engine.trial_timeout if self.cfg.engine.trial_timeout else None
+        timeout = self.cfg.engine.trial_timeout
+        deadline = time.monotonic() + timeout if timeout else None
         rule = MedianRule(self.strategy.early_stop, trial.study, trial)
 
         def report(step: int, loss: float) -> None:
-            if deadline and time.perf_counter() > deadline:
-                raise TrialTimeout(f"trial exceeded trial_timeout={self.cfg.engine.trial_timeout:g} s at step {step}")
             if not math.isfinite(loss):
                 return
             rule.report(step, loss)
 
         try:
-            result = self.pipeline.run(point, report_intermediate=report)
+            result = self.pipeline.run(point, report_intermediate=report, deadline=deadline)
             record.passes = [PassSummary(name=p.name, type=p.type, key=p.key, seconds=p.seconds, cache_hit=p.cache_hit)
                              for p in result.passes]
             record.model_key = result.model.key
-            if deadline and time.perf_counter() > deadline:
-                raise TrialTimeout(f"trial exceeded trial_timeout={self.cfg.engine.trial_timeout:g} s after its passes")
+            if deadline and time.monotonic() > deadline:
+                raise TrialTimeout(f"trial_timeout={timeout:g} s exceeded after the passes")
             eval_began = time.perf_counter()
             metrics = self.evaluator.evaluate(EvalModel(path=result.model.path, kind=result.model.kind, key=result.model.key))
             record.evaluation_seconds = time.perf_counter() - eval_began
