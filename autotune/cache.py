@@ -26,6 +26,16 @@ log = logging.getLogger("autotune.cache")
 CACHE_FORMAT = 1
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def hash_key(payload: dict[str, Any]) -> str:
     """Full sha256 hex of a JSON payload (sorted keys): the cache key of a pass output."""
     blob = json.dumps({"format": CACHE_FORMAT, **payload}, sort_keys=True, default=str)
@@ -107,6 +117,58 @@ class Cache:
         except OSError:
             return
         shutil.rmtree(trash, ignore_errors=True)
+
+    # -- eviction -------------------------------------------------------------------------------
+    @contextmanager
+    def in_use(self, keys: list[str]) -> Iterator[None]:
+        """Mark entries as used by this process, so eviction (by any worker) leaves them alone."""
+        folder = self.root / "inuse"
+        folder.mkdir(parents=True, exist_ok=True)
+        marks = [folder / f"{key}.{os.getpid()}" for key in keys]
+        for mark in marks:
+            mark.touch()
+        try:
+            yield
+        finally:
+            for mark in marks:
+                mark.unlink(missing_ok=True)
+
+    def _used_keys(self) -> set[str]:
+        used = set()
+        for mark in (self.root / "inuse").glob("*.*") if (self.root / "inuse").is_dir() else []:
+            key, _, pid = mark.name.rpartition(".")
+            if pid.isdigit() and _alive(int(pid)):
+                used.add(key)
+            else:
+                mark.unlink(missing_ok=True)  # left by a dead process
+        return used
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.models.rglob("*") if p.is_file()) if self.models.is_dir() else 0
+
+    def evict(self, max_bytes: int) -> list[str]:
+        """Remove least-recently-used entries until the cache fits ``max_bytes``; never one in use."""
+        if not self.models.is_dir():
+            return []
+        entries = []
+        for entry in self.models.iterdir():
+            manifest = entry / "manifest.json"
+            if manifest.is_file():
+                size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+                entries.append((manifest.stat().st_mtime, entry.name, size))
+        total = sum(size for _, _, size in entries)
+        used = self._used_keys()
+        removed = []
+        for _, key, size in sorted(entries):
+            if total <= max_bytes:
+                break
+            if key in used:
+                continue
+            self._discard(self.entry(key))
+            total -= size
+            removed.append(key)
+            log.info("cache: evicted %s (%.1f MB, least recently used)", key[:12], size / 1e6)
+        return removed
 
     # -- evaluation results ---------------------------------------------------------------------
     def get_json(self, key: str) -> dict[str, Any] | None:

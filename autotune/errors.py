@@ -31,6 +31,10 @@ class ModelError(UserError):
     """A model file or folder is missing, truncated, or of a kind autotune cannot load."""
 
 
+class DiskFullError(UserError):
+    """No space left where autotune writes; the study stays resumable once space is freed."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the nearest candidate, or ``""`` if none is close."""
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)

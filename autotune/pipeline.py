@@ -7,6 +7,7 @@ and only the passes after it run: trials that share fine-tune parameters fine-tu
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import time
@@ -20,7 +21,7 @@ from autotune.cache import Cache, hash_key
 from autotune.config.schema import RunConfig
 from autotune.context import PassContext
 from autotune.data import Dataset, load_data
-from autotune.errors import ModelError
+from autotune.errors import DiskFullError, ModelError
 from autotune.models.handle import ModelHandle
 from autotune.plan import Step, build_plan, resolve
 
@@ -116,6 +117,10 @@ class Pipeline:
         deadline: float | None = None,
     ) -> PipelineResult:
         chain = self.keys(point)
+        with self.cache.in_use([self.input_model().key] + [key for _, _, key in chain]):
+            return self._run_chain(chain, report_intermediate, deadline)
+
+    def _run_chain(self, chain: list[tuple[Step, Any, str]], report_intermediate: Any, deadline: float | None) -> PipelineResult:
         source = self.input_model()
         result = PipelineResult(model=source, input_model=source)
         handles: list[ModelHandle] = [source]
@@ -194,8 +199,15 @@ class Pipeline:
         try:
             with self.cache.put(key, info) as output:
                 step.pass_cls().run(parent, params, ctx, output)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(str(self.cache.root), f"no space left on the device while pass {step.name} wrote its output; "
+                                    "free space or set engine.cache_max_gb, then run the same command again to resume") from None
+            raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        if self.config.engine.cache_max_gb:
+            self.cache.evict(int(self.config.engine.cache_max_gb * 1e9))
         got = self.cache.get(key)
         if got is None:  # pragma: no cover - just written
             raise RuntimeError(f"cache entry {key} vanished after writing")

@@ -111,7 +111,7 @@ def measure(folder: Path, kind: str, data: Any, with_accuracy: bool) -> dict[str
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0], repeats=3)
     report = common.Report("int4_vs_fp32", args.model, "int4 ONNX vs PyTorch fp32, same weights")
-    common.warm_imports()
+    common.prepare(args.model)
     onnx_dir, hf_dir, data = build(args.model, common.fresh(common.RESULTS / f"work-int4_vs_fp32-{args.model}"))
     bw = [bandwidth() for _ in range(args.repeats)]
     sides = {"int4 ONNX (onnxruntime-genai)": (onnx_dir, "onnx", onnx_weight_bytes(onnx_dir)),

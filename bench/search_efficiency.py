@@ -28,7 +28,7 @@ EVALUATOR = {"metrics": [
 ACC, LAT = "accuracy-accuracy", "latency-decode_ms_per_token_p50"
 
 
-def pretrained_tiny(steps: int = 300) -> Path:
+def pretrained_tiny(steps: int = 100) -> Path:
     """The tiny Llama after ``steps`` full fine-tuning steps on the training split (built once)."""
     folder = common.RESULTS / f"tiny-pretrained-{steps}"
     if (folder / "config.json").is_file():
@@ -105,7 +105,7 @@ def curves(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    args = common.parse_args(__doc__.splitlines()[0], extra={"trials": 16, "seeds": 3, "pretrain_steps": 300})
+    args = common.parse_args(__doc__.splitlines()[0], extra={"trials": 16, "seeds": 3, "pretrain_steps": 100})
     report = common.Report("search_efficiency", "tiny", "Search efficiency: hypervolume vs trials")
     if args.model != "tiny":
         print("search_efficiency runs on the tiny model only (its trials must be cheap); ignoring --model", flush=True)

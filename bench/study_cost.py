@@ -55,7 +55,7 @@ def uncached_runs(model: str, work: Path) -> tuple[float, int, int]:
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0])
     report = common.Report("study_cost", args.model, "Study cost with and without the shared-prefix cache")
-    common.warm_imports()
+    common.prepare(args.model)
     work = common.RESULTS / f"work-study_cost-{args.model}"
     runs: list[dict[str, Any]] = []
     for rep in range(args.repeats):

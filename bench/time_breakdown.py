@@ -93,7 +93,7 @@ def one_study(model: str, rep: int) -> dict[str, Any]:
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0])
     report = common.Report("time_breakdown", args.model, "Where the time goes")
-    common.warm_imports()
+    common.prepare(args.model)
     time_evaluators()
     studies = []
     for rep in range(args.repeats):

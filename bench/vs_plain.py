@@ -57,7 +57,7 @@ def timed(cmd: list[str], work: Path) -> tuple[float, str]:
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0], repeats=3)
     report = common.Report("vs_plain", args.model, "autotune vs a plain script")
-    common.model_path(args.model)  # build or convert the model before any timing
+    common.prepare(args.model)  # build or convert the model before any timing
     root = common.RESULTS / f"work-vs_plain-{args.model}"
     runs: list[dict[str, Any]] = []
     for rep in range(args.repeats):

@@ -197,7 +197,11 @@ class StudyRunner:
             self._say(f"trial {trial.number}: stopped early: {stop.reason}")
             raise optuna.TrialPruned(stop.reason) from None
         except UserError as exc:
-            # The user's mistake, not the trial's: stop the study and report it as such.
+            # The user's to fix, not the trial's fault: record it, stop the study, and queue the
+            # point again so that the same command resumes with it once fixed (e.g. disk space).
+            record.state, record.fail_reason = "FAIL", f"{type(exc).__name__}: {exc}"
+            self._finish(trial, record, began)
+            trial.study.enqueue_trial(point, skip_if_exists=False)
             self.user_error = exc
             trial.study.stop()
             raise
@@ -244,8 +248,25 @@ class StudyRunner:
         callbacks: list[Any] = []
         max_samples = self.strategy.max_samples
         if self.grid_size is not None:
-            # A grid has exactly its points: never sample past them.
-            max_samples = min(max_samples or self.grid_size, self.grid_size)
+            # A grid runs its queued points (and any queued again after a disk-full stop), and no others.
+            waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if waiting == 0:
+                log.info("study %s: every grid point has run", self.study_name)
+                return
+
+            def stop_when_queue_empty(study: Any, trial: Any) -> None:
+                if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    study.stop()
+
+            callbacks.append(stop_when_queue_empty)
+            if n_trials is None and max_samples:
+                done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+                waiting = min(waiting, max(0, max_samples - done))
+                if waiting == 0:
+                    log.info("study %s already has %d finished trials (max_samples %d)", self.study_name, done, max_samples)
+                    return
+            n_trials = waiting if n_trials is None else min(n_trials, waiting)
+            max_samples = None
         if n_trials is None and max_samples:
             # max_samples bounds the study as a whole (all workers, all reruns).
             callbacks.append(MaxTrialsCallback(max_samples, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
