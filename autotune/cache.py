@@ -118,6 +118,23 @@ class Cache:
             return
         shutil.rmtree(trash, ignore_errors=True)
 
+    def sweep(self) -> int:
+        """Remove staging folders left by killed processes (never read as entries; this frees space)."""
+        removed = 0
+        if not self.tmp.is_dir():
+            return 0
+        for item in self.tmp.iterdir():
+            parts = item.name.split(".")
+            # "<key>.<pid>.<rand>[.json]" (staging) or "work-<pid>.<rand>" (a pass's scratch folder)
+            pid = parts[0].removeprefix("work-") if item.name.startswith("work-") else (parts[1] if len(parts) > 1 else "")
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            shutil.rmtree(item, ignore_errors=True) if item.is_dir() else item.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            log.info("cache: removed %d staging folder(s) left by killed runs", removed)
+        return removed
+
     # -- eviction -------------------------------------------------------------------------------
     @contextmanager
     def in_use(self, keys: list[str]) -> Iterator[None]:

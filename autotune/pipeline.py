@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -81,6 +82,7 @@ class Pipeline:
         for name in sorted(names):
             self.data(name)
         check_input_model(self.config)
+        self.cache.sweep()
 
     def data(self, name: str) -> Dataset:
         if name not in self._data:
@@ -181,7 +183,7 @@ class Pipeline:
 
     def _run_pass(self, step: Step, params: Any, key: str, parent: ModelHandle,
                   report_intermediate: Callable[[int, float], None] | None, deadline: float | None = None) -> ModelHandle:
-        work = self.cache.tmp / f"work-{uuid.uuid4().hex[:12]}"
+        work = self.cache.tmp / f"work-{os.getpid()}.{uuid.uuid4().hex[:12]}"
         self.cache.tmp.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True)
         ctx = PassContext(

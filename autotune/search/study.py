@@ -245,6 +245,9 @@ class StudyRunner:
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
 
+        from optuna.storages import fail_stale_trials
+
+        fail_stale_trials(study)  # a worker killed earlier: fail its trial now (and queue its retry)
         callbacks: list[Any] = []
         max_samples = self.strategy.max_samples
         if self.grid_size is not None:

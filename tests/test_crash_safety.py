@@ -1,0 +1,69 @@
+"""kill -9 in the middle of a fine-tune, a build and a cache write: rerunning the same command
+resumes with every completed trial kept, the killed trial failed (stale heartbeat) and retried,
+and no half-written cache entry ever used."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from autotune.cache import Cache
+from tests.search.test_study import study_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(config: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tests.crash_hooks", "run", "--config", str(config)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200", **env})
+
+
+@pytest.mark.parametrize("point", ["fine-tune", "build", "cache-write"])
+def test_kill_9_then_rerun_resumes_with_nothing_lost(point: str, tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    config = study_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["r"] = [2, 4, 8]
+    config["passes"]["lora"]["training_args"]["max_steps"] = 4
+    config["passes"]["build"]["precision"] = "int4"
+    config["engine"].update({"heartbeat_seconds": 1, "evaluate_input_model": False})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    marker = tmp_path / "marker"
+    # Trials 0 and 1 complete; the third fine-tune/build of the run is where the process dies.
+    proc = start(path, {"AUTOTUNE_TEST_PAUSE": point, "AUTOTUNE_TEST_PAUSE_AT": "3", "AUTOTUNE_TEST_MARKER": str(marker)})
+    deadline = time.time() + 240
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.stdout else ""
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
+    before = {t.number: t.values for t in optuna.load_study(study_name="out", storage=storage).trials
+              if t.state == optuna.trial.TrialState.COMPLETE}
+    assert len(before) == 2
+    staging = [p for p in (tmp_path / "cache" / "tmp").iterdir() if not p.name.startswith("work-")]
+    if point == "cache-write":
+        assert staging and any((p / "model" / "model.onnx").is_file() for p in staging)  # written, not renamed
+    time.sleep(4)  # past the heartbeat grace period (3 x 1 s)
+
+    rerun = start(path, {})
+    out = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, out
+    after = optuna.load_study(study_name="out", storage=storage).trials
+    for number, values in before.items():
+        assert after[number].state == optuna.trial.TrialState.COMPLETE and after[number].values == values
+    killed = after[2]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    retried = [t for t in after[3:] if t.params == killed.params]
+    assert retried and retried[0].state == optuna.trial.TrialState.COMPLETE
+    cache = Cache(tmp_path / "cache")
+    for entry in cache.models.iterdir():
+        assert cache.get(entry.name) is not None  # every entry matches its manifest
+    assert not [p for p in cache.tmp.iterdir() if not p.name.startswith("work-")]  # the half entry was swept
