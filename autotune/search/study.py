@@ -60,7 +60,8 @@ def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
             heartbeat_interval=max(1, round(heartbeat_seconds)),
             grace_period=max(2, round(3 * heartbeat_seconds)),
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-            engine_kwargs={"pool_pre_ping": True},
+            # SQLite: several workers on one host wait for the write lock instead of failing.
+            engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})},
         )
     except (optuna.exceptions.StorageInternalError, ImportError, Exception) as exc:
         raise ConfigError("engine.storage", f"cannot open {redact_url(url)}: {str(exc).splitlines()[0][:200]}") from None

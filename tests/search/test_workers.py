@@ -25,16 +25,15 @@ def worker(config: Path, *extra: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
-@pytest.mark.postgres
-@pytest.mark.skipif(not POSTGRES_URL, reason="no PostgreSQL server: set AUTOTUNE_TEST_POSTGRES_URL (.ci/run starts one)")
-def test_two_workers_on_postgres_share_a_study_without_duplicates(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    assert POSTGRES_URL
+def run_workers(tmp_path: Path, tiny_model: Path, tone_file: Path, url: str, n_workers: int) -> tuple[optuna.Study, list[str]]:
+    """n workers on one study (and one cache folder); the first queues the grid, the others join."""
     config = study_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["r"] = [2, 4, 8]
     config["engine"]["study_name"] = f"workers-{os.getpid()}-{int(time.time())}"
     path = tmp_path / "study.json"
     path.write_text(json.dumps(config))
-    first = worker(path, "--storage", POSTGRES_URL)
-    storage = optuna.storages.RDBStorage(POSTGRES_URL)
+    first = worker(path, "--storage", url)
+    storage = optuna.storages.RDBStorage(url)
     deadline = time.time() + 120
     while time.time() < deadline:  # start the second worker once the first has queued the grid
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
@@ -42,15 +41,38 @@ def test_two_workers_on_postgres_share_a_study_without_duplicates(tmp_path: Path
                 study_name=config["engine"]["study_name"], storage=storage).user_attrs.get("grid_enqueued"):
             break
         time.sleep(0.5)
-    second = worker(path, "--storage", POSTGRES_URL)
-    outs = [p.communicate(timeout=600)[0] for p in (first, second)]
-    assert first.returncode == 0 and second.returncode == 0, outs
-    study = optuna.load_study(study_name=config["engine"]["study_name"], storage=storage)
+    procs = [first] + [worker(path, "--storage", url) for _ in range(n_workers - 1)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    return optuna.load_study(study_name=config["engine"]["study_name"], storage=storage), outs
+
+
+def assert_shared_without_loss(study: optuna.Study, tmp_path: Path) -> None:
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 4
-    assert len({tuple(sorted(t.params.items())) for t in complete}) == 4
-    assert "autotune-ci-secret" not in "".join(outs)  # the password never reaches the logs
-    assert "autotune-ci-secret" not in (tmp_path / "out" / "trials.csv").read_text()
+    assert len(study.trials) == 6 and len(complete) == 6  # 3 ranks x 2 precisions, none lost
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 6  # and none done twice
+    from autotune.cache import Cache
+
+    cache = Cache(tmp_path / "cache")
+    assert all(cache.get(entry.name) is not None for entry in cache.models.iterdir())  # no corrupt entry
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not POSTGRES_URL, reason="no PostgreSQL server: set AUTOTUNE_TEST_POSTGRES_URL (.ci/run starts one)")
+def test_three_workers_on_postgres_share_a_study_without_duplicates(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    assert POSTGRES_URL
+    study, outs = run_workers(tmp_path, tiny_model, tone_file, POSTGRES_URL, 3)
+    assert_shared_without_loss(study, tmp_path)
+    password = POSTGRES_URL.split(":")[2].split("@")[0]
+    assert password not in "".join(outs)  # the password never reaches the logs
+    for name in ("trials.csv", "report.html", "best/model_card.json", "best/model_card.md"):
+        assert password not in (tmp_path / "out" / name).read_text()
+
+
+def test_two_workers_on_one_host_share_sqlite_and_the_cache(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    (tmp_path / "out").mkdir()
+    study, _ = run_workers(tmp_path, tiny_model, tone_file, f"sqlite:///{tmp_path / 'out' / 'study.db'}", 2)
+    assert_shared_without_loss(study, tmp_path)
 
 
 def test_a_killed_worker_leaves_a_stale_trial_that_is_failed_and_retried(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:

@@ -1,0 +1,80 @@
+"""Nothing let in: no remote code unless asked, no pickle, no path tricks, no secrets, no hub."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotune.config import load_config
+from autotune.search.study import redact_url, safe_name
+
+
+def test_generated_names_cannot_escape_the_output_folder() -> None:
+    for name in ("../../etc/passwd", "..", "a/../../b", "/abs/path", "~root", "x\\..\\y"):
+        safe = safe_name(name)
+        assert "/" not in safe and "\\" not in safe and not safe.startswith(".") and safe
+
+
+def test_storage_passwords_are_redacted() -> None:
+    url = "postgresql+psycopg2://tuner:s3cr3t-pw@db.local:5432/studies"
+    assert "s3cr3t-pw" not in redact_url(url)
+    assert "tuner" in redact_url(url) and "db.local" in redact_url(url)
+
+
+def test_trust_remote_code_is_off_unless_set_and_then_said(tmp_path: Path, tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from autotune.pipeline import check_input_model
+
+    raw: dict[str, Any] = {"input_model": {"type": "HfModel", "model_path": str(tiny_model)}}
+    assert load_config(raw, base_dir=tmp_path).input_model.trust_remote_code is False
+    raw["input_model"]["load_kwargs"] = {"trust_remote_code": True}
+    config = load_config(raw, base_dir=tmp_path)
+    assert config.input_model.trust_remote_code is True
+    with caplog.at_level(logging.WARNING, logger="autotune"):
+        check_input_model(config)
+    assert any("trust_remote_code is true" in r.message for r in caplog.records)
+
+
+def test_weights_are_loaded_from_safetensors_only(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from autotune.models.loading import load_causal_lm
+
+    seen: dict[str, Any] = {}
+
+    def spy(path: str, **kwargs: Any) -> None:
+        seen.update(kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    load_causal_lm(tiny_model)
+    assert seen["use_safetensors"] is True and seen["trust_remote_code"] is False
+
+
+def test_the_hub_stays_offline_unless_the_user_opts_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune.logging_setup import go_offline
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "AUTOTUNE_ALLOW_HUB", "HF_HUB_DISABLE_TELEMETRY"):
+        monkeypatch.delenv(name, raising=False)
+    go_offline()
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
+    assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("AUTOTUNE_ALLOW_HUB", "1")
+    go_offline()
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_a_study_name_with_dots_stays_inside(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    import autotune
+    from tests.search.test_study import study_config
+
+    config = study_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["r"] = 2
+    config["passes"]["build"]["precision"] = "int4"
+    config["engine"]["study_name"] = "../../escape"
+    autotune.run(config)
+    assert not (tmp_path.parent / "escape").exists() and not (tmp_path.parent.parent / "escape").exists()
+    assert (tmp_path / "out" / "study.db").is_file()
