@@ -3,6 +3,7 @@ failed trials, early stopping."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ def study_config(tiny_model: Path, data: Path, root: Path, **search: Any) -> dic
     config["passes"]["lora"]["r"] = [2, 4]
     config["passes"]["lora"]["training_args"]["max_steps"] = 2
     config["passes"]["build"]["precision"] = ["int4", "fp32"]
-    config["evaluators"] = {"tiny": EVALUATOR}
+    config["evaluators"] = {"tiny": copy.deepcopy(EVALUATOR)}  # tests change it: never share the module's copy
     config["data_configs"][0]["eval_dataset_size"] = 24
     config["engine"].update({"evaluator": "tiny", "search_strategy": {"sampler": "grid", "seed": 0, **search}})
     return config

@@ -98,7 +98,8 @@ def test_a_killed_worker_leaves_a_stale_trial_that_is_failed_and_retried(tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(4)  # past the grace period (3 heartbeats)
-    config["passes"]["lora"]["training_args"]["max_steps"] = 400
+    config["passes"]["lora"]["training_args"]["max_steps"] = 2  # the retry need not be long
+    path.write_text(json.dumps(config))
     rerun = worker(path)
     out = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, out
