@@ -25,6 +25,31 @@ from autotune.search.sampling import grid_points, space_size, suggest_point
 
 log = logging.getLogger("autotune")
 BASELINE_ATTR = "autotune_baseline"
+INTERRUPTED = "interrupted (Ctrl-C): queued again for the next run"
+
+
+def requeue_interrupted(study: Any) -> list[dict[str, Any]]:
+    """Queue again the points of trials a Ctrl-C (or a crash before their record was final) cut
+    short, unless the point already has a live or finished trial: a resumed study redoes them."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    settled = {tuple(sorted(t.params.items())) for t in trials
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING)}
+    queued = []
+    for trial in trials:
+        if trial.state != TrialState.FAIL or not trial.params:
+            continue
+        record = trial.user_attrs.get(RECORD_ATTR) or {}
+        cut_short = record.get("fail_reason") in (None, INTERRUPTED) and record.get("state") in ("RUNNING", "FAIL")
+        point = tuple(sorted(trial.params.items()))
+        if cut_short and point not in settled:
+            study.enqueue_trial(dict(trial.params), skip_if_exists=False)
+            settled.add(point)
+            queued.append(dict(trial.params))
+    if queued:
+        log.info("queued again %d point(s) of trial(s) cut short earlier", len(queued))
+    return queued
 
 
 def safe_name(text: str) -> str:
@@ -160,6 +185,7 @@ class StudyRunner:
                 study.enqueue_trial(point, skip_if_exists=True)
             study.set_user_attr("grid_enqueued", True)
         self.grid_size = len(enqueue) if enqueue else None
+        requeue_interrupted(study)
         return study
 
     # -- one trial --------------------------------------------------------------------------------
@@ -197,6 +223,10 @@ class StudyRunner:
             self._finish(trial, record, began)
             self._say(f"trial {trial.number}: stopped early: {stop.reason}")
             raise optuna.TrialPruned(stop.reason) from None
+        except KeyboardInterrupt:
+            record.state, record.fail_reason = "FAIL", INTERRUPTED
+            self._finish(trial, record, began)
+            raise
         except UserError as exc:
             # The user's to fix, not the trial's fault: record it, stop the study, and queue the
             # point again so that the same command resumes with it once fixed (e.g. disk space).
