@@ -273,10 +273,9 @@ class StudyRunner:
 
     # -- the loop ---------------------------------------------------------------------------------
     def optimize(self, study: Any, *, n_trials: int | None, timeout: float | None) -> None:
+        from optuna.storages import fail_stale_trials
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
-
-        from optuna.storages import fail_stale_trials
 
         fail_stale_trials(study)  # a worker killed earlier: fail its trial now (and queue its retry)
         callbacks: list[Any] = []
