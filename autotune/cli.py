@@ -11,7 +11,8 @@ import typer
 from autotune.errors import UserError
 from autotune.logging_setup import go_offline, setup_logging
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search-based auto-tuner for small language models.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Search-based auto-tuner for small language models.")
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Run config (YAML or JSON).")]
 
@@ -59,6 +60,10 @@ def run(
             result = run_api(cfg, n_trials=n_trials, timeout=timeout, storage=storage, fail_fast=fail_fast, observer=observer)
     except UserError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: completed trials are saved and the cut trial is queued again; "
+                   "run the same command to resume", err=True)
+        raise typer.Exit(130) from None
     result.print_summary()
 
 
