@@ -101,11 +101,13 @@ class EvaluatorConfig(Strict):
 class EarlyStopConfig(Strict):
     """Median rule over stored intermediate eval losses (works for multi-objective studies)."""
 
+    # Off for the grid sampler (whose point is to measure every point) unless set explicitly.
     enabled: bool = True
-    warmup_steps: int = Field(10, ge=0)
-    min_trials: int = Field(2, ge=1)
-    # Stop a trial whose loss is this fraction worse than the median of earlier trials at that step.
-    margin: float = Field(0.10, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    min_trials: int = Field(3, ge=1)
+    # Stop a trial whose loss is this fraction worse than the median of earlier trials at that step:
+    # "clearly worse", since an early loss only loosely predicts the final accuracy.
+    margin: float = Field(0.25, ge=0)
 
 
 class SearchStrategyConfig(Strict):

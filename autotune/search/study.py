@@ -199,7 +199,10 @@ class StudyRunner:
         self._say(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
         timeout = self.cfg.engine.trial_timeout
         deadline = time.monotonic() + timeout if timeout else None
-        rule = MedianRule(self.strategy.early_stop, trial.study, trial)
+        stop_config = self.strategy.early_stop
+        if self.grid_size is not None and "enabled" not in stop_config.model_fields_set:
+            stop_config = stop_config.model_copy(update={"enabled": False})  # unless the user asked for it
+        rule = MedianRule(stop_config, trial.study, trial)
 
         def report(step: int, loss: float) -> None:
             if not math.isfinite(loss):
