@@ -124,3 +124,18 @@ def test_alternatives_in_a_single_run_are_refused(tmp_path: Path, tiny_model: Pa
     with pytest.raises(ConfigError) as info:
         load_config(config)
     assert info.value.where == "passes.build"
+
+
+@pytest.mark.parametrize("options", [
+    {"precision": "int4", "algo_config": "k_quant"},
+    {"precision": "int4", "algo_config": "rtn", "matmul_mixed_precision": "last_matmul:int8"},
+    {"precision": "int4", "block_size": 128, "accuracy_level": 4, "is_symmetric": False},
+    {"precision": "int8", "block_size": 32},
+])
+def test_builder_quantization_options_give_a_folder_genai_loads(tmp_path: Path, tiny_model: Path, tone_file: Path,
+                                                                  options: dict[str, Any]) -> None:
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["build"] = {"type": "ModelBuilder", **options}
+    result = autotune.run(config)
+    assert len(generate_one(tmp_path / "out" / "model")) == 1
+    assert {k: v for k, v in result.record["passes"][-1]["params"].items() if k in options} == options
