@@ -175,7 +175,8 @@ def select_cmd(
         write_results(view, selection, out)
     except UserError as exc:
         _fail(exc)
-    typer.echo(f"selected: {selection.rule}")
+    trial = f"trial {selection.record.number}" if selection.record else "no trial"
+    typer.echo(f"selected {trial}: {selection.rule}")
     typer.echo(f"best model: {best}" if best else "no model exported")
 
 

@@ -74,8 +74,12 @@ def redact_url(url: str) -> str:
 
 
 def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
+    import warnings
+
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
     if "://" not in url:
         raise ConfigError("engine.storage", f"expected a storage URL such as sqlite:///study.db, got \"{redact_url(url)}\"")
