@@ -22,8 +22,8 @@ import common
 import numpy as np
 
 MB = 1e6
-# autotune's memory probe (load the model, generate 16 tokens) in a fresh process, then its VmHWM:
-# ru_maxrss, which the probe reports, starts from the parent's peak RSS (inherited across fork/exec).
+# autotune's memory probe (load the model, generate 16 tokens) in a fresh process, then its VmHWM read
+# independently here, as a cross-check of the footprint evaluator's own number.
 PROBE = ("import runpy, sys; sys.argv = ['memory_probe', *sys.argv[1:]]; "
          "runpy.run_module('autotune.evaluation.memory_probe', run_name='__main__'); "
          "print([line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')][0])")
@@ -99,7 +99,7 @@ def measure(folder: Path, kind: str, data: Any, with_accuracy: bool) -> dict[str
     for name in ("ttft_ms_p50", "decode_ms_per_token_p50", "tokens_per_s"):
         out[name] = latency[name].value
     footprint = FootprintEvaluator().evaluate(model, FootprintParams(memory=True), ctx)
-    out["size_mb"], out["peak_rss_mb_ru_maxrss"] = footprint["size_mb"].value, footprint["peak_rss_mb"].value
+    out["size_mb"], out["peak_rss_mb_evaluator"] = footprint["size_mb"].value, footprint["peak_rss_mb"].value
     probe = subprocess.run([sys.executable, "-c", PROBE, str(folder), kind, ctx.provider, "16"], capture_output=True, text=True,
                            check=True, cwd=common.ROOT)
     out["peak_rss_mb"] = int(probe.stdout.strip().splitlines()[-1]) * 1024 / MB
@@ -135,9 +135,9 @@ def main() -> None:
         f"{args.repeats} repeat(s) of latency and peak RSS (accuracy once: it is deterministic), median (min–max) of the per-repeat p50. "
         f"Held-out rows: {len(data.eval)}. Memory bandwidth (512 MB numpy copy, best of 5, read + write): "
         f"{common.fmt(common.stats([b / 1e9 for b in bw]))} GB/s. peak_rss_mb: VmHWM of a fresh process running autotune's memory "
-        "probe; peak_rss_mb_ru_maxrss: what autotune's footprint evaluator reports (ru_maxrss, which a child inherits from "
-        "this large parent process, so it is not the model's peak)."))
-    cols = ["ttft_ms_p50", "decode_ms_per_token_p50", "tokens_per_s", "accuracy", "size_mb", "peak_rss_mb", "peak_rss_mb_ru_maxrss"]
+        "probe, read here; peak_rss_mb_evaluator: what autotune's footprint evaluator reports (VmHWM inside its probe; "
+        "before a fix it used ru_maxrss, which a child inherits from its parent)."))
+    cols = ["ttft_ms_p50", "decode_ms_per_token_p50", "tokens_per_s", "accuracy", "size_mb", "peak_rss_mb", "peak_rss_mb_evaluator"]
     report.section("Measurements", common.table(["model", *cols], [[k, *[v[c] for c in cols]] for k, v in results.items()]))
     report.section("Decode against the memory-bandwidth bound", common.table(
         ["model", "weight MB (int4: model.onnx.data; fp32: parameters)", "bound ms/token", "measured / bound",
