@@ -65,6 +65,19 @@ def tone_file(tmp_path: Path, tone_rows: list[dict[str, str]]) -> Path:
     return path
 
 
+def generate_one(model_dir: Path, prompt: str = "### Text: the storm is coming\n### The tone is:\n") -> list[int]:
+    """Load an ONNX folder with onnxruntime-genai as a user would and generate one token."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(model_dir))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=48, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(og.Tokenizer(model).encode(prompt))
+    generator.generate_next_token()
+    return list(generator.get_next_tokens())
+
+
 def tiny_config(model: Path, data: Path, work: Path, **overrides: Any) -> dict[str, Any]:
     """A small single-run config dict over the tiny model (tests tweak it)."""
     config: dict[str, Any] = {

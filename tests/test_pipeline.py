@@ -9,7 +9,7 @@ import pytest
 
 import autotune
 from autotune.cache import Cache
-from tests.conftest import tiny_config
+from tests.conftest import generate_one, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,6 @@ def ran(result: autotune.StudyResult) -> dict[str, bool]:
 
 
 def test_single_run_builds_a_folder_genai_loads_and_generates_from(work: dict[str, Path]) -> None:
-    import onnxruntime_genai as og
 
     config = tiny_config(work["model"], work["data"], work["root"])
     result = autotune.run(config)
@@ -38,13 +37,7 @@ def test_single_run_builds_a_folder_genai_loads_and_generates_from(work: dict[st
     assert [p["type"] for p in record["passes"]] == ["LoRA", "MergeAdapterWeights", "ModelBuilder"]
     assert all(p["seconds"] > 0 for p in record["passes"])
 
-    model = og.Model(str(model_dir))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=48, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens(og.Tokenizer(model).encode("### Text: what a lovely day\n### The tone is:\n"))
-    generator.generate_next_token()
-    assert len(generator.get_next_tokens()) == 1
+    assert len(generate_one(model_dir, "### Text: what a lovely day\n### The tone is:\n")) == 1
 
 
 def test_identical_rerun_reuses_every_pass(work: dict[str, Path]) -> None:

@@ -13,21 +13,9 @@ from autotune.cache import Cache
 from autotune.config import load_config
 from autotune.passes.qlora import four_bit_support
 from autotune.pipeline import Pipeline
-from tests.conftest import tiny_config
+from tests.conftest import generate_one, tiny_config
 
 needs_4bit = pytest.mark.skipif(four_bit_support() is not None, reason=f"no 4-bit bitsandbytes here: {four_bit_support()}")
-
-
-def generate_one(model_dir: Path) -> list[int]:
-    import onnxruntime_genai as og
-
-    model = og.Model(str(model_dir))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=40, do_sample=False)
-    generator = og.Generator(model, params)
-    generator.append_tokens(og.Tokenizer(model).encode("### Text: the storm is coming\n### The tone is:\n"))
-    generator.generate_next_token()
-    return list(generator.get_next_tokens())
 
 
 @needs_4bit
