@@ -42,6 +42,18 @@ class Step:
         return validate_params(self.pass_cls.Params, values, self.origin, self.user_keys)
 
 
+def resolve_data_name(config: RunConfig, name: str | None, *, where: str, missing: str) -> str:
+    """The data config a pass or metric reads: the one named, or the only one there is."""
+    names = [d.name for d in config.data_configs]
+    if name is None:
+        if len(names) != 1:
+            raise ConfigError(where, f"{missing} (have: {names or 'none'})")
+        return names[0]
+    if name not in names:
+        raise ConfigError(where, f"no data config named '{name}' (have: {names})")
+    return name
+
+
 def build_step(name: str, ptype: str, raw: dict[str, Any], origin: str, config: RunConfig) -> Step:
     pass_cls = get_pass(ptype, path=f"passes.{name}.type")
     model = pass_cls.Params
@@ -59,14 +71,8 @@ def build_step(name: str, ptype: str, raw: dict[str, Any], origin: str, config: 
         raise ConfigError(user_path(exc.where, origin, user_keys), exc.message) from None
     data_name = None
     if pass_cls.uses_data:
-        data_name = fixed.get("train_data_config")
-        names = [d.name for d in config.data_configs]
-        if data_name is None:
-            if len(names) != 1:
-                raise ConfigError(f"{origin}.train_data_config", f"name the data config to train on (have: {names or 'none'})")
-            data_name = names[0]
-        elif data_name not in names:
-            raise ConfigError(f"{origin}.train_data_config", f"no data config named '{data_name}' (have: {names})")
+        data_name = resolve_data_name(config, fixed.get("train_data_config"), where=f"{origin}.train_data_config",
+                                      missing="name the data config to train on")
     return Step(name=name, pass_cls=pass_cls, fixed=fixed, space=space, origin=origin, user_keys=user_keys, data_name=data_name)
 
 

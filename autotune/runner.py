@@ -39,14 +39,12 @@ def write_json(path: Path, value: Any) -> None:
 
 
 def evaluator_data(config: RunConfig) -> list[str]:
-    """Names of the data configs the run's evaluator reads."""
-    evaluator = config.evaluators.get(config.engine.evaluator or "")
-    if evaluator is None:
+    """Names of the data configs the run's evaluator reads (resolved as the evaluator resolves them)."""
+    if not config.engine.evaluator or config.engine.evaluator not in config.evaluators:
         return []
-    names = [m.data_config for m in evaluator.metrics if m.data_config]
-    if any(m.type in ("accuracy", "accuracy_score") and not m.data_config for m in evaluator.metrics) and len(config.data_configs) == 1:
-        names.append(config.data_configs[0].name)
-    return names
+    from autotune.evaluation.runner import ModelEvaluator
+
+    return ModelEvaluator(config, cache=None, data_loader=None).data_names()  # type: ignore[arg-type]
 
 
 def run_single(config: RunConfig, *, observer: PipelineObserver | None = None) -> dict[str, Any]:

@@ -70,15 +70,19 @@ class ModelEvaluator:
         cls = get_evaluator(metric.type, where="")
         if not cls.needs_data and metric.data_config is None:
             return None
-        name = metric.data_config
-        names = [d.name for d in self.config.data_configs]
-        if name is None:
-            if len(names) != 1:
-                raise ConfigError(f"evaluators.{self.name}.metrics[{index}].data_config", f"name a data config (have: {names})")
-            name = names[0]
-        if name not in names:
-            raise ConfigError(f"evaluators.{self.name}.metrics[{index}].data_config", f"no data config named '{name}' (have: {names})")
-        return self.data_loader(name)
+        return self.data_loader(self.data_name(index))
+
+    def data_name(self, index: int) -> str:
+        """The data config metric ``index`` reads (named, or the only one)."""
+        from autotune.plan import resolve_data_name
+
+        return resolve_data_name(self.config, self.evaluator.metrics[index].data_config,
+                                 where=f"evaluators.{self.name}.metrics[{index}].data_config", missing="name a data config")
+
+    def data_names(self) -> list[str]:
+        """Every data config this evaluator reads (for the run's preflight)."""
+        return [self.data_name(i) for i, m in enumerate(self.evaluator.metrics)
+                if m.data_config is not None or get_evaluator(m.type, where="").needs_data]
 
     def evaluate(self, model: EvalModel) -> dict[str, Metric]:
         provider = self.config.engine.provider
