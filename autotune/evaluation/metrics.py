@@ -36,8 +36,9 @@ def _metric_classes() -> tuple[type, type]:
 
 def classification_scores(predictions: list[int], references: list[int], n_labels: int) -> dict[str, float]:
     accuracy_cls, f1_cls = _metric_classes()
-    accuracy = accuracy_cls().compute(predictions=predictions, references=references)["accuracy"]
-    f1 = f1_cls().compute(predictions=predictions, references=references, labels=list(range(n_labels)))["f1"]
+    # in memory: evaluate otherwise writes arrow files under ~/.cache for every compute
+    accuracy = accuracy_cls(keep_in_memory=True).compute(predictions=predictions, references=references)["accuracy"]
+    f1 = f1_cls(keep_in_memory=True).compute(predictions=predictions, references=references, labels=list(range(n_labels)))["f1"]
     return {"accuracy": accuracy, "macro_f1": f1}
 
 
