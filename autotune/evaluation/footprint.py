@@ -1,6 +1,6 @@
 """Size on disk of the model folder and peak resident memory of loading it and generating.
 
-Memory is measured in a fresh child process (``ru_maxrss``), so what the parent process trained or
+Memory is measured in a fresh child process (its own VmHWM), so what the parent process trained or
 loaded before does not leak into the number.
 """
 
