@@ -68,7 +68,9 @@ def train_and_merge(a: argparse.Namespace, train: list[dict[str, str]], merged: 
     began = time.perf_counter()  # like autotune's LoRA pass, this includes importing torch, transformers and peft
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, set_seed
+
+    set_seed(a.seed)  # before get_peft_model draws the LoRA matrices
 
     tok = AutoTokenizer.from_pretrained(a.model_path)
     if tok.pad_token_id is None:

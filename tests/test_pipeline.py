@@ -154,3 +154,15 @@ def test_generate_streams_an_answer_from_the_built_folder(work: dict[str, Path])
     assert result.output.strip()
     missing = CliRunner().invoke(app, ["generate", "--model", str(work["root"]), "hi"])
     assert missing.exit_code == 2 and "genai_config.json" in missing.output
+
+
+def test_one_config_twice_trains_the_same_adapter_and_builds_the_same_model(work: dict[str, Path], tmp_path: Path) -> None:
+    # each run with its own empty cache: both really train (the seed must cover the adapter's init)
+    weights = []
+    for name in ("first", "second"):
+        result = autotune.run(tiny_config(work["model"], work["data"], tmp_path / name))
+        assert ran(result) == {"lora": True, "merge": True, "build": True}
+        cache = Cache(tmp_path / name / "cache")
+        adapter, build = (cache.get(p["key"])[0] for p in result.record["passes"] if p["name"] in ("lora", "build"))
+        weights.append(((adapter / "adapter_model.safetensors").read_bytes(), (build / "model.onnx.data").read_bytes()))
+    assert weights[0] == weights[1]

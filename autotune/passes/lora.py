@@ -222,8 +222,11 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     """Fine-tune a LoRA adapter on ``ctx.data`` and save it to ``output`` (shared with QLoRA)."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainerCallback
+    from transformers import Trainer, TrainerCallback, set_seed
 
+    # Seed before peft creates the adapter: its LoRA A matrices are drawn at get_peft_model, before
+    # the Trainer seeds, so without this two runs of one config train different adapters.
+    set_seed(params.training_args.seed)
     data = ctx.data
     assert data is not None, "the pipeline gives training passes their data"
     origin = ctx.extras.get("origin", "passes")
