@@ -20,7 +20,7 @@ SHARED_TONES = ROOT.parent / "shared" / "data" / "tone-classification.jsonl"
 TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"
 
 
-def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0) -> Path:
+def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0, tie_word_embeddings: bool = False) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -41,7 +41,7 @@ def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0) -> Path:
     config = LlamaConfig(
         vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)

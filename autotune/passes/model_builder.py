@@ -94,8 +94,14 @@ def build_onnx(source: Path, output: Path, params: ModelBuilderParams, *, provid
     scratch.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "model_builder.log"
     # The builder prints every tensor it writes; keep that in a log file, not the terminal.
+    # ONNX Runtime's quantizer logs at ERROR what is normal for an int8 build ("Gather only supports
+    # 4 bits quantization": the embedding stays unquantized); its records go to the log file too.
     previous = logging.root.manager.disable
+    quantizer_log = logging.getLogger("onnxruntime.quantization")
     with log_path.open("w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        handler = logging.StreamHandler(sink)
+        quantizer_log.addHandler(handler)
+        quantizer_log.propagate = False
         logging.disable(logging.INFO)
         try:
             extra = builder.parse_extra_options(
@@ -104,6 +110,8 @@ def build_onnx(source: Path, output: Path, params: ModelBuilderParams, *, provid
             builder.create_model("", str(source), str(output), params.precision, ep, str(scratch), **extra)
         finally:
             logging.disable(previous)
+            quantizer_log.removeHandler(handler)
+            quantizer_log.propagate = True
     shutil.rmtree(scratch, ignore_errors=True)
     if not (output / "genai_config.json").is_file():
         raise RuntimeError(f"the model builder wrote no genai_config.json (see {log_path})")
