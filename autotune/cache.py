@@ -87,13 +87,15 @@ class Cache:
     @contextmanager
     def put(self, key: str, info: dict[str, Any]) -> Iterator[Path]:
         """Yield an empty folder to write the model into; on success it becomes entry ``key``."""
+        from autotune.data import file_sha256
+
         staging = self.tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.models.mkdir(parents=True, exist_ok=True)
         (staging / "model").mkdir(parents=True)
         try:
             yield staging / "model"
             files = {
-                str(p.relative_to(staging / "model")): {"size": p.stat().st_size, "sha256": self.hasher.file(p)}
+                str(p.relative_to(staging / "model")): {"size": p.stat().st_size, "sha256": file_sha256(p)}
                 for p in sorted((staging / "model").rglob("*"))
                 if p.is_file()
             }
@@ -105,11 +107,16 @@ class Cache:
                 if not self.has(key):
                     raise
                 log.info("cache entry %s was written by another worker; reusing it", key[:12])
+            else:
+                # a rename keeps sizes and mtimes: reading the entry back need not hash it again
+                model = self.entry(key) / "model"
+                self.hasher.remember({model / rel: meta["sha256"] for rel, meta in files.items()})
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
     def _discard(self, entry: Path) -> None:
+        self.hasher.forget(entry)
         self.tmp.mkdir(parents=True, exist_ok=True)
         trash = self.tmp / f"discard.{entry.name}.{uuid.uuid4().hex[:8]}"
         try:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
-from autotune.runner import atomic_copy_tree, write_json
+from autotune.runner import link_or_copy, replace_dir, write_json
 from autotune.search.records import TrialRecord
 
 log = logging.getLogger("autotune")
@@ -108,14 +109,9 @@ def export_best(view: Any, selection: Any, output_dir: Path, *, rebuild: Any = N
     card = model_card(view, selection, reproduce)
     staging = output_dir / ".best.staging"
     if staging.exists():
-        import shutil
-
         shutil.rmtree(staging)
-    import shutil
-
-    shutil.copytree(got[0], staging)
+    shutil.copytree(got[0], staging, copy_function=link_or_copy)
     write_json(staging / "model_card.json", card)
     (staging / "model_card.md").write_text(card_markdown(card))
-    atomic_copy_tree(staging, best)
-    shutil.rmtree(staging, ignore_errors=True)
+    replace_dir(staging, best)
     return best

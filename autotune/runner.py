@@ -18,10 +18,31 @@ from autotune.pipeline import Pipeline, PipelineObserver, PipelineResult
 log = logging.getLogger("autotune")
 
 
+LINK_MIN_BYTES = 1 << 20
+
+
+def link_or_copy(source: str, target: str) -> None:
+    # Weights are hard-linked from the cache (no copy of hundreds of MB; an edit in place is caught by
+    # the cache's manifest check, and eviction leaves the link alive); small files such as
+    # genai_config.json, which users do edit, are copied.
+    if os.path.getsize(source) >= LINK_MIN_BYTES:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or links not allowed
+            pass
+    shutil.copy2(source, target)
+
+
 def atomic_copy_tree(source: Path, target: Path) -> None:
-    """Copy a folder to ``target`` via a temp folder and a rename: no half-written result."""
+    """Copy a folder (weights linked) to ``target`` via a temp folder and a rename: no half-written result."""
     staging = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-    shutil.copytree(source, staging)
+    shutil.copytree(source, staging, copy_function=link_or_copy)
+    replace_dir(staging, target)
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Put a finished folder in the place of ``target`` by renames (the old one goes only after)."""
     if target.exists():
         old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
         os.rename(target, old)

@@ -103,6 +103,7 @@ class Report:
 
     def __init__(self, script: str, model: str, title: str) -> None:
         self.name = f"{script}-{model}"
+        self.began = time.perf_counter()
         self.data: dict[str, Any] = {"benchmark": script, "model": model, "machine": header()}
         self.parts = [f"# {title} ({model})", "", table(["machine / setting", "value"], [[k, v] for k, v in self.data["machine"].items()])]
 
@@ -111,7 +112,8 @@ class Report:
 
     def write(self) -> Path:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        text = "\n".join(self.parts) + "\n"
+        self.data["benchmark_wall_s"] = round(time.perf_counter() - self.began, 1)
+        text = "\n".join([*self.parts, "", f"Benchmark wall time: {self.data['benchmark_wall_s']:.0f} s."]) + "\n"
         print(text)
         (RESULTS / f"{self.name}.md").write_text(text)
         path = RESULTS / f"{self.name}.json"

@@ -166,3 +166,33 @@ def test_one_config_twice_trains_the_same_adapter_and_builds_the_same_model(work
         adapter, build = (cache.get(p["key"])[0] for p in result.record["passes"] if p["name"] in ("lora", "build"))
         weights.append(((adapter / "adapter_model.safetensors").read_bytes(), (build / "model.onnx.data").read_bytes()))
     assert weights[0] == weights[1]
+
+
+def test_an_entry_is_hashed_once_when_written_and_not_again_when_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune import data
+
+    hashed: list[str] = []
+    real = data.file_sha256
+    monkeypatch.setattr(data, "file_sha256", lambda path, *a: hashed.append(path.name) or real(path, *a))
+    cache = Cache(tmp_path)
+    with cache.put("f" * 64, {}) as folder:
+        (folder / "weights.bin").write_bytes(b"w" * 4096)
+    assert hashed == ["weights.bin"]
+    assert cache.get("f" * 64) is not None and Cache(tmp_path).get("f" * 64) is not None  # this process and a new one
+    assert hashed == ["weights.bin"]
+    (cache.entry("f" * 64) / "model" / "weights.bin").write_bytes(b"x" * 4096)  # changed behind the cache's back
+    assert cache.get("f" * 64) is None  # rehashed (the mtime moved), found corrupt, discarded
+    assert not any(path.startswith(str(cache.entry("f" * 64).resolve())) for path in cache.hasher.memo)
+
+
+def test_the_run_folder_links_the_weights_and_copies_what_users_edit(work: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune import runner
+
+    monkeypatch.setattr(runner, "LINK_MIN_BYTES", 100_000)  # the tiny model's weights are 215 kB; genai_config.json is small
+    config = tiny_config(work["model"], work["data"], work["root"])
+    result = autotune.run(config)
+    entry = Cache(work["root"] / "cache").get(result.record["model_key"])[0]
+    out = work["root"] / "out" / "model"
+    assert (out / "model.onnx.data").stat().st_ino == (entry / "model.onnx.data").stat().st_ino  # no second copy
+    (out / "genai_config.json").write_text("{}")  # a user's edit stays in the run folder
+    assert json.loads((entry / "genai_config.json").read_text())["model"]

@@ -46,6 +46,21 @@ class FileHasher:
         self._save()
         return digest
 
+    def remember(self, digests: dict[Path, str]) -> None:
+        """Record digests computed elsewhere (a cache entry hashed while staged, then renamed)."""
+        for path, digest in digests.items():
+            stat = path.stat()
+            self.memo[str(path.resolve())] = [stat.st_size, stat.st_mtime_ns, digest]
+        self._save()
+
+    def forget(self, folder: Path) -> None:
+        """Drop the memo of every file under ``folder`` (a discarded entry), so the memo stays small."""
+        prefix = str(folder.resolve()) + os.sep
+        kept = {path: entry for path, entry in self.memo.items() if not path.startswith(prefix)}
+        if len(kept) != len(self.memo):
+            self.memo = kept
+            self._save()
+
     def folder(self, path: Path) -> str:
         digest = hashlib.sha256()
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
