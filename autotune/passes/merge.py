@@ -12,6 +12,11 @@ from autotune.models.loading import load_causal_lm, load_tokenizer
 from autotune.passes.base import Pass, PassParams, register_pass
 from autotune.passes.qlora import ADAPTER_META, dequantized_base
 
+# What ``tokenizer.save_pretrained`` writes, copied as files: loading a tokenizer only to save it
+# again costs ~0.5 s for SmolLM2's.
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json",
+                   "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json"}
+
 
 class MergeParams(PassParams):
     pass
@@ -38,7 +43,12 @@ class MergeAdapterWeights(Pass):
             base = load_causal_lm(model.base.path, trust_remote_code=ctx.trust_remote_code)
         merged = PeftModel.from_pretrained(base, str(model.path)).merge_and_unload()
         merged.save_pretrained(str(output), safe_serialization=True)
-        load_tokenizer(model.path, trust_remote_code=ctx.trust_remote_code).save_pretrained(str(output))
+        tokenizer_files = [f for f in model.path.iterdir() if f.name in TOKENIZER_FILES]
+        for file in tokenizer_files:
+            shutil.copy2(file, output / file.name)
+        if not any(f.name.startswith("tokenizer") for f in tokenizer_files):
+            # not saved by autotune's LoRA pass: let transformers read and write whatever it has
+            load_tokenizer(model.path, trust_remote_code=ctx.trust_remote_code).save_pretrained(str(output))
         generation = model.base.path / "generation_config.json"
         if generation.is_file() and not (output / "generation_config.json").is_file():
             shutil.copy(generation, output / "generation_config.json")

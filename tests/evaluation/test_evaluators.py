@@ -46,7 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[
     config["passes"]["lora"].update({
         "r": 16, "alpha": 32, "lora_dropout": 0.0,
         "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"],
-        "training_args": {"max_steps": 120, "per_device_train_batch_size": 16, "learning_rate": 0.01, "logging_steps": 20,
+        "training_args": {"max_steps": 120, "per_device_train_batch_size": 16, "learning_rate": 0.005, "logging_steps": 20,
                           "warmup_steps": 5},
     })
     config["passes"]["build"]["precision"] = "fp32"
