@@ -134,21 +134,21 @@ def test_a_trial_that_raises_is_recorded_failed_and_the_study_goes_on(tmp_path: 
 
 
 def test_early_stopping_stops_a_clearly_worse_fine_tune(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    # On the random tiny model every loss sits near ln(vocab); lr 30 is consistently ~1% worse than lr 0.003.
-    stop = {"enabled": True, "warmup_steps": 2, "min_trials": 1, "margin": 0.003}
+    # On the random tiny model the eval loss sits near ln(vocab) = 6.24. lr 0.03 moves it down (6.13 at
+    # step 2, 6.08 at step 4); lr 1e-6 learns nothing, 1.7-2.6% worse: beyond a 1% margin.
+    stop = {"enabled": True, "warmup_steps": 2, "min_trials": 1, "margin": 0.01}
     config = study_config(tiny_model, tone_file, tmp_path, early_stop=stop)
-    config["passes"]["lora"].update({"r": 4, "learning_rate": [0.003, 30.0], "report_every": 2, "validation_size": 16})
+    config["passes"]["lora"].update({"r": 4, "learning_rate": [0.03, 1e-6], "report_every": 2, "validation_size": 16})
     config["passes"]["lora"]["training_args"].pop("learning_rate", None)
     config["passes"]["lora"]["training_args"]["max_steps"] = 6
     config["passes"]["build"]["precision"] = "int4"
     autotune.run(config)
     study = load(tmp_path)
     by_lr = {t.params["lora.learning_rate"]: t for t in study.trials}
-    assert by_lr[0.003].state == optuna.trial.TrialState.COMPLETE
-    bad = by_lr[30.0]
-    assert bad.state in (optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-    record = bad.user_attrs["autotune_record"]
-    assert record["prune_reason"] or "loss" in (record["fail_reason"] or "")
+    assert by_lr[0.03].state == optuna.trial.TrialState.COMPLETE
+    bad = by_lr[1e-6]
+    assert bad.state == optuna.trial.TrialState.PRUNED
+    assert "median" in bad.user_attrs["autotune_record"]["prune_reason"]
 
 
 class FakeTrial:
