@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import re
@@ -326,16 +327,34 @@ class StudyRunner:
                 if trial.state == TrialState.FAIL:
                     study.stop()
             callbacks.append(stop_on_failure)
-        study.optimize(
-            self.objective,
-            n_trials=n_trials if n_trials is not None else (max_samples if max_samples else None),
-            timeout=timeout if timeout is not None else self.strategy.max_time,
-            catch=(Exception,),
-            callbacks=callbacks,
-            gc_after_trial=True,
-        )
+        callbacks.append(collect_garbage)
+        frozen_before = gc.get_freeze_count()
+        try:
+            study.optimize(
+                self.objective,
+                n_trials=n_trials if n_trials is not None else (max_samples if max_samples else None),
+                timeout=timeout if timeout is not None else self.strategy.max_time,
+                catch=(Exception,),
+                callbacks=callbacks,
+                gc_after_trial=False,  # collect_garbage does it, without rescanning the import-time heap
+            )
+        finally:
+            if not frozen_before:
+                gc.unfreeze()  # the caller's process gets its collector back as it was
         if self.user_error is not None:
             raise self.user_error
+
+
+def collect_garbage(study: Any, trial: Any) -> None:
+    """After each trial, free the reference cycles a trial leaves (models, trainers) at once.
+
+    A full collection walks every live object, and torch, transformers and peft leave millions after
+    import: 0.47 s per trial here. After the first trial the survivors (modules, the study) are frozen
+    out of later collections, which then walk only what later trials allocate.
+    """
+    gc.collect()
+    if not gc.get_freeze_count():
+        gc.freeze()
 
 
 def run_study(cfg: RunConfig, *, n_trials: int | None = None, timeout: float | None = None, storage: str | None = None,

@@ -4,6 +4,7 @@ failed trials, early stopping."""
 from __future__ import annotations
 
 import copy
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def test_grid_study_records_every_trial_and_fine_tunes_once_per_rank(tmp_path: P
     points = {(t.params["lora.r"], t.params["build.precision"]) for t in study.trials}
     assert points == {(2, "int4"), (2, "fp32"), (4, "int4"), (4, "fp32")}
     assert lora_runs(study) == 2  # each rank fine-tuned once, reused by the other precision
+    assert gc.get_freeze_count() == 0  # the study froze its heap between trials, and thawed it
     record = study.trials[0].user_attrs["autotune_record"]
     assert set(record["metrics"]) == {"accuracy-accuracy", "latency-decode_ms_per_token_p50", "footprint-size_mb"}
     assert study.metric_names == ["accuracy-accuracy", "latency-decode_ms_per_token_p50"]
