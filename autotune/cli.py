@@ -250,9 +250,36 @@ def fetch_model(name: Annotated[str, typer.Argument(help="Demo model name, e.g. 
     typer.echo(str(path))
 
 
+INTERRUPT_GRACE_SECONDS = 60.0
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: the first raises KeyboardInterrupt, so the cut trial is recorded and queued again;
+    should that cleanup or a library thread hang, the process still ends after a grace period,
+    and a second Ctrl-C ends it at once. Completed trials are already in the storage either way."""
+    import os
+    import threading
+
+    if getattr(_on_interrupt, "fired", False):
+        os._exit(130)
+    _on_interrupt.fired = True  # type: ignore[attr-defined]
+
+    def force_exit() -> None:
+        print(f"still running {INTERRUPT_GRACE_SECONDS:.0f} s after Ctrl-C: exiting", file=sys.stderr, flush=True)
+        os._exit(130)
+
+    timer = threading.Timer(INTERRUPT_GRACE_SECONDS, force_exit)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    import signal
+
     go_offline()
     setup_logging(1)
+    signal.signal(signal.SIGINT, _on_interrupt)
     try:
         app()
     except KeyboardInterrupt:

@@ -56,6 +56,10 @@ def install() -> None:
 
 
 if __name__ == "__main__":
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a test that times out asks for every thread's stack
     install()
     from autotune.cli import main
 

@@ -21,9 +21,12 @@ from tests.search.test_study import study_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start(config: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tests.crash_hooks", "run", "--config", str(config)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200", **env})
+def start(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    # Output goes to a file, not a pipe: a pipe nobody reads while the test waits fills up and
+    # blocks the child on a write (seen in CI: the Ctrl-C run never exited).
+    with log.open("w") as sink:
+        return subprocess.Popen([sys.executable, "-m", "tests.crash_hooks", "run", "--config", str(config)], cwd=ROOT,
+                                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200", **env})
 
 
 @pytest.mark.parametrize(("point", "sig"), [("fine-tune", signal.SIGKILL), ("build", signal.SIGKILL),
@@ -38,13 +41,20 @@ def test_kill_then_rerun_resumes_with_nothing_lost(point: str, sig: int, tmp_pat
     path.write_text(json.dumps(config))
     marker = tmp_path / "marker"
     # Trials 0 and 1 complete; the third fine-tune/build of the run is where the process dies.
-    proc = start(path, {"AUTOTUNE_TEST_PAUSE": point, "AUTOTUNE_TEST_PAUSE_AT": "3", "AUTOTUNE_TEST_MARKER": str(marker)})
+    first_log = tmp_path / "first.log"
+    proc = start(path, {"AUTOTUNE_TEST_PAUSE": point, "AUTOTUNE_TEST_PAUSE_AT": "3", "AUTOTUNE_TEST_MARKER": str(marker)}, first_log)
     deadline = time.time() + 240
     while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.stdout else ""
+        assert proc.poll() is None and time.time() < deadline, first_log.read_text()
         time.sleep(0.2)
     proc.send_signal(sig)  # kill -9, or Ctrl-C
-    proc.wait(timeout=120)
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack into the log
+        time.sleep(2)
+        proc.kill()
+        pytest.fail(f"the process did not exit after signal {sig}; its output and stacks:\n{first_log.read_text()[-6000:]}")
     storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
     before = {t.number: t.values for t in optuna.load_study(study_name="out", storage=storage).trials
               if t.state == optuna.trial.TrialState.COMPLETE}
@@ -54,9 +64,9 @@ def test_kill_then_rerun_resumes_with_nothing_lost(point: str, sig: int, tmp_pat
         assert staging and any((p / "model" / "model.onnx").is_file() for p in staging)  # written, not renamed
     time.sleep(4)  # past the heartbeat grace period (3 x 1 s)
 
-    rerun = start(path, {})
-    out = rerun.communicate(timeout=300)[0]
-    assert rerun.returncode == 0, out
+    rerun = start(path, {}, tmp_path / "rerun.log")
+    rerun.wait(timeout=300)
+    assert rerun.returncode == 0, (tmp_path / "rerun.log").read_text()
     after = optuna.load_study(study_name="out", storage=storage).trials
     for number, values in before.items():
         assert after[number].state == optuna.trial.TrialState.COMPLETE and after[number].values == values

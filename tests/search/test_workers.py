@@ -20,9 +20,19 @@ POSTGRES_URL = os.environ.get("AUTOTUNE_TEST_POSTGRES_URL")
 
 
 def worker(config: Path, *extra: str) -> subprocess.Popen:
+    # Output goes to a file beside the config, not a pipe: an unread pipe fills and blocks the worker.
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-m", "autotune.cli", "run", "--config", str(config), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    log = config.with_name(f"worker-{time.time_ns()}.log")
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "autotune.cli", "run", "--config", str(config), *extra],
+                                stdout=sink, stderr=subprocess.STDOUT, env=env)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    proc.wait(timeout=timeout)
+    return proc.log.read_text()  # type: ignore[attr-defined]
 
 
 def run_workers(tmp_path: Path, tiny_model: Path, tone_file: Path, url: str, n_workers: int) -> tuple[optuna.Study, list[str]]:
@@ -42,7 +52,7 @@ def run_workers(tmp_path: Path, tiny_model: Path, tone_file: Path, url: str, n_w
             break
         time.sleep(0.5)
     procs = [first] + [worker(path, "--storage", url) for _ in range(n_workers - 1)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    outs = [finish(p) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     return optuna.load_study(study_name=config["engine"]["study_name"], storage=storage), outs
 
@@ -101,7 +111,7 @@ def test_a_killed_worker_leaves_a_stale_trial_that_is_failed_and_retried(tmp_pat
     config["passes"]["lora"]["training_args"]["max_steps"] = 2  # the retry need not be long
     path.write_text(json.dumps(config))
     rerun = worker(path)
-    out = rerun.communicate(timeout=600)[0]
+    out = finish(rerun)
     assert rerun.returncode == 0, out
     study = optuna.load_study(study_name="out", storage=storage)
     states = [t.state for t in study.trials]
