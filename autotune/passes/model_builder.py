@@ -98,6 +98,7 @@ def build_onnx(source: Path, output: Path, params: ModelBuilderParams, *, provid
     # 4 bits quantization": the embedding stays unquantized); its records go to the log file too.
     previous = logging.root.manager.disable
     quantizer_log = logging.getLogger("onnxruntime.quantization")
+    quantizer_propagates = quantizer_log.propagate
     with log_path.open("w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         handler = logging.StreamHandler(sink)
         quantizer_log.addHandler(handler)
@@ -111,7 +112,7 @@ def build_onnx(source: Path, output: Path, params: ModelBuilderParams, *, provid
         finally:
             logging.disable(previous)
             quantizer_log.removeHandler(handler)
-            quantizer_log.propagate = True
+            quantizer_log.propagate = quantizer_propagates
     shutil.rmtree(scratch, ignore_errors=True)
     if not (output / "genai_config.json").is_file():
         raise RuntimeError(f"the model builder wrote no genai_config.json (see {log_path})")
