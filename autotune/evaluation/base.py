@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from autotune.errors import ConfigError, did_you_mean
+from autotune.registry import Registry
 
 
 @dataclass
@@ -96,7 +97,7 @@ class Evaluator(ABC):
         return canonical
 
 
-EVALUATOR_REGISTRY: dict[str, type[Evaluator]] = {}
+EVALUATOR_REGISTRY: Registry[type[Evaluator]] = Registry("metric type")
 
 
 def register_evaluator(*names: str) -> Callable[[type[Evaluator]], type[Evaluator]]:
@@ -104,7 +105,7 @@ def register_evaluator(*names: str) -> Callable[[type[Evaluator]], type[Evaluato
 
     def wrap(cls: type[Evaluator]) -> type[Evaluator]:
         for name in (cls.type_name, *names):
-            EVALUATOR_REGISTRY[name.lower()] = cls
+            EVALUATOR_REGISTRY.add(name, cls)
         return cls
 
     return wrap
@@ -113,9 +114,9 @@ def register_evaluator(*names: str) -> Callable[[type[Evaluator]], type[Evaluato
 def get_evaluator(type_name: str, *, where: str) -> type[Evaluator]:
     import autotune.evaluation  # noqa: F401  (registers the built-in evaluators)
 
-    cls = EVALUATOR_REGISTRY.get(type_name.lower())
+    cls = EVALUATOR_REGISTRY.get(type_name)
     if cls is None:
-        known = sorted({c.type_name for c in EVALUATOR_REGISTRY.values()})
+        known = sorted({c.type_name for _, c in EVALUATOR_REGISTRY.items()})
         raise ConfigError(where, f"unknown metric type \"{type_name}\"{did_you_mean(type_name, known)} (known: {', '.join(known)})")
     return cls
 

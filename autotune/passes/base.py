@@ -16,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autotune.config.errors import validate_model
 from autotune.errors import ConfigError, did_you_mean
+from autotune.registry import Registry
 
 if TYPE_CHECKING:
     from autotune.context import PassContext
     from autotune.models.handle import ModelHandle
 
-PASS_REGISTRY: dict[str, type[Pass]] = {}
+PASS_REGISTRY: Registry[type[Pass]] = Registry("pass type")
 
 
 def searchable(default: Any, *, space: Any, description: str = "", **kwargs: Any) -> Any:
@@ -121,7 +122,7 @@ def register_pass(*names: str) -> Any:
 
     def wrap(cls: type[Pass]) -> type[Pass]:
         for name in (cls.type_name, *names):
-            PASS_REGISTRY[name.lower()] = cls
+            PASS_REGISTRY.add(name, cls)
         return cls
 
     return wrap
@@ -130,11 +131,12 @@ def register_pass(*names: str) -> Any:
 def get_pass(type_name: str, *, path: str) -> type[Pass]:
     import autotune.passes  # noqa: F401  (registers the built-in passes)
 
-    cls = PASS_REGISTRY.get(type_name.lower())
+    cls = PASS_REGISTRY.get(type_name)
     if cls is None:
-        known = sorted({c.type_name for c in PASS_REGISTRY.values()})
+        known = sorted({c.type_name for _, c in PASS_REGISTRY.items()})
         # Types match case-insensitively, so the nearest one is found case-insensitively too.
-        match = difflib.get_close_matches(type_name.lower(), list(PASS_REGISTRY), n=1, cutoff=0.6)
-        hint = f"; did you mean '{PASS_REGISTRY[match[0]].type_name}'?" if match else ""
+        match = difflib.get_close_matches(type_name.lower(), [n.lower() for n in PASS_REGISTRY.names()], n=1, cutoff=0.6)
+        found = PASS_REGISTRY.get(match[0]) if match else None
+        hint = f"; did you mean '{found.type_name}'?" if found else ""
         raise ConfigError(path, f"unknown pass type \"{type_name}\"{hint} (known: {', '.join(known)})")
     return cls

@@ -1,0 +1,81 @@
+"""Writes that never leave a half-written file or folder: write beside the target, then rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LINK_MIN_BYTES", "atomic_copy_tree", "atomic_write", "link_or_copy", "replace_dir", "write_json", "write_text"]
+
+LINK_MIN_BYTES = 1 << 20
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{suffix}")
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(path: Path, value: Any) -> Path:
+    return write_text(path, json.dumps(value, indent=2, default=str))
+
+
+def link_or_copy(source: str, target: str) -> None:
+    # Weights are hard-linked from the cache (no copy of hundreds of MB; an edit in place is caught by
+    # the cache's manifest check, and eviction leaves the link alive); small files such as
+    # genai_config.json, which users do edit, are copied.
+    if os.path.getsize(source) >= LINK_MIN_BYTES:
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another file system, or links not allowed
+            pass
+    shutil.copy2(source, target)
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Put a finished folder in the place of ``target`` by renames (the old one goes only after)."""
+    if target.exists():
+        old = _sibling(target, "old")
+        os.rename(target, old)
+        os.rename(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, target)
+
+
+def atomic_copy_tree(source: Path, target: Path, *, extra: Callable[[Path], Any] | None = None) -> Path:
+    """Copy a folder (weights linked) to ``target`` via a staging folder and a rename; ``extra(staging)``
+    may add files (a model card) before the folder appears."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(target, "tmp")
+    try:
+        shutil.copytree(source, staging, copy_function=link_or_copy)
+        if extra is not None:
+            extra(staging)
+        replace_dir(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
