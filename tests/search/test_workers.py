@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import skip_or_fail_in_ci, tiny_config
 from tests.search.test_study import study_config
 
 POSTGRES_URL = os.environ.get("AUTOTUNE_TEST_POSTGRES_URL")
@@ -67,13 +67,22 @@ def assert_shared_without_loss(study: optuna.Study, tmp_path: Path) -> None:
     assert all(cache.get(entry.name) is not None for entry in cache.models.iterdir())  # no corrupt entry
 
 
-@pytest.mark.postgres
-@pytest.mark.skipif(not POSTGRES_URL, reason="no PostgreSQL server: set AUTOTUNE_TEST_POSTGRES_URL (.ci/run starts one)")
-def test_three_workers_on_postgres_share_a_study_without_duplicates(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+@pytest.fixture()
+def postgres_url() -> str:
+    if not POSTGRES_URL:
+        skip_or_fail_in_ci("no PostgreSQL server: set AUTOTUNE_TEST_POSTGRES_URL (.ci/run starts one)")
     assert POSTGRES_URL
-    study, outs = run_workers(tmp_path, tiny_model, tone_file, POSTGRES_URL, 3)
+    return POSTGRES_URL
+
+
+@pytest.mark.postgres
+def test_three_workers_on_postgres_share_a_study_without_duplicates(postgres_url: str, tmp_path: Path,
+                                                                     request: pytest.FixtureRequest) -> None:
+    # The model fixtures are built only once a server is known (a session fixture would be built before postgres_url).
+    tiny_model, tone_file = request.getfixturevalue("tiny_model"), request.getfixturevalue("tone_file")
+    study, outs = run_workers(tmp_path, tiny_model, tone_file, postgres_url, 3)
     assert_shared_without_loss(study, tmp_path)
-    password = POSTGRES_URL.split(":")[2].split("@")[0]
+    password = postgres_url.split(":")[2].split("@")[0]
     assert password not in "".join(outs)  # the password never reaches the logs
     for name in ("trials.csv", "report.html", "best/model_card.json", "best/model_card.md"):
         assert password not in (tmp_path / "out" / name).read_text()
