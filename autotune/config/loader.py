@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from autotune.config.schema import (
 from autotune.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("autotune")
 
 
 def read_mapping(path: Path, *, what: str = "config") -> dict[str, Any]:
@@ -143,6 +145,7 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
         if data.name in seen_names:
             raise ConfigError(located.path_of("name"), f"data config name '{data.name}' is used twice")
         seen_names.add(data.name)
+        _warn_inert_data_keys(located, data)
 
     engine_located = legacy.convert_engine(raw)
     for key in ("cache_dir", "output_dir"):
@@ -156,7 +159,7 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
 
     if engine.search_strategy and engine.search_strategy.search_space:
         _merge_search_space(passes, engine.search_strategy.search_space, base)
-    evaluators = _load_evaluators(raw.get("evaluators") or {}, engine, base)
+    evaluators, evaluator_origins = _load_evaluators(raw.get("evaluators") or {}, engine, base)
     config = RunConfig(
         input_model=input_model,
         data_configs=data_configs,
@@ -166,7 +169,59 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
         config_dir=base,
     )
     check_passes(config)
+    _check_metrics(config, evaluator_origins)
     return config
+
+
+# Olive data keys autotune accepts for compatibility but cannot apply: key -> (the value autotune's
+# behaviour matches, why another value has no effect). Set to that value, the key is honoured as is.
+INERT_DATA_KEYS = {
+    "corpus_strategy": ("line-by-line", "each row is one example (rows are never joined: the answer of a row must stay "
+                                        "with its prompt)"),
+    "pad_to_max_len": (False, "each batch is padded to its own longest row, which gives the same loss with less compute"),
+    "use_attention_mask": (True, "padding is always masked out (without the mask, pad tokens would change the loss)"),
+}
+
+
+def _warn_inert_data_keys(located: legacy.Located, data: DataConfig) -> None:
+    """Warn (once per config load) about a data key set to a value autotune does not apply."""
+    for key, (honoured, why) in INERT_DATA_KEYS.items():
+        value = getattr(data, key)
+        if key in data.model_fields_set and value != honoured:
+            shown = str(value).lower() if isinstance(value, bool) else value
+            log.warning("%s: %s has no effect here: %s", located.path_of(key), shown, why)
+
+
+def _check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
+    """Every metric's type, sub-types, user_config and data config, checked before anything runs.
+
+    ``origins`` maps an evaluator name to where it was written: ``evaluators.<name>`` in the
+    config, or ``<file>:`` for ``evaluators/<name>.yaml``.
+    """
+    from autotune.evaluation.base import get_evaluator
+    from autotune.evaluation.runner import metric_specs
+    from autotune.plan import resolve_data_name
+
+    for name, evaluator in config.evaluators.items():
+        origin = origins.get(name, join_path("evaluators", name))
+        prefix = "@"  # metric_specs joins its paths under this; replaced by the evaluator's origin below
+        try:
+            metric_specs(evaluator, where=prefix)
+            for i, metric in enumerate(evaluator.metrics):
+                if metric.data_config is not None or get_evaluator(metric.type, where="").needs_data:
+                    resolve_data_name(config, metric.data_config, where=f"{prefix}.metrics[{i}].data_config",
+                                      missing="name the data config this metric reads")
+        except ConfigError as exc:
+            if not exc.where.startswith(prefix):
+                raise
+            rest = exc.where[len(prefix) + 1:]
+            if not rest:
+                where = origin.removesuffix(":")
+            elif origin.endswith(":"):
+                where = f"{origin} {rest}"
+            else:
+                where = join_path(origin, rest)
+            raise ConfigError(where, exc.message) from None
 
 
 def _merge_search_space(passes: dict[str, PassConfig], name: str, base: Path) -> None:
@@ -194,30 +249,35 @@ def _merge_search_space(passes: dict[str, PassConfig], name: str, base: Path) ->
             target.params[key] = value
 
 
-def _load_evaluators(raw: Any, engine: EngineConfig, base: Path) -> dict[str, EvaluatorConfig]:
+def _load_evaluators(raw: Any, engine: EngineConfig, base: Path) -> tuple[dict[str, EvaluatorConfig], dict[str, str]]:
+    """The evaluators, and where each was written (``evaluators.<name>`` or ``<file>:``) for error messages."""
     if not isinstance(raw, dict):
         raise ConfigError("evaluators", "expected a mapping of evaluator name -> {metrics: [...]}")
     evaluators: dict[str, EvaluatorConfig] = {}
+    origins: dict[str, str] = {}
     for name, body in raw.items():
         path = join_path("evaluators", str(name))
         if isinstance(body, str):  # a reference to evaluators/<name>.yaml
-            evaluators[str(name)] = _evaluator_file(body, path, base)
+            evaluators[str(name)], file = _evaluator_file(body, path, base)
+            origins[str(name)] = f"{file}:"
         else:
             evaluators[str(name)] = validate_model(EvaluatorConfig, body, path)
+            origins[str(name)] = path
     if engine.evaluator and engine.evaluator not in evaluators:
-        evaluators[engine.evaluator] = _evaluator_file(engine.evaluator, "engine.evaluator", base)
+        evaluators[engine.evaluator], file = _evaluator_file(engine.evaluator, "engine.evaluator", base)
+        origins[engine.evaluator] = f"{file}:"
     if engine.evaluator is None and len(evaluators) == 1:
         engine.evaluator = next(iter(evaluators))
-    return evaluators
+    return evaluators, origins
 
 
-def _evaluator_file(name: str, where: str, base: Path) -> EvaluatorConfig:
-    """The evaluator in ``evaluators/<name>.yaml``; an error in it names the file and the key path inside it."""
+def _evaluator_file(name: str, where: str, base: Path) -> tuple[EvaluatorConfig, Path]:
+    """The evaluator in ``evaluators/<name>.yaml`` and that file; an error in it names the file and the key path inside it."""
     path = find_named("evaluators", name, base)
     if path is None:
         raise ConfigError(where, f"no evaluator named '{name}' in the config or in evaluators/{name}.yaml")
     try:
-        return validate_model(EvaluatorConfig, read_mapping(path, what="evaluator"), "")
+        return validate_model(EvaluatorConfig, read_mapping(path, what="evaluator"), ""), path
     except ConfigError as exc:
         if exc.where == str(path):
             raise
