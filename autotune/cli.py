@@ -16,6 +16,44 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Run config (YAML or JSON).")]
 
+# Printed by ``--version -v``: the runtimes a result depends on (read from package metadata, nothing imported).
+VERSION_PACKAGES = ("torch", "transformers", "peft", "optuna", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai",
+                    "onnxruntime-genai-cuda")
+
+
+def _versions(verbose: bool) -> list[str]:
+    import importlib.metadata as md
+    import platform
+
+    try:
+        own = md.version("autotune")
+    except md.PackageNotFoundError:  # a source tree that was never installed
+        from autotune import __version__ as own
+    lines = [f"autotune {own}"]
+    if verbose:
+        lines.append(f"python {platform.python_version()}")
+        for package in VERSION_PACKAGES:
+            try:
+                lines.append(f"{package} {md.version(package)}")
+            except md.PackageNotFoundError:
+                if package in ("torch", "onnxruntime", "onnxruntime-genai"):
+                    lines.append(f"{package} not installed")
+    return lines
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit (with -v: also its runtimes').")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="With --version: also torch, onnxruntime, onnxruntime-genai.")] = False,
+) -> None:
+    if version:
+        typer.echo("\n".join(_versions(verbose)))
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+
 
 def _fail(exc: UserError) -> None:
     from rich.console import Console
