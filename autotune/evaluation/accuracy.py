@@ -31,6 +31,8 @@ class AccuracyParams(EvaluatorParams):
     max_new_tokens: int | None = Field(None, gt=0)
     max_examples: int | None = Field(None, gt=0)
     perplexity: bool = True
+    # Label scoring: rows per batched forward pass (an ONNX folder; 1 still batches a row's labels).
+    batch_rows: int = Field(16, gt=0)
 
 
 def normalise(text: str) -> str:
@@ -64,28 +66,29 @@ class AccuracyEvaluator(Evaluator):
         index = {label: i for i, label in enumerate(labels)}
         limit = params.max_new_tokens or max(len(ids) for ids in label_ids) + 2
         normalised = {normalise(label): i for i, label in enumerate(labels)}
-        predictions, references = [], []
+        prompts = [encode_example(tok, data.template.prompt(row), None, max_len=data.source_max_len)[0] for row in rows]
+        answers = [data.template.answer(row) for row in rows]
+        predictions: list[int] = []
+        references = [index[answer] for answer in answers]
         nll_total, nll_count = 0.0, 0
-        for row in rows:
-            prompt = data.template.prompt(row)
-            answer = data.template.answer(row)
-            prompt_ids, _ = encode_example(tok, prompt, None, max_len=data.source_max_len)
-            if params.mode == "label_scoring":
-                scores, prompt_nll = backend.continuation_logprobs(prompt_ids, label_ids)
+        if params.mode == "label_scoring":
+            for prompt_ids, answer, (scores, prompt_nll) in zip(
+                    prompts, answers, backend.score_labels(prompts, label_ids, batch_rows=params.batch_rows), strict=True):
                 predictions.append(max(range(len(scores)), key=scores.__getitem__))
                 # The eval text is prompt + answer + EOS, the same ids the label scoring used.
                 nll_total += prompt_nll - scores[index[answer]]
                 nll_count += len(prompt_ids) - 1 + len(label_ids[index[answer]])
-            else:
+        else:
+            for row, prompt_ids in zip(rows, prompts, strict=True):
                 tokens, _, _ = backend.generate(prompt_ids, limit)
                 text = normalise(tok.decode(tokens, skip_special_tokens=True))
                 predictions.append(normalised.get(text, len(labels)))  # len(labels): no label
-            references.append(index[answer])
-            if params.perplexity and params.mode == "generation":
-                ids, _ = encode_example(tok, prompt, answer, max_len=data.source_max_len)
-                nll, count = backend.sequence_nll(ids, 1)
-                nll_total += nll
-                nll_count += count
+                if params.perplexity:
+                    prompt, answer = data.template.prompt(row), data.template.answer(row)
+                    ids, _ = encode_example(tok, prompt, answer, max_len=data.source_max_len)
+                    nll, count = backend.sequence_nll(ids, 1)
+                    nll_total += nll
+                    nll_count += count
         scores = classification_scores(predictions, references, len(labels))
         correct = sum(p == r for p, r in zip(predictions, references, strict=False))
         low, high = wilson_interval(correct, len(rows))

@@ -7,15 +7,17 @@ exactly as training did.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from autotune.evaluation.base import EvalModel
-
-GENAI_PROVIDER = {"CPUExecutionProvider": None, "CUDAExecutionProvider": "cuda", "DmlExecutionProvider": "dml"}
+from autotune.evaluation.scoring import OrtLabelScorer, UnsupportedGraph
+from autotune.providers import provider as provider_row
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -37,6 +39,12 @@ class Backend(ABC):
         """Sum of log-probabilities of each continuation after the prompt, and the prompt's own NLL
         (tokens 1..n given their prefix), so perplexity comes from the same forward passes."""
 
+    def score_labels(self, prompts: list[list[int]], continuations: list[list[int]], *,
+                     batch_rows: int = 16) -> list[tuple[list[float], float]]:
+        """:meth:`continuation_logprobs` for many prompts against the same continuations (the labels).
+        This default scores one row at a time; a backend that can batch rows overrides it."""
+        return [self.continuation_logprobs(p, continuations) for p in prompts]
+
     @abstractmethod
     def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
         """(total negative log-likelihood, token count) of ids[start:] given what precedes."""
@@ -56,17 +64,20 @@ class GenaiBackend(Backend):
         import onnxruntime_genai as og
 
         self.og = og
-        config = og.Config(str(model.path))
+        self.eos = set(self._eos_ids())
+        self._scorer: OrtLabelScorer | None | bool = False  # False: not tried yet; None: graph unsupported
+
+    @cached_property
+    def genai_model(self) -> Any:
+        # Loaded on first use: batched label scoring runs on its own onnxruntime session and never needs it.
+        config = self.og.Config(str(self.model.path))
         config.clear_providers()
-        ep = GENAI_PROVIDER.get(provider)
+        ep = provider_row(self.provider).genai
         if ep:
             config.append_provider(ep)
-        self.genai_model = og.Model(config)
-        self.eos = set(self._eos_ids())
+        return self.og.Model(config)
 
     def _eos_ids(self) -> list[int]:
-        import json
-
         cfg = json.loads((self.model.path / "genai_config.json").read_text())
         eos = cfg.get("model", {}).get("eos_token_id", [])
         return eos if isinstance(eos, list) else [eos]
@@ -76,7 +87,20 @@ class GenaiBackend(Backend):
         params.set_search_options(max_length=max_length, do_sample=False, batch_size=1)
         return self.og.Generator(self.genai_model, params)
 
-    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[float]:
+    def score_labels(self, prompts: list[list[int]], continuations: list[list[int]], *,
+                     batch_rows: int = 16) -> list[tuple[list[float], float]]:
+        if self._scorer is False:
+            try:
+                self._scorer = OrtLabelScorer(self.model.path, provider=self.provider)
+            except UnsupportedGraph:
+                self._scorer = None  # not the builder's GroupQueryAttention decoder: one row at a time
+        if self._scorer is None:
+            return super().score_labels(prompts, continuations, batch_rows=batch_rows)
+        assert isinstance(self._scorer, OrtLabelScorer)
+        return self._scorer.score(prompts, continuations, batch_rows=batch_rows)
+
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> tuple[list[float], float]:
+        """One row through onnxruntime-genai: the prompt once, then each label after a rewind."""
         longest = max(len(c) for c in continuations)
         gen = self._generator(len(prompt_ids) + longest + 1)
         gen.append_tokens(prompt_ids)
@@ -136,7 +160,7 @@ class TorchBackend(Backend):
         with torch.no_grad():
             return self.torch_model(torch.tensor([ids])).logits[0].float().numpy()
 
-    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> list[float]:
+    def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> tuple[list[float], float]:
         import torch
 
         width = len(prompt_ids) + max(len(c) for c in continuations)

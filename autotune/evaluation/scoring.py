@@ -1,0 +1,175 @@
+"""Batched label scoring on an ONNX folder: several rows, and every label of each row, per forward pass.
+
+onnxruntime-genai scores one sequence at a time (a rewind per label), so label scoring paid one
+prefill and one short pass per label for every row. Here the folder's own ``model.onnx`` runs in an
+onnxruntime session with the inputs ``genai_config.json`` declares:
+
+1. prefill: B prompts, right-padded, empty KV cache (past length 0). GroupQueryAttention reads each
+   row's length from ``attention_mask`` (``seqlens_k = sum(mask) - 1``) and, on a first prompt,
+   expects right padding: positions 0..n-1 are the row's tokens, what follows is ignored.
+2. labels: the prompt's KV cache repeated once per label (B x L sequences), then one token per step
+   (GroupQueryAttention refuses batch > 1 with several new tokens and a past). For a row of length n
+   at step j the mask holds n + j + 1 ones (a prefix: GQA keeps each row's cache contiguous from 0
+   and derives the rotary position n + j from it); a label leaves the batch after its last token.
+
+Only the builder's GroupQueryAttention decoder without a ``position_ids`` input is handled; any other
+graph raises :class:`UnsupportedGraph` and the caller scores one row at a time through genai.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autotune.providers import provider as provider_row
+
+__all__ = ["OrtLabelScorer", "UnsupportedGraph", "chunk_rows", "decode_mask", "prefill_batch"]
+
+# Rows x padded prompt length per prefill: bounds the (rows, length, vocab) logits held at once
+# (SmolLM2: 768 x 49152 float32 = 150 MB).
+MAX_BATCH_TOKENS = 768
+
+
+class UnsupportedGraph(Exception):
+    """The folder's decoder is not one this scorer knows how to batch."""
+
+
+def prefill_batch(prompts: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded ``input_ids`` and ``attention_mask`` (1 on each row's own tokens)."""
+    width = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), width), dtype=np.int64)
+    for i, prompt in enumerate(prompts):
+        ids[i, : len(prompt)] = prompt
+        mask[i, : len(prompt)] = 1
+    return ids, mask
+
+
+def decode_mask(lengths: np.ndarray, step: int, past_width: int) -> np.ndarray:
+    """Mask of label step ``step`` (0-based): a prefix of ``length + step + 1`` ones over the past
+    buffer plus the new token, so GQA sees a past of ``length + step`` and puts the new token there."""
+    width = past_width + 1
+    return (np.arange(width)[None, :] < (lengths + step + 1)[:, None]).astype(np.int64)
+
+
+def chunk_rows(lengths: list[int], batch_rows: int, max_tokens: int = MAX_BATCH_TOKENS) -> list[list[int]]:
+    """Row indices grouped into batches, shortest prompts first (little padding), each batch at most
+    ``batch_rows`` rows and ``max_tokens`` padded prompt tokens (a single long row stays alone)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        if current and (len(current) + 1 > batch_rows or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _log_probs_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """log softmax(logits)[..., token] in float64 (as the per-row path computes it), without
+    materialising the whole log-softmax."""
+    logits = logits.astype(np.float64)
+    top = logits.max(axis=-1, keepdims=True)
+    lse = (np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)) + top)[..., 0]
+    picked = np.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0]
+    return picked - lse
+
+
+class OrtLabelScorer:
+    """The folder's decoder in an onnxruntime session, scoring labels in batches."""
+
+    def __init__(self, folder: Path, *, provider: str) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+        inputs, outputs = decoder.get("inputs", {}), decoder.get("outputs", {})
+        path = folder / decoder.get("filename", "model.onnx")
+        if set(inputs) - {"input_ids", "attention_mask", "past_key_names", "past_value_names"}:
+            raise UnsupportedGraph(f"inputs {sorted(inputs)}")  # position_ids, embeddings, ...: not batched here
+        graph = onnx.load(str(path), load_external_data=False).graph
+        if not any(node.op_type == "GroupQueryAttention" for node in graph.node):
+            raise UnsupportedGraph("no GroupQueryAttention")  # the mask semantics above are GQA's
+        self.layers = int(decoder["num_hidden_layers"])
+        self.kv_heads = int(decoder["num_key_value_heads"])
+        self.head_size = int(decoder["head_size"])
+        self.names = {
+            "input_ids": inputs.get("input_ids", "input_ids"),
+            "attention_mask": inputs.get("attention_mask", "attention_mask"),
+            "logits": outputs.get("logits", "logits"),
+        }
+        self.past = [(inputs.get("past_key_names", "past_key_values.%d.key") % i,
+                      inputs.get("past_value_names", "past_key_values.%d.value") % i) for i in range(self.layers)]
+        self.present = [(outputs.get("present_key_names", "present.%d.key") % i,
+                         outputs.get("present_value_names", "present.%d.value") % i) for i in range(self.layers)]
+        ep = provider_row(provider).ort_name
+        providers = [ep] if ep == "CPUExecutionProvider" else [ep, "CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        types = {i.name: i.type for i in self.session.get_inputs()}
+        self.kv_dtype = np.float16 if types.get(self.past[0][0]) == "tensor(float16)" else np.float32
+        self.output_names = [self.names["logits"], *(n for pair in self.present for n in pair)]
+        # Pads sit only after a row's own tokens, where nothing that is scored can see them.
+        pad = json.loads((folder / "genai_config.json").read_text())["model"].get("pad_token_id", 0)
+        self.pad_id = int(pad[0] if isinstance(pad, list) else pad or 0)
+
+    def _run(self, ids: np.ndarray, mask: np.ndarray, past: list[tuple[Any, Any]]) -> tuple[np.ndarray, list[tuple[Any, Any]]]:
+        feeds: dict[str, np.ndarray] = {self.names["input_ids"]: ids, self.names["attention_mask"]: mask}
+        for (k_name, v_name), (k, v) in zip(self.past, past, strict=True):
+            feeds[k_name], feeds[v_name] = k, v
+        out = self.session.run(self.output_names, feeds)
+        present = [(out[1 + 2 * i], out[2 + 2 * i]) for i in range(self.layers)]
+        return out[0], present
+
+    def score(self, prompts: list[list[int]], continuations: list[list[int]], *,
+              batch_rows: int = 16) -> list[tuple[list[float], float]]:
+        """Per prompt: each continuation's summed log-probability after it, and the prompt's own NLL."""
+        if not prompts:
+            return []
+        if any(not p for p in prompts) or any(not c for c in continuations):
+            raise ValueError("label scoring needs non-empty prompts and continuations")
+        results: list[tuple[list[float], float]] = [([], 0.0)] * len(prompts)
+        for batch in chunk_rows([len(p) for p in prompts], batch_rows):
+            for i, scored in zip(batch, self._score_batch([prompts[i] for i in batch], continuations), strict=True):
+                results[i] = scored
+        return results
+
+    def _score_batch(self, prompts: list[list[int]], conts: list[list[int]]) -> list[tuple[list[float], float]]:
+        rows, labels = len(prompts), len(conts)
+        lengths = np.array([len(p) for p in prompts])
+        ids, mask = prefill_batch(prompts, self.pad_id)
+        empty = np.zeros((rows, self.kv_heads, 0, self.head_size), dtype=self.kv_dtype)
+        logits, present = self._run(ids, mask, [(empty, empty)] * self.layers)
+        # Prompt NLL: token j given tokens < j, j = 1..n-1, read at each row's own positions only.
+        rows_at, cols_at = np.nonzero(np.arange(ids.shape[1])[None, :] < (lengths - 1)[:, None])
+        token_lp = _log_probs_at(logits[rows_at, cols_at], ids[rows_at, cols_at + 1])
+        prompt_nll = -np.bincount(rows_at, weights=token_lp, minlength=rows)
+        last = logits[np.arange(rows), lengths - 1]  # (rows, vocab): the first label token's distribution
+        scores = np.zeros((rows, labels))
+        for k, cont in enumerate(conts):
+            scores[:, k] = _log_probs_at(last, np.full(rows, cont[0]))
+        # Later label tokens, one step at a time. Sequence r * labels + k is row r's label k, its cache
+        # the row's prompt cache; a label drops out of the batch once its last token is scored.
+        alive = np.array([k for k, c in enumerate(conts) if len(c) > 1])
+        if alive.size:
+            past = [(np.repeat(k, len(alive), axis=0), np.repeat(v, len(alive), axis=0)) for k, v in present]
+            seq_row = np.repeat(np.arange(rows), len(alive))
+            seq_label = np.tile(alive, rows)
+            step = 0
+            while seq_row.size:
+                step_ids = np.array([conts[k][step] for k in seq_label], dtype=np.int64)[:, None]
+                step_mask = decode_mask(lengths[seq_row], step, past[0][0].shape[2])
+                step_logits, past = self._run(step_ids, step_mask, past)
+                nexts = np.array([conts[k][step + 1] for k in seq_label], dtype=np.int64)
+                np.add.at(scores, (seq_row, seq_label), _log_probs_at(step_logits[:, 0], nexts))
+                step += 1
+                going_on = np.array([len(conts[k]) > step + 1 for k in seq_label], dtype=bool)
+                if not going_on.all():
+                    seq_row, seq_label = seq_row[going_on], seq_label[going_on]
+                    past = [(k[going_on], v[going_on]) for k, v in past]
+        return [([float(x) for x in scores[r]], float(prompt_nll[r])) for r in range(rows)]
