@@ -86,9 +86,15 @@ def _read_rows(config: DataConfig, where: str) -> list[dict[str, Any]]:
         if not path.is_file():
             raise DataError(f"{where}.data_files", f"no such file: {path}")
         try:
-            path.read_bytes().decode("utf-8") if config.data_name != "parquet" else None
+            content = path.read_bytes()
+        except OSError as exc:
+            raise DataError(str(path), f"cannot read: {exc.strerror}") from None
+        try:
+            text = content.decode("utf-8") if config.data_name != "parquet" else None
         except UnicodeDecodeError as exc:
             raise DataError(str(path), f"not UTF-8 text (byte {exc.start})") from None
+        if not content or (text is not None and not text.strip()):  # datasets raises a bare StopIteration on it
+            raise DataError(str(path), "the data file is empty")
     try:
         ds = datasets.load_dataset(
             config.data_name,
@@ -97,10 +103,33 @@ def _read_rows(config: DataConfig, where: str) -> list[dict[str, Any]]:
             keep_in_memory=True,
             cache_dir=None,
         )
-    except Exception as exc:  # datasets raises many types for a malformed file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(str(config.data_files[0]), f"cannot read as {config.data_name}: {first[:200]}") from None
+    except Exception as exc:
+        reason = _unparsable(exc)
+        if reason is None:  # not the file's fault (a library failure or a bug): keep its type and traceback
+            raise
+        raise DataError(str(config.data_files[0]), f"cannot read as {config.data_name}: {reason[:200]}") from None
     return [dict(row) for row in ds]
+
+
+def _unparsable(exc: BaseException) -> str | None:
+    """Why ``datasets`` could not parse a file (its first line), or None when the error is not about the file.
+
+    A malformed file surfaces as a ValueError (pyarrow's ArrowInvalid, pandas' ParserError, json's
+    JSONDecodeError, UnicodeDecodeError), raised bare or as the cause of datasets' DatasetGenerationError
+    (whose own message says nothing).
+    """
+    from datasets.exceptions import DatasetGenerationError
+
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    parse_errors = [e for e in chain if isinstance(e, ValueError)]
+    if not parse_errors or not isinstance(exc, (DatasetGenerationError, ValueError)):
+        return None
+    message = next((str(e).strip() for e in parse_errors if str(e).strip()), type(parse_errors[0]).__name__)
+    return message.splitlines()[0]
 
 
 def load_data(config: DataConfig, *, where: str = "data_configs[0]", template_where: str | None = None) -> Dataset:

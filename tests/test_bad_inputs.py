@@ -83,8 +83,8 @@ UNLABELLED = "\n".join(json.dumps({"phrase": f"p{i}", "tone": ""}) for i in rang
 CASES = {
     "data file missing": (lambda root, c: _missing(root, c), "no such file"),
     "data not UTF-8": (_write("latin1.jsonl", '{"phrase": "caf\xe9", "tone": "joy"}\n'.encode("latin-1")), "not UTF-8"),
-    "data empty": (_write("empty.jsonl", b""), ""),
-    "data not JSON": (_write("broken.jsonl", b'{"phrase": "x", "tone": \n{{{\n'), "cannot read"),
+    "data empty": (_write("empty.jsonl", b""), "the data file is empty"),
+    "data not JSON": (_write("broken.jsonl", b'{"phrase": "x", "tone": \n{{{\n'), "cannot read as json: JSON parse error"),
     "data unlabelled": (_write("nolabel.jsonl", UNLABELLED), "labelled"),
     "data one row": (_write("one.jsonl", GOOD_ROW.encode()), "at least 2"),
     "template column missing": (_template("### Text: {sentence}\n### The tone is:\n{tone}"), "column 'sentence'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 from autotune.errors import ModelError
@@ -16,18 +17,21 @@ def check_gguf(path: Path) -> None:
     with path.open("rb") as handle:
         if handle.read(4) != GGUF_MAGIC:
             raise ModelError(str(path), "not a GGUF file (bad magic bytes)")
-    try:
-        from gguf import GGUFReader
+    from gguf import GGUFReader  # an ImportError is a broken install, not the file's fault
 
+    try:
         reader = GGUFReader(str(path))
-        size = path.stat().st_size
-        for tensor in reader.tensors:
-            if tensor.data_offset + tensor.n_bytes > size:
-                raise ModelError(str(path), "the GGUF file is truncated")
-    except ModelError:
-        raise
-    except Exception as exc:  # the reader raises assorted errors on a cut file
-        raise ModelError(str(path), f"cannot read GGUF: {str(exc).splitlines()[0][:160]}") from None
+    # What the reader raises on a cut or corrupt file (numpy reshape/view errors, a bad enum value, a
+    # short unpack, undecodable text). Anything else is a library failure and keeps its type and traceback.
+    except (ValueError, IndexError, KeyError, OverflowError, struct.error) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelError(str(path), f"cannot read GGUF: {first}") from None
+    except OSError as exc:
+        raise ModelError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    size = path.stat().st_size
+    for tensor in reader.tensors:
+        if tensor.data_offset + tensor.n_bytes > size:
+            raise ModelError(str(path), "the GGUF file is truncated")
 
 
 def convert_gguf(gguf_path: Path, output: Path, *, trust_remote_code: bool = False) -> None:
