@@ -72,6 +72,7 @@ class Pipeline:
         self.slots = build_plan(config)
         self._input: ModelHandle | None = None
         self._data: dict[str, Dataset] = {}
+        self._device: str | None = None
 
     # -- inputs ---------------------------------------------------------------------------------
     def preflight(self, extra_data: list[str] | None = None) -> None:
@@ -90,6 +91,15 @@ class Pipeline:
             self._data[name] = load_data(self.config.data_configs[index], where=f"data_configs[{index}]")
         return self._data[name]
 
+    @property
+    def device(self) -> str:
+        """``engine.device`` resolved (auto -> cuda or cpu), once: it may import torch."""
+        if self._device is None:
+            from autotune.device import resolve_device
+
+            self._device = resolve_device(self.config.engine.device)
+        return self._device
+
     def input_model(self) -> ModelHandle:
         if self._input is None:
             self._input = resolve_input_model(self.config, self.cache)
@@ -107,6 +117,10 @@ class Pipeline:
                 payload["provider"] = self.config.engine.provider
             if step.pass_cls.uses_data and step.data_name:
                 payload["data"] = self.data(step.data_name).key
+            if step.pass_cls.device_in_key:
+                runtime = step.pass_cls().device_key(params, self.device)
+                if runtime:  # empty for CPU fp32 training, whose keys predate engine.device
+                    payload["runtime"] = runtime
             parent = hash_key(payload)
             chain.append((step, params, parent))
         return chain
@@ -193,7 +207,7 @@ class Pipeline:
             trust_remote_code=self.config.input_model.trust_remote_code,
             report_intermediate=report_intermediate,
             progress=self.observer.training_step,
-            extras={"origin": step.origin},
+            extras={"origin": step.origin, "device": self.device if step.pass_cls.device_in_key else "cpu"},
             deadline=deadline,
         )
         info = {"pass": step.pass_cls.type_name, "name": step.name, "params": params.resolved(),

@@ -146,6 +146,20 @@ class EngineConfig(Strict):
     # A worker writes a heartbeat this often; a RUNNING trial silent for 3x this is stale (failed, retried once).
     heartbeat_seconds: float = Field(20, gt=0)
     cache_max_gb: float | None = Field(None, gt=0)
+    # Where LoRA/QLoRA train: auto = CUDA when torch sees a GPU, else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device_visible(cls, value: str) -> str:
+        # Only "cuda" needs torch (imported lazily): a CPU or auto config validates without it.
+        if value == "cuda":
+            from autotune.device import cuda_missing
+
+            reason = cuda_missing()
+            if reason:
+                raise ValueError(reason)
+        return value
 
     @field_validator("search_strategy", mode="before")
     @classmethod

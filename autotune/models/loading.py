@@ -49,11 +49,13 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_causal_lm(path: Path, *, trust_remote_code: bool = False, quantization_config: Any = None) -> Any:
+def load_causal_lm(path: Path, *, trust_remote_code: bool = False, quantization_config: Any = None, device_map: Any = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": trust_remote_code, "use_safetensors": True}
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
+    if device_map is not None:  # e.g. {"": 0}: a 4-bit base quantized straight onto the GPU
+        kwargs["device_map"] = device_map
     return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)

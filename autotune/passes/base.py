@@ -108,6 +108,12 @@ class Pass(ABC):
     output_kind: ClassVar[str] = "hf"
     uses_data: ClassVar[bool] = False
     provider_in_key: ClassVar[bool] = False
+    # Whether the output depends on the device the pass runs on (training: GPU and CPU numerics differ).
+    device_in_key: ClassVar[bool] = False
+
+    def device_key(self, params: PassParams, device: str) -> dict[str, Any]:
+        """What of the resolved ``engine.device`` enters the cache key (only when ``device_in_key``)."""
+        return {"device": device}
 
     def check(self, params: PassParams, *, provider: str, origin: str) -> None:  # noqa: B027
         """Refuse, before any work starts, what cannot run here (raise :class:`ConfigError`)."""

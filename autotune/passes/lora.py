@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autotune.context import PassContext
 from autotune.data import encode_example
+from autotune.device import record_peak_memory
 from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
 from autotune.models.loading import load_causal_lm, load_tokenizer
@@ -55,13 +57,65 @@ class TrainingArgs(BaseModel):
         return value
 
 
-# Keys autotune sets itself, or that would make training write where it should not.
-RESERVED_TRAINING_ARGS = {"output_dir", "report_to", "save_strategy", "push_to_hub", "hub_token", "hub_model_id"}
-# Accepted for older configs (the seed's), without effect in transformers 5.
-DROPPED_TRAINING_ARGS = {"group_by_length"}
-IGNORED_TRAINING_ARGS = DROPPED_TRAINING_ARGS | {"overwrite_output_dir", "save_steps", "save_total_limit", "evaluation_strategy",
-                         "eval_strategy", "load_best_model_at_end", "logging_dir", "output_dir", "report_to",
-                         "save_strategy"}
+# TrainingArguments autotune cannot honour, each with the one-line reason a config using it is refused
+# (every other valid key is passed on to TrainingArguments as it is).
+_NO_CHECKPOINTS = "autotune keeps only the final adapter (in its cache); no checkpoints are saved"
+_OWN_OUTPUT = "autotune decides where outputs go (engine.cache_dir and engine.output_dir)"
+REFUSED_TRAINING_ARGS: dict[str, str] = {
+    "output_dir": _OWN_OUTPUT, "overwrite_output_dir": _OWN_OUTPUT, "logging_dir": _OWN_OUTPUT, "run_name": _OWN_OUTPUT,
+    "project": _OWN_OUTPUT,
+    "save_strategy": _NO_CHECKPOINTS, "save_steps": _NO_CHECKPOINTS, "save_total_limit": _NO_CHECKPOINTS,
+    "save_only_model": _NO_CHECKPOINTS, "save_on_each_node": _NO_CHECKPOINTS, "resume_from_checkpoint": _NO_CHECKPOINTS,
+    "restore_callback_states_from_checkpoint": _NO_CHECKPOINTS, "enable_jit_checkpoint": _NO_CHECKPOINTS,
+    "load_best_model_at_end": f"{_NO_CHECKPOINTS}; stop hopeless trials with engine.search_strategy.early_stop instead",
+    "metric_for_best_model": "only used with load_best_model_at_end, which autotune cannot honour (no checkpoints)",
+    "greater_is_better": "only used with load_best_model_at_end, which autotune cannot honour (no checkpoints)",
+    "push_to_hub": "autotune never uploads models", "hub_model_id": "autotune never uploads models",
+    "hub_token": "autotune never uploads models", "hub_strategy": "autotune never uploads models",
+    "hub_private_repo": "autotune never uploads models", "hub_always_push": "autotune never uploads models",
+    "hub_revision": "autotune never uploads models",
+    "report_to": "autotune records training in its own trial records (only 'none' is accepted)",
+    "use_cpu": "set engine.device (auto, cpu or cuda) instead",
+    "no_cuda": "set engine.device (auto, cpu or cuda) instead",
+    "disable_tqdm": "autotune shows training progress itself",
+    "remove_unused_columns": "autotune's collator needs the columns it builds",
+    "do_train": "has no effect in transformers' Trainer (only example scripts read it)",
+    "do_eval": "has no effect in transformers' Trainer; set eval_strategy",
+    "do_predict": "has no effect in transformers' Trainer (only example scripts read it)",
+    "train_sampling_strategy": "set by autotune from group_by_length (true: 'group_by_length'); use that key",
+}
+# Older spellings transformers 5 no longer has, renamed to its own key (the seed sample uses them).
+RENAMED_TRAINING_ARGS = {"evaluation_strategy": "eval_strategy"}
+# Keys autotune handles itself before TrainingArguments sees them.
+OWN_TRAINING_ARGS = {"group_by_length", "bf16", "fp16"}
+
+
+def refused_training_arg(key: str, value: Any) -> str | None:
+    """Why ``key: value`` cannot be honoured (None: it is passed on)."""
+    if key == "report_to" and value in ("none", [], None):
+        return None
+    return REFUSED_TRAINING_ARGS.get(key)
+
+
+def mixed_precision(args: TrainingArgs, device: str) -> Literal["fp32", "bf16", "fp16"]:
+    """transformers' own ``bf16``/``fp16`` when set; unset (auto): bf16 where the hardware has it and
+    it pays (GPUs that support it; the CPU only where measured faster at equal accuracy), else fp32."""
+    bf16, fp16 = getattr(args, "bf16", None), getattr(args, "fp16", None)
+    if bf16:
+        return "bf16"
+    if fp16:
+        return "fp16"
+    if bf16 is False:
+        return "fp32"
+    from autotune.device import bf16_supported
+
+    if device == "cuda":
+        return "bf16" if bf16_supported("cuda") else "fp32"
+    return "bf16" if CPU_BF16_BY_DEFAULT and bf16_supported("cpu") else "fp32"
+
+
+# bench/bench_bf16_cpu.py decides this: bf16 autocast on an AVX512-BF16/AMX CPU (see bench/README.md).
+CPU_BF16_BY_DEFAULT = False
 
 
 class LoRAParams(PassParams):
@@ -136,6 +190,42 @@ def training_argument_names() -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(TrainingArguments))
 
 
+def check_training_args(params: LoRAParams, origin: str) -> None:
+    """Every training_args key is passed on to TrainingArguments or refused here with its reason."""
+    from autotune.errors import did_you_mean
+
+    valid = training_argument_names()
+    values = params.training_args.model_dump(exclude_none=True)
+    for key, value in values.items():
+        where = f"{origin}.training_args.{key}"
+        reason = refused_training_arg(key, value)
+        if reason:
+            raise ConfigError(where, f"cannot be honoured: {reason}")
+        if key not in valid and key not in OWN_TRAINING_ARGS and key not in RENAMED_TRAINING_ARGS:
+            raise ConfigError(where, f"unknown training argument{did_you_mean(key, valid)}")
+        if key in OWN_TRAINING_ARGS and not isinstance(value, bool):
+            raise ConfigError(where, f"expected true or false, got {value!r}")
+    if values.get("bf16") and values.get("fp16"):
+        raise ConfigError(f"{origin}.training_args.fp16", "bf16 and fp16 are both true; keep one")
+    strategy = values.get("eval_strategy", values.get("evaluation_strategy", "no"))
+    if strategy != "no" and params.validation_size == 0:
+        raise ConfigError(f"{origin}.training_args.eval_strategy",
+                          f"'{strategy}' needs validation rows, but validation_size is 0")
+
+
+def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
+    """Each LoRA target must match a module (peft silently skips one that does not while another matches)."""
+    if not isinstance(targets, list):
+        return  # "all-linear": peft's own choice
+    import torch
+
+    names = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    for target in targets:
+        if not any(name == target or name.endswith(f".{target}") for name in names):
+            leaves = sorted({name.rsplit(".", 1)[-1] for name in names})
+            raise ConfigError(where, f"'{target}' matches no module of this model (its linear layers: {', '.join(leaves)})")
+
+
 def tokenize_rows(tokenizer: Any, data: Any, rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, list[int]]]:
     features = []
     for row in rows:
@@ -169,17 +259,26 @@ class PadToLongest:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str) -> Any:
+def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str, device: str = "cpu") -> Any:
     from transformers import TrainingArguments
 
     valid = training_argument_names()
     values = args.model_dump(exclude_none=True)
+    for old, new in RENAMED_TRAINING_ARGS.items():
+        if old in values:
+            values[new] = values.pop(old)
     for key in list(values):
-        if key in IGNORED_TRAINING_ARGS:
-            values.pop(key)
-        elif key not in valid:
+        reason = refused_training_arg(key, values[key])
+        if reason:
+            raise ConfigError(f"{origin}.training_args.{key}", f"cannot be honoured: {reason}")
+        if key not in valid and key not in OWN_TRAINING_ARGS:
             raise ConfigError(f"{origin}.training_args.{key}", "unknown training argument")
-    values.pop("eval_steps", None)
+    values.pop("report_to", None)
+    if values.pop("group_by_length", False):  # transformers 5's spelling of the same sampler
+        values["train_sampling_strategy"] = "group_by_length"
+    values.pop("bf16", None)
+    values.pop("fp16", None)
+    precision = mixed_precision(args, device)
     # A NaN/inf loss must fail the trial, not be averaged away in the logs.
     values.setdefault("logging_nan_inf_filter", False)
     if "activation_checkpointing" in valid and "gradient_checkpointing" in values:  # transformers 5's name
@@ -189,10 +288,11 @@ def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, 
         learning_rate=params.learning_rate,
         report_to="none",
         save_strategy="no",
-        eval_strategy="no",
         disable_tqdm=True,
         remove_unused_columns=False,
-        use_cpu=True,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         **values,
     )
 
@@ -205,13 +305,17 @@ class LoRA(Pass):
     output_kind = "adapter"
     uses_data = True
 
-    def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
-        valid = training_argument_names()
-        for key in params.training_args.model_dump(exclude_none=True):
-            if key not in valid and key not in IGNORED_TRAINING_ARGS:
-                from autotune.errors import did_you_mean
+    # GPU and CPU numerics differ, and so do bf16 and fp32: the trained adapter depends on both.
+    device_in_key = True
 
-                raise ConfigError(f"{origin}.training_args.{key}", f"unknown training argument{did_you_mean(key, valid)}")
+    def device_key(self, params: PassParams, device: str) -> dict[str, Any]:
+        # CPU fp32 adds nothing, so the keys of caches filled before engine.device existed stay valid.
+        assert isinstance(params, LoRAParams)
+        precision = mixed_precision(params.training_args, device)
+        return {k: v for k, v in (("device", device), ("precision", precision)) if v not in ("cpu", "fp32")}
+
+    def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
+        check_training_args(params, origin)
 
     def run(self, model: ModelHandle, params: LoRAParams, ctx: PassContext, output: Path) -> None:
         train_adapter(model, params, ctx, output)
@@ -230,8 +334,16 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     data = ctx.data
     assert data is not None, "the pipeline gives training passes their data"
     origin = ctx.extras.get("origin", "passes")
+    device = ctx.extras.get("device", "cpu")
+    began = time.perf_counter()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     tokenizer = load_tokenizer(model.path, trust_remote_code=ctx.trust_remote_code)
-    base = load_causal_lm(model.path, trust_remote_code=ctx.trust_remote_code, quantization_config=quantization_config)
+    # A 4-bit base is quantized where it is loaded, so on CUDA it is loaded onto the GPU (the Trainer
+    # does not move quantized models); a full-precision base is moved by the Trainer.
+    base = load_causal_lm(model.path, trust_remote_code=ctx.trust_remote_code, quantization_config=quantization_config,
+                          device_map={"": 0} if quantization_config is not None and device == "cuda" else None)
+    check_targets(base, params.target_modules, f"{origin}.target_modules")
     if quantization_config is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -255,7 +367,11 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     train_features = tokenize_rows(tokenizer, data, train_rows, loss_on)
     val_features = tokenize_rows(tokenizer, data, val_rows, loss_on)
     collator = PadToLongest(tokenizer.pad_token_id)
-    args = training_arguments(params.training_args, params, ctx.work_dir / "trainer", origin=origin)
+    args = training_arguments(params.training_args, params, ctx.work_dir / "trainer", origin=origin, device=device)
+    evaluating = args.eval_strategy != "no"  # the user's eval_strategy: the Trainer evaluates the validation rows
+    if evaluating and not val_features:
+        raise ConfigError(f"{origin}.training_args.eval_strategy", f"needs validation rows, but {len(data.train)} training rows "
+                          f"leave none (validation_size {params.validation_size})")
     history: list[dict[str, float]] = []
 
     def validation_loss() -> float:
@@ -263,7 +379,7 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
         total, count = 0.0, 0
         with torch.no_grad():
             for i in range(0, len(val_features), args.per_device_eval_batch_size):
-                batch = collator(val_features[i: i + args.per_device_eval_batch_size])
+                batch = {k: v.to(peft_model.device) for k, v in collator(val_features[i: i + args.per_device_eval_batch_size]).items()}
                 out = peft_model(**batch)
                 n = int((batch["labels"][:, 1:] != -100).sum())
                 total += float(out.loss) * n
@@ -273,6 +389,8 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
 
     class Watch(TrainerCallback):
         def on_log(self, _args: Any, state: Any, _control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
+            if logs and "eval_loss" in logs:  # the Trainer's own evaluation (eval_strategy)
+                history.append({"step": state.global_step, "eval_loss": float(logs["eval_loss"])})
             if logs and "loss" in logs:
                 history.append({"step": state.global_step, "loss": float(logs["loss"])})
                 if not math.isfinite(float(logs["loss"])):
@@ -292,6 +410,7 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
         model=peft_model,
         args=args,
         train_dataset=train_features,
+        eval_dataset=val_features if evaluating else None,
         data_collator=collator,
         callbacks=[Watch()],
     )
@@ -313,3 +432,8 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
         "history": history,
     }
     (output / "training_log.json").write_text(json.dumps(summary, indent=2))
+    # Where and how fast it trained (not part of the adapter: timings differ from run to run).
+    stats = {"device": device, "precision": mixed_precision(params.training_args, device), "seconds": round(time.perf_counter() - began, 2),
+             "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2), "steps": result.global_step,
+             **record_peak_memory(device)}
+    (output / "train_stats.json").write_text(json.dumps(stats, indent=2))

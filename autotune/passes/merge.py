@@ -37,8 +37,9 @@ class MergeAdapterWeights(Pass):
         # is merged into that base dequantized to fp32 (never into 4-bit weights, which loses accuracy).
         meta = model.path / ADAPTER_META
         if meta.is_file():
-            settings = json.loads(meta.read_text())["base_quantization"]
-            base = dequantized_base(model.base.path, settings, trust_remote_code=ctx.trust_remote_code)
+            meta_values = json.loads(meta.read_text())
+            base = dequantized_base(model.base.path, meta_values["base_quantization"], trust_remote_code=ctx.trust_remote_code,
+                                    device=meta_values.get("device", "cpu"))
         else:
             base = load_causal_lm(model.base.path, trust_remote_code=ctx.trust_remote_code)
         merged = PeftModel.from_pretrained(base, str(model.path)).merge_and_unload()

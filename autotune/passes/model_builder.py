@@ -81,6 +81,10 @@ class ModelBuilder(Pass):
                 "fp16 is not supported on CPUExecutionProvider (ONNX Runtime has no fp16 CPU kernels for "
                 "these ops); use fp32, int8 or int4 on CPU, or fp16 with CUDAExecutionProvider",
             )
+        # A CUDA build without the [gpu] extra, or with an onnxruntime-gpu that would fall back to the CPU.
+        from autotune.device import check_provider
+
+        check_provider(provider)
 
     def run(self, model: ModelHandle, params: ModelBuilderParams, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
         build_onnx(model.path, output, params, provider=ctx.provider, work_dir=ctx.work_dir)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from autotune.context import PassContext
 from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import Pass, register_pass, searchable
+from autotune.passes.base import Pass, PassParams, register_pass, searchable
 from autotune.passes.lora import LoRAParams, train_adapter
 
 ADAPTER_META = "autotune_adapter.json"
@@ -34,23 +34,33 @@ class QLoRAParams(LoRAParams):
                 "bnb_4bit_use_double_quant": self.double_quant, "bnb_4bit_compute_dtype": self.compute_dtype}
 
 
+# What a backend that cannot do 4-bit here raises (no kernel for this device, a library that does not
+# load); anything else (a TypeError, a ValueError...) is an unexpected library error and keeps its type.
+NOT_SUPPORTED_ERRORS = (NotImplementedError, RuntimeError, OSError, ImportError)
+
+
 @functools.cache
-def four_bit_support() -> str | None:
-    """None when bitsandbytes can quantize, dequantize and multiply in 4-bit here; else why not."""
+def four_bit_support(device: str | None = None) -> str | None:
+    """None when bitsandbytes can quantize, dequantize and multiply in 4-bit on ``device`` (default:
+    where ``engine.device: auto`` trains); else why not, in one line."""
     try:
         import bitsandbytes as bnb
         import torch
     except ImportError as exc:
         return f"bitsandbytes is not installed ({exc.name}); install the [qlora] extra"
+    if device is None:
+        from autotune.device import resolve_device
+
+        device = resolve_device("auto")
     try:
-        weight = torch.randn(64, 64)
+        weight = torch.randn(64, 64, device=device)
         packed, state = bnb.functional.quantize_4bit(weight, quant_type="nf4")
         restored = bnb.functional.dequantize_4bit(packed, state)
-        out = bnb.matmul_4bit(torch.randn(2, 64), packed.t(), quant_state=state)
+        out = bnb.matmul_4bit(torch.randn(2, 64, device=device), packed.t(), quant_state=state)
         if out.shape != (2, 64) or restored.shape != weight.shape:
-            return "bitsandbytes 4-bit kernels returned wrong shapes on this device"
-    except Exception as exc:  # any failure means 4-bit training cannot run here
-        return f"bitsandbytes 4-bit kernels do not run on this device ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+            return f"bitsandbytes 4-bit kernels returned wrong shapes on {device}"
+    except NOT_SUPPORTED_ERRORS as exc:
+        return f"bitsandbytes 4-bit kernels do not run on {device} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
     return None
 
 
@@ -70,6 +80,13 @@ class QLoRA(Pass):
     accepts = ("hf",)
     output_kind = "adapter"
     uses_data = True
+    # As for LoRA: the adapter depends on the device (and bitsandbytes' CPU and CUDA kernels differ).
+    device_in_key = True
+
+    def device_key(self, params: PassParams, device: str) -> dict[str, Any]:
+        from autotune.passes.lora import LoRA
+
+        return LoRA().device_key(params, device)
 
     def check(self, params: QLoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
         from autotune.passes.lora import LoRA
@@ -83,15 +100,20 @@ class QLoRA(Pass):
     def run(self, model: ModelHandle, params: QLoRAParams, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
         settings = params.bnb_config()
         train_adapter(model, params, ctx, output, quantization_config=bnb_quantization_config(settings))
-        (output / ADAPTER_META).write_text(json.dumps({"base_quantization": settings}, indent=2))
+        # The device too: the merge dequantizes the base with the same (CPU or CUDA) kernels it trained on.
+        meta = {"base_quantization": settings, "device": ctx.extras.get("device", "cpu")}
+        (output / ADAPTER_META).write_text(json.dumps(meta, indent=2))
 
 
-def dequantized_base(path: Path, settings: dict[str, Any], *, trust_remote_code: bool = False) -> Any:
-    """The base as QLoRA saw it: loaded in 4-bit with ``settings``, then dequantized to fp32."""
+def dequantized_base(path: Path, settings: dict[str, Any], *, trust_remote_code: bool = False, device: str = "cpu") -> Any:
+    """The base as QLoRA saw it: loaded in 4-bit with ``settings`` on ``device``, then dequantized to
+    fp32 on the CPU (where the merge runs: the merged fp32 model need not fit the GPU)."""
     import torch
 
     from autotune.models.loading import load_causal_lm
 
-    model = load_causal_lm(path, trust_remote_code=trust_remote_code, quantization_config=bnb_quantization_config(settings))
+    on_gpu = device == "cuda" and torch.cuda.is_available()
+    model = load_causal_lm(path, trust_remote_code=trust_remote_code, quantization_config=bnb_quantization_config(settings),
+                           device_map={"": 0} if on_gpu else None)
     model = model.dequantize()
-    return model.to(torch.float32)
+    return model.to(device="cpu", dtype=torch.float32)
