@@ -116,22 +116,20 @@ def evaluate(
     """Evaluate one model folder with the config's evaluator and print a table."""
     from rich.console import Console
 
-    from autotune.cache import Cache
+    from autotune.context import RunContext
     from autotune.evaluation.base import EvalModel
-    from autotune.evaluation.runner import ModelEvaluator, metrics_record
-    from autotune.pipeline import Pipeline
+    from autotune.evaluation.runner import metrics_record
     from autotune.report.tables import metrics_table
 
     try:
         cfg = _load(config)
         setup_logging(cfg.engine.log_severity_level)
-        pipeline = Pipeline(cfg, cache=Cache(cfg.engine.cache_dir))
-        runner = ModelEvaluator(cfg, cache=pipeline.cache, data_loader=pipeline.data, evaluator_name=evaluator,
-                                use_cache=not no_cache)
+        ctx = RunContext(cfg)
+        runner = ctx.evaluator(evaluator, use_cache=not no_cache)
         metrics = runner.evaluate(EvalModel.from_folder(model.resolve()))
         base = None
         if baseline:
-            source = pipeline.input_model()
+            source = ctx.pipeline.input_model()
             base = runner.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
     except UserError as exc:
         _fail(exc)
@@ -148,8 +146,8 @@ ResultsArg = Annotated[Path | None, typer.Argument(help="A study's results folde
 
 def _open_view(results: Path | None, storage: str | None, study: str | None) -> tuple[Any, Path]:
     from autotune.errors import ConfigError
-    from autotune.results import load_study
-    from autotune.selection import StudyView
+    from autotune.records import StudyView
+    from autotune.search.storage import load_study
 
     if storage is None:
         if results is None:
@@ -159,8 +157,7 @@ def _open_view(results: Path | None, storage: str | None, study: str | None) -> 
             raise ConfigError(str(results), "no study.db here (give the study's results folder or --storage URL)")
         storage = f"sqlite:///{db.resolve()}"
     view = StudyView.load(load_study(storage, study))
-    out = results or Path(view.config.get("engine", {}).get("output_dir", "."))
-    return view, out
+    return view, results or view.meta.output_dir
 
 
 @app.command()
@@ -169,15 +166,13 @@ def report(
     policy: Annotated[str | None, typer.Option("--policy", help="Selection policy for the report's selected model.")] = None,
 ) -> None:
     """Rebuild every results file (tables, plots, report.html) from the study storage alone."""
-    from autotune.results import write_results
+    from autotune.finish import selection_settings
+    from autotune.report.results import write_results
     from autotune.selection import select
 
     try:
         view, out = _open_view(results, storage, study)
-        selection_cfg = view.config.get("engine", {}).get("selection", {})
-        selection = select(view, policy=policy or selection_cfg.get("policy", "max-accuracy"),
-                           min_accuracy=selection_cfg.get("min_accuracy"), latency_budget_ms=selection_cfg.get("latency_budget_ms"),
-                           weights=selection_cfg.get("weights") or None)
+        selection = select(view, **selection_settings(view, policy=policy))
         files = write_results(view, selection, out)
     except UserError as exc:
         _fail(exc)
@@ -188,15 +183,21 @@ def report(
 @app.command("select")
 def select_cmd(
     results: ResultsArg = None, storage: StorageOpt = None, study: StudyOpt = None,
-    policy: Annotated[str, typer.Option("--policy", help="max-accuracy | min-latency | knee | weighted")] = "max-accuracy",
+    policy: Annotated[str | None, typer.Option("--policy", help="A selection policy (default: the study config's); "
+                                                "see `autotune select --help`.")] = None,
     latency_budget: Annotated[float | None, typer.Option("--latency-budget", help="Latency budget (ms).")] = None,
     min_accuracy: Annotated[float | None, typer.Option("--min-accuracy", help="Accuracy floor.")] = None,
     weight: Annotated[list[str] | None, typer.Option("--weight", help="METRIC=W for the weighted policy (repeatable).")] = None,
 ) -> None:
-    """Re-select the best model and re-export best/ without rerunning any trial."""
+    """Re-select the best model and re-export best/ without rerunning any trial.
+
+    Policies: max-accuracy, min-latency, knee, weighted. A model evicted from the cache is rebuilt
+    from the study's config; if it cannot be, nothing changes."""
+    from autotune.context import RunContext
     from autotune.errors import ConfigError
     from autotune.export import export_best
-    from autotune.results import write_results
+    from autotune.finish import rebuilder, selection_settings
+    from autotune.report.results import write_results
     from autotune.selection import select
 
     try:
@@ -208,8 +209,11 @@ def select_cmd(
             except ValueError:
                 raise ConfigError("--weight", f"expected METRIC=NUMBER, got \"{item}\"") from None
         view, out = _open_view(results, storage, study)
-        selection = select(view, policy=policy, min_accuracy=min_accuracy, latency_budget_ms=latency_budget, weights=weights or None)
-        best = export_best(view, selection, out)
+        # Flags given replace the study's configured selection; the rest keep the config's values.
+        selection = select(view, **selection_settings(view, policy=policy, min_accuracy=min_accuracy,
+                                                      latency_budget_ms=latency_budget, weights=weights or None))
+        ctx = RunContext(view.meta.run_config())
+        best = export_best(view, selection, out, cache=ctx.cache, rebuild=rebuilder(ctx))  # raises and changes nothing
         write_results(view, selection, out)
     except UserError as exc:
         _fail(exc)
@@ -231,7 +235,7 @@ def trials(results: ResultsArg = None, storage: StorageOpt = None, study: StudyO
     except UserError as exc:
         _fail(exc)
     frame = trials_frame(view.records)
-    objectives = [o["metric"] for o in view.objectives]
+    objectives = [o.metric for o in view.objectives]
     columns = ["number", "state", "feasible", *[c for c in frame.columns if c.startswith("param.")],
                *[m for m in objectives if m in frame.columns], "seconds.total", "fail_reason", "prune_reason"]
     table = Table(title=f"study {view.name}")
@@ -323,6 +327,24 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:  # not the user's mistake: a bug or a library failure, with its traceback kept
+        path = _write_error_log(exc)
+        first = str(exc).splitlines()[0][:300] if str(exc) else ""
+        print(f"error: {type(exc).__name__}: {first}\n(an unexpected error, not a config mistake; traceback in {path})",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+def _write_error_log(exc: BaseException) -> Path:
+    import os
+    import time
+    import traceback
+
+    from autotune.fileio import write_text
+
+    folder = Path(os.environ.get("AUTOTUNE_LOG_DIR") or Path.home() / ".cache" / "autotune" / "logs")
+    path = folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    return write_text(path, " ".join(sys.argv) + "\n\n" + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
 
 
 if __name__ == "__main__":

@@ -36,3 +36,38 @@ class PassContext:
 
 class TrialTimeout(Exception):
     """The trial ran past ``engine.trial_timeout``."""
+
+
+class RunContext:
+    """One run's shared state, built once: the config, the cache (the only ``Cache`` of the run), the
+    pipeline over it and the evaluator. Commands and the study take it instead of building their own."""
+
+    def __init__(self, config: Any, *, observer: Any = None, cache: Any = None) -> None:
+        from autotune.cache import Cache
+
+        self.config = config
+        self.observer = observer
+        self.cache = cache if cache is not None else Cache(config.engine.cache_dir)
+        self._pipeline: Any = None
+
+    @property
+    def pipeline(self) -> Any:
+        if self._pipeline is None:
+            from autotune.pipeline import Pipeline
+
+            self._pipeline = Pipeline(self.config, cache=self.cache, observer=self.observer)
+        return self._pipeline
+
+    def evaluator(self, name: str | None = None, *, use_cache: bool = True) -> Any:
+        """The config's evaluator (``engine.evaluator`` unless ``name``), reading data through the pipeline."""
+        from autotune.evaluation.runner import ModelEvaluator
+
+        return ModelEvaluator(self.config, cache=self.cache, data_loader=self.pipeline.data, evaluator_name=name,
+                              use_cache=use_cache)
+
+    def preflight(self) -> None:
+        """Read every input the run needs (the evaluator's data included) before anything is written."""
+        names: list[str] = []
+        if self.config.engine.evaluator and self.config.engine.evaluator in self.config.evaluators:
+            names = self.evaluator().data_names()
+        self.pipeline.preflight(names)

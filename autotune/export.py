@@ -5,34 +5,32 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autotune.runner import link_or_copy, replace_dir, write_json
-from autotune.search.records import TrialRecord
+from autotune.errors import ModelError
+from autotune.fileio import atomic_copy_tree, write_json, write_text
+from autotune.records import StudyView, TrialRecord
+
+__all__ = ["config_hash", "export_best", "model_card", "card_markdown", "reproduce_config"]
 
 log = logging.getLogger("autotune")
 
 
-def reproduce_config(config: dict[str, Any], record: TrialRecord) -> dict[str, Any]:
+def reproduce_config(view: StudyView, record: TrialRecord) -> dict[str, Any]:
     """A config that rebuilds exactly this trial's model with ``search_strategy: false``."""
-    passes = {}
+    cfg = view.meta.run_config()
     ran = {p.name: p.type for p in record.passes}  # the alternative each pass group chose
-    for name, spec in (config.get("passes") or {}).items():
-        params = dict(record.params.get(name, {}))
-        passes[name] = {"type": ran.get(name, spec["type"]), **params}
-    engine = {k: v for k, v in (config.get("engine") or {}).items() if k in ("execution_providers", "cache_dir", "evaluator")}
-    engine["search_strategy"] = False
-    engine["output_dir"] = str(Path(config.get("engine", {}).get("output_dir", "results/run")) / f"reproduce-trial-{record.number}")
-    data_configs = []
-    for data in config.get("data_configs") or []:
-        data_configs.append({k: v for k, v in data.items()})
+    passes = {name: {"type": ran.get(name, spec.type), **record.params.get(name, {})} for name, spec in cfg.passes.items()}
+    engine = {"execution_providers": list(cfg.engine.execution_providers), "cache_dir": str(cfg.engine.cache_dir),
+              "evaluator": cfg.engine.evaluator, "search_strategy": False,
+              "output_dir": str(cfg.engine.output_dir / f"reproduce-trial-{record.number}")}
     return {
-        "input_model": {k: v for k, v in (config.get("input_model") or {}).items() if v is not None},
-        "data_configs": data_configs,
+        "input_model": cfg.input_model.model_dump(mode="json", exclude_none=True),
+        "data_configs": [d.model_dump(mode="json") for d in cfg.data_configs],
         "passes": passes,
-        "evaluators": config.get("evaluators") or {},
+        "evaluators": {name: e.model_dump(mode="json") for name, e in cfg.evaluators.items()},
         "engine": engine,
     }
 
@@ -41,11 +39,10 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def model_card(view: Any, selection: Any, reproduce: dict[str, Any]) -> dict[str, Any]:
+def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> dict[str, Any]:
     from autotune.evaluation.base import environment
 
     record: TrialRecord = selection.record
-    data_keys = {d["name"]: d.get("data_files") for d in view.config.get("data_configs", [])}
     return {
         "study": view.name,
         "trial": record.number,
@@ -54,14 +51,15 @@ def model_card(view: Any, selection: Any, reproduce: dict[str, Any]) -> dict[str
         "selection": {"policy": selection.policy, "rule": selection.rule, "missed_by": selection.missed_by},
         "parameters": record.params,
         "searched": record.point,
-        "metrics": record.metrics,
-        "baseline": view.baseline,
-        "objectives": view.objectives,
-        "constraints": view.bounds,
+        "metrics": {k: m.model_dump(mode="json") for k, m in record.metrics.items()},
+        "baseline": {k: m.model_dump(mode="json") for k, m in view.baseline.items()},
+        "objectives": [o.model_dump(mode="json") for o in view.objectives],
+        "constraints": [b.model_dump(mode="json") for b in view.bounds],
         "provider": view.provider,
+        "device": view.meta.device,
         "environment": environment(),
-        "data": data_keys,
-        "config_sha256": config_hash(view.config),
+        "data": {d["name"]: d.get("data_files") for d in view.meta.config.get("data_configs", [])},
+        "config_sha256": config_hash(view.meta.config),
         "reproduce_config": reproduce,
     }
 
@@ -83,35 +81,38 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## Parameters", ""]
     for name, params in card["parameters"].items():
         lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in params.items() if k != "training_args"))
-    lines += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in card["environment"].items()]
+    env = {**card.get("device", {}), **card["environment"]}
+    lines += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()]
     lines += ["", "## Reproduce", "", "Save the `reproduce_config` of `model_card.json` as a YAML/JSON file and run",
               "`autotune run --config FILE`: it rebuilds this model (same model key) with `search_strategy: false`.", ""]
     return "\n".join(lines)
 
 
-def export_best(view: Any, selection: Any, output_dir: Path, *, rebuild: Any = None) -> Path | None:
-    """Copy the selected trial's ONNX folder to ``output_dir/best`` and write the model card into it."""
+def export_best(view: StudyView, selection: Any, output_dir: Path, *, cache: Any,
+                rebuild: Callable[[TrialRecord], Any] | None = None) -> Path | None:
+    """Copy the selected trial's model folder to ``output_dir/best`` with its model card.
+
+    A model evicted from the cache is rebuilt (``rebuild``: the trial's point through the pipeline);
+    if that cannot be done, a one-line error and nothing changes (``best/`` keeps its old model).
+    """
     record = selection.record
     if record is None or record.model_key is None:
         return None
-    cache_dir = Path(view.config.get("engine", {}).get("cache_dir", "cache"))
-    from autotune.cache import Cache
-
-    got = Cache(cache_dir).get(record.model_key)
+    got = cache.get(record.model_key)
     if got is None and rebuild is not None:
         log.info("trial %d's model is not in the cache; rebuilding it", record.number)
-        got = rebuild(record)
+        try:
+            got = rebuild(record)
+        except ModelError as exc:
+            raise ModelError(f"trial {record.number}", f"its model was evicted from the cache and cannot be rebuilt ({exc}); "
+                             "best/ and selection.json are unchanged") from None
     if got is None:
-        log.warning("trial %d's model is no longer in the cache and cannot be rebuilt here", record.number)
-        return None
-    best = output_dir / "best"
-    reproduce = reproduce_config(view.config, record)
-    card = model_card(view, selection, reproduce)
-    staging = output_dir / ".best.staging"
-    if staging.exists():
-        shutil.rmtree(staging)
-    shutil.copytree(got[0], staging, copy_function=link_or_copy)
-    write_json(staging / "model_card.json", card)
-    (staging / "model_card.md").write_text(card_markdown(card))
-    replace_dir(staging, best)
-    return best
+        raise ModelError(f"trial {record.number}", "its model is no longer in the cache and cannot be rebuilt here; "
+                         "best/ and selection.json are unchanged")
+    card = model_card(view, selection, reproduce_config(view, record))
+
+    def add_card(staging: Path) -> None:
+        write_json(staging / "model_card.json", card)
+        write_text(staging / "model_card.md", card_markdown(card))
+
+    return atomic_copy_tree(got[0], output_dir / "best", extra=add_card)

@@ -53,8 +53,8 @@ def test_runs_stay_within_the_budget_and_keep_their_own_chain(tmp_path: Path, ti
     config["passes"]["lora"]["r"] = 2
     second = autotune.run(config)
     cache = Cache(tmp_path / "cache")
-    assert all(cache.has(p["key"]) for p in second.record["passes"])
-    assert not all(cache.has(p["key"]) for p in first.record["passes"])
+    assert all(cache.has(p.key) for p in second.record.passes)
+    assert not all(cache.has(p.key) for p in first.record.passes)
     assert cache.size_bytes() <= 1.2e6
 
 

@@ -22,7 +22,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tone_rows: 
 
 def ran(result: autotune.StudyResult) -> dict[str, bool]:
     """pass name -> whether it ran (True) or came from the cache (False)."""
-    return {p["name"]: not p["cache_hit"] for p in result.record["passes"]}
+    return {p.name: not p.cache_hit for p in result.record.passes}
 
 
 def test_single_run_builds_a_folder_genai_loads_and_generates_from(work: dict[str, Path]) -> None:
@@ -45,7 +45,7 @@ def test_identical_rerun_reuses_every_pass(work: dict[str, Path]) -> None:
     first = autotune.run(config)
     second = autotune.run(config)
     assert ran(second) == {"lora": False, "merge": False, "build": False}
-    assert second.record["model_key"] == first.record["model_key"]
+    assert second.record.model_key == first.record.model_key
 
 
 def test_changing_only_precision_reruns_only_the_build(work: dict[str, Path]) -> None:
@@ -68,8 +68,8 @@ def test_training_honours_max_steps_and_masks_the_prompt(work: dict[str, Path]) 
     config = tiny_config(work["model"], work["data"], work["root"])
     config["passes"]["lora"]["training_args"]["max_steps"] = 3
     result = autotune.run(config)
-    lora = next(p for p in result.record["passes"] if p["name"] == "lora")
-    log = json.loads((Path(config["engine"]["cache_dir"]) / "models" / lora["key"] / "model" / "training_log.json").read_text())
+    lora = next(p for p in result.record.passes if p.name == "lora")
+    log = json.loads((Path(config["engine"]["cache_dir"]) / "models" / lora.key / "model" / "training_log.json").read_text())
     assert log["steps"] == 3
     assert log["loss_on"] == "answer"
 
@@ -78,7 +78,7 @@ def test_a_corrupt_cache_entry_is_discarded_and_rebuilt(work: dict[str, Path], c
     config = tiny_config(work["model"], work["data"], work["root"])
     config["passes"]["build"]["precision"] = "int8"
     first = autotune.run(config)
-    build_key = first.record["passes"][-1]["key"]
+    build_key = first.record.passes[-1].key
     onnx_data = Path(config["engine"]["cache_dir"]) / "models" / build_key / "model" / "model.onnx.data"
     with onnx_data.open("r+b") as handle:  # cut the file, as a crash mid-write would
         handle.truncate(onnx_data.stat().st_size // 2)
@@ -137,7 +137,7 @@ def test_seed_shaped_config_runs_unchanged(work: dict[str, Path]) -> None:
     }
     result = autotune.run(seed)
     assert (work["root"] / "seed-out" / "model" / "genai_config.json").is_file()
-    assert result.record["passes"][0]["params"]["r"] == 4
+    assert result.record.params[result.record.passes[0].name]["r"] == 4
 
 
 def test_generate_streams_an_answer_from_the_built_folder(work: dict[str, Path]) -> None:
@@ -163,7 +163,7 @@ def test_one_config_twice_trains_the_same_adapter_and_builds_the_same_model(work
         result = autotune.run(tiny_config(work["model"], work["data"], tmp_path / name))
         assert ran(result) == {"lora": True, "merge": True, "build": True}
         cache = Cache(tmp_path / name / "cache")
-        adapter, build = (cache.get(p["key"])[0] for p in result.record["passes"] if p["name"] in ("lora", "build"))
+        adapter, build = (cache.get(p.key)[0] for p in result.record.passes if p.name in ("lora", "build"))
         weights.append(((adapter / "adapter_model.safetensors").read_bytes(), (build / "model.onnx.data").read_bytes()))
     assert weights[0] == weights[1]
 
@@ -186,12 +186,12 @@ def test_an_entry_is_hashed_once_when_written_and_not_again_when_read_back(tmp_p
 
 
 def test_the_run_folder_links_the_weights_and_copies_what_users_edit(work: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune import runner
+    from autotune import fileio
 
-    monkeypatch.setattr(runner, "LINK_MIN_BYTES", 100_000)  # the tiny model's weights are 215 kB; genai_config.json is small
+    monkeypatch.setattr(fileio, "LINK_MIN_BYTES", 100_000)  # the tiny model's weights are 215 kB; genai_config.json is small
     config = tiny_config(work["model"], work["data"], work["root"])
     result = autotune.run(config)
-    entry = Cache(work["root"] / "cache").get(result.record["model_key"])[0]
+    entry = Cache(work["root"] / "cache").get(result.record.model_key)[0]
     out = work["root"] / "out" / "model"
     assert (out / "model.onnx.data").stat().st_ino == (entry / "model.onnx.data").stat().st_ino  # no second copy
     (out / "genai_config.json").write_text("{}")  # a user's edit stays in the run folder

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from autotune.search.records import TrialRecord
-from autotune.selection import StudyView, pareto_indices, select
+from autotune.records import ObjectiveSpec, StudyMeta, StudyView, TrialRecord
+from autotune.selection import pareto_indices, select
 
 OBJECTIVES = [
-    {"metric": "acc", "higher_is_better": True, "unit": "ratio"},
-    {"metric": "lat", "higher_is_better": False, "unit": "ms/token"},
+    {"metric": "acc", "higher_is_better": True, "unit": "ratio", "kind": "accuracy"},
+    {"metric": "lat", "higher_is_better": False, "unit": "ms/token", "kind": "latency"},
 ]
 
 
@@ -36,7 +36,7 @@ def view(points: list[tuple[float, float]], bounds: list[dict[str, Any]] | None 
         ok = True if feasible is None else feasible[i]
         records.append(TrialRecord(number=i, state="COMPLETE", objectives={"acc": acc, "lat": lat}, feasible=ok,
                                    constraints={"acc": 0.0 if ok else 0.8 - acc}))
-    return StudyView(name="s", objectives=OBJECTIVES, bounds=bounds or [], baseline={}, records=records)
+    return StudyView("s", StudyMeta(objectives=[ObjectiveSpec(**o) for o in OBJECTIVES], bounds=bounds or []), records)
 
 
 POINTS = [(0.90, 20.0), (0.80, 10.0), (0.70, 5.0), (0.80, 12.0), (0.90, 20.0)]
@@ -115,5 +115,5 @@ def test_report_from_storage_alone_rebuilds_identical_tables_and_best_reproduces
     reproduce = card["reproduce_config"]
     reproduce["engine"]["output_dir"] = str(tmp_path / "reproduced")
     again = autotune.run(reproduce)
-    assert again.record["model_key"] == card["model_key"]
-    assert all(p["cache_hit"] for p in again.record["passes"])  # the very same passes, from the cache
+    assert again.record.model_key == card["model_key"]
+    assert all(p.cache_hit for p in again.record.passes)  # the very same passes, from the cache

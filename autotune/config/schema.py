@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider")
 SAMPLERS = ("tpe", "nsga2", "random", "grid", "gp", "auto")
-SELECTION_POLICIES = ("max-accuracy", "min-latency", "knee", "weighted")
 
 
 class Strict(BaseModel):
@@ -123,10 +122,19 @@ class SearchStrategyConfig(Strict):
 
 
 class SelectionConfig(Strict):
-    policy: Literal["max-accuracy", "min-latency", "knee", "weighted"] = "max-accuracy"
+    policy: str = "max-accuracy"  # a name in autotune.selection.POLICIES
     min_accuracy: float | None = None
     latency_budget_ms: float | None = None
     weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("policy")
+    @classmethod
+    def _registered_policy(cls, value: str) -> str:
+        from autotune.selection.policies import POLICIES
+
+        if value not in POLICIES:
+            raise ValueError(f"expected one of {', '.join(n for n, _ in POLICIES.items())}, got \"{value}\"")
+        return value
 
 
 class EngineConfig(Strict):

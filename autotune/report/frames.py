@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from autotune.search.records import TrialRecord
+from autotune.records import TrialRecord
 
 
 def trial_row(record: TrialRecord) -> dict[str, Any]:
@@ -12,12 +12,12 @@ def trial_row(record: TrialRecord) -> dict[str, Any]:
     for key, value in sorted(record.point.items()):
         row[f"param.{key}"] = value
     for key, metric in record.metrics.items():
-        row[key] = metric["value"]
-        if metric.get("ci_low") is not None:
-            row[f"{key}.ci_low"] = metric["ci_low"]
-            row[f"{key}.ci_high"] = metric["ci_high"]
-        if metric.get("flag"):
-            row[f"{key}.flag"] = metric["flag"]
+        row[key] = metric.value
+        if metric.ci_low is not None:
+            row[f"{key}.ci_low"] = metric.ci_low
+            row[f"{key}.ci_high"] = metric.ci_high
+        if metric.flag:
+            row[f"{key}.flag"] = metric.flag
     for p in record.passes:
         row[f"seconds.{p.name}"] = p.seconds
         row[f"cache_hit.{p.name}"] = p.cache_hit
@@ -29,6 +29,8 @@ def trial_row(record: TrialRecord) -> dict[str, Any]:
     row["model_key"] = record.model_key
     row["fail_reason"] = record.fail_reason
     row["prune_reason"] = record.prune_reason
+    row["duplicate_of"] = record.duplicate_of
+    row["log_file"] = record.log_file
     return row
 
 

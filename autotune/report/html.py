@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import base64
 import math
-import os
-import uuid
 from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from autotune.fileio import write_text
+from autotune.records import StudyView
 from autotune.report.plots import pretty, write_plots
-from autotune.selection import Selection, StudyView
+from autotune.selection import Selection
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 1200px;
@@ -91,13 +91,13 @@ def _metrics_section(view: StudyView, selection: Selection) -> str:
     rows = []
     for key, m in record.metrics.items():
         base = view.baseline.get(key)
-        ci = f"[{m['ci_low']:.4g}, {m['ci_high']:.4g}]" if m.get("ci_low") is not None and m.get("ci_high") is not None else ""
+        ci = f"[{m.ci_low:.4g}, {m.ci_high:.4g}]" if m.ci_low is not None and m.ci_high is not None else ""
         change = ""
-        if base is not None and base.get("value") is not None:
-            delta = m["value"] - base["value"]
-            change = f"{delta:+.4g}" + (f" ({100 * delta / abs(base['value']):+.1f}%)" if base["value"] else "")
-        better = "higher" if m.get("higher_is_better", True) else "lower"
-        rows.append([key, m["value"], ci, m.get("unit", ""), better, base["value"] if base else None, change, m.get("flag") or ""])
+        if base is not None:
+            delta = m.value - base.value
+            change = f"{delta:+.4g}" + (f" ({100 * delta / abs(base.value):+.1f}%)" if base.value else "")
+        better = "higher" if m.higher_is_better else "lower"
+        rows.append([key, m.value, ci, m.unit, better, base.value if base else None, change, m.flag or ""])
     return rows_table(["metric", f"trial {record.number}", "95% CI", "unit", "better", "baseline", "change", "flag"], rows,
                       table_id="selected-metrics")
 
@@ -108,10 +108,11 @@ def _constraints_section(view: StudyView, selection: Selection) -> str:
     rows = []
     record = selection.record
     for b in view.bounds:
-        value = record.metrics.get(b["metric"], {}).get("value") if record else None
-        miss = record.constraints.get(b["metric"]) if record else None
+        measured = record.metrics.get(b.metric) if record else None
+        value = measured.value if measured is not None else None
+        miss = record.constraints.get(b.metric) if record else None
         met = "" if miss is None else ("met" if miss <= 0 else f"missed by {miss:.4g}")
-        rows.append([b["metric"], f"{'≥' if b['higher_is_better'] else '≤'} {b['value']:.4g}", b.get("goal", ""), value, met])
+        rows.append([b.metric, f"{'≥' if b.higher_is_better else '≤'} {b.value:.4g}", b.goal, value, met])
     return rows_table(["metric", "bound", "goal", "selected trial", "status"], rows, table_id="constraints")
 
 
@@ -121,7 +122,7 @@ def _warning(view: StudyView, selection: Selection) -> str:
     if selection.record is None:
         return ('<div class="warning" id="infeasible-warning"><strong>No trial met the constraints.</strong> '
                 f"No trial completed, so nothing was selected ({escape(selection.rule)}).</div>")
-    bounds = {b["metric"]: f" (bound {'≥' if b['higher_is_better'] else '≤'} {b['value']:.4g})" for b in view.bounds}
+    bounds = {b.metric: f" (bound {'≥' if b.higher_is_better else '≤'} {b.value:.4g})" for b in view.bounds}
     missed = ", ".join(f"{escape(m)} by {v:.4g}{bounds.get(m, '')}" for m, v in selection.missed_by.items()) or "no bound (see the rule)"
     return ('<div class="warning" id="infeasible-warning"><strong>No trial met the constraints.</strong> '
             f"The nearest one, trial {selection.record.number}, was exported anyway; it missed {missed}.</div>")
@@ -132,7 +133,9 @@ def _states_section(view: StudyView) -> str:
     html = rows_table(["state", "trials"], [[s, n] for s, n in sorted(counts.items())] + [["total", len(view.records)]],
                       table_id="state-counts")
     for state, attr, title in (("FAIL", "fail_reason", "Failed trials"), ("PRUNED", "prune_reason", "Pruned trials")):
-        items = [f"<li>trial {r.number}: {escape(getattr(r, attr) or 'no reason recorded')}</li>" for r in view.records if r.state == state]
+        items = [f"<li>trial {r.number}: {escape(getattr(r, attr) or 'no reason recorded')}"
+                 + (f" (traceback: <code>{escape(r.log_file)}</code>)" if r.log_file else "") + "</li>"
+                 for r in view.records if r.state == state]
         if items:
             html += f'<h3>{title}</h3><ul class="reasons" id="{state.lower()}-reasons">{"".join(items)}</ul>'
     return html
@@ -147,7 +150,7 @@ def _image(path: Path, ident: str, alt: str, caption: str) -> str:
 def render(view: StudyView, selection: Selection, trials: Any, pareto: Any, plots: dict[str, Path]) -> str:
     record = selection.record
     chosen = record.number if record is not None else None
-    objectives = ", ".join(f"{pretty(o['metric'])} ({'max' if o['higher_is_better'] else 'min'}imise, {o.get('unit') or 'no unit'})"
+    objectives = ", ".join(f"{pretty(o.metric)} ({'max' if o.higher_is_better else 'min'}imise, {o.unit or 'no unit'})"
                            for o in view.objectives) or "none recorded"
     headline = (f"Selected trial {chosen} by the {selection.policy} policy: {selection.rule}." if chosen is not None
                 else f"No trial was selected: {selection.rule}.")
@@ -188,11 +191,5 @@ def write_report(view: StudyView, selection: Selection, trials: Any, pareto: Any
     """The plots and report.html under ``report_dir``; returns {file name: path} of what was written."""
     report_dir = Path(report_dir)
     files = write_plots(view, selection, report_dir)
-    path = report_dir / "report.html"
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(render(view, selection, trials, pareto, files), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    path = write_text(report_dir / "report.html", render(view, selection, trials, pareto, files))
     return {"report.html": path, **files}

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import uuid
 from pathlib import Path
 from typing import Any
 
-from autotune.search.records import TrialRecord
-from autotune.selection import Selection, StudyView, pareto_indices, pareto_set
+from autotune.fileio import atomic_write
+from autotune.records import MetricValue, StudyView, TrialRecord
+from autotune.selection import Selection, pareto_indices, pareto_set
 
 log = logging.getLogger("autotune")
 FIGSIZE, DPI = (8.0, 5.0), 120
@@ -55,14 +54,16 @@ def _save(fig: Any, path: Path) -> Path:
     """Tight layout, then write the PNG atomically (temp file, then rename)."""
     plt = _pyplot()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None})  # no URL in the PNG either
-        os.replace(tmp, path)
+        # no URL in the PNG either
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
+
+
+def _base(metric: MetricValue | None) -> float | None:
+    return None if metric is None else metric.value
 
 
 def _empty(ax: Any, text: str) -> None:
@@ -74,16 +75,16 @@ def _empty(ax: Any, text: str) -> None:
 def _axes(view: StudyView) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(y, x) objectives of the trade-off plot: accuracy against latency where the study has them."""
     objs = view.objectives
-    y = next((o for o in objs if o["higher_is_better"]), objs[0] if objs else None)
-    minimised = [o for o in objs if not o["higher_is_better"] and o is not y]
-    x = next((o for o in minimised if o.get("unit") in ("ms", "ms/token")), minimised[0] if minimised else None)
+    y = next((o for o in objs if o.higher_is_better), objs[0] if objs else None)
+    minimised = [o for o in objs if not o.higher_is_better and o is not y]
+    x = next((o for o in minimised if o.kind == "latency"), minimised[0] if minimised else None)
     if x is None:
         x = next((o for o in objs if o is not y), None)
     return y, x
 
 
 def _size_metric(view: StudyView) -> str | None:
-    names = [o["metric"] for o in view.objectives] + [k for r in view.completed() for k in r.metrics]
+    names = [o.metric for o in view.objectives] + [k for r in view.completed() for k in r.metrics]
     return next((n for n in names if n.endswith("size_mb")), None)
 
 
@@ -91,7 +92,7 @@ def _value(record: TrialRecord, metric: str) -> float | None:
     if metric in record.objectives:
         return record.objectives[metric]
     m = record.metrics.get(metric)
-    return None if m is None else m.get("value")
+    return None if m is None else m.value
 
 
 def _mark_selected(ax: Any, selection: Selection, x: float | None, y: float | None) -> None:
@@ -106,16 +107,16 @@ def _mark_selected(ax: Any, selection: Selection, x: float | None, y: float | No
 
 def _bound_lines(ax: Any, view: StudyView, metric: str, *, horizontal: bool) -> None:
     for b in view.bounds:
-        if b["metric"] == metric:
+        if b.metric == metric:
             line = ax.axhline if horizontal else ax.axvline
-            line(b["value"], color=SELECTED, linestyle=":", linewidth=1.2,
-                 label=f"bound: {pretty(metric)} {'≥' if b['higher_is_better'] else '≤'} {b['value']:.4g}")
+            line(b.value, color=SELECTED, linestyle=":", linewidth=1.2,
+                 label=f"bound: {pretty(metric)} {'≥' if b.higher_is_better else '≤'} {b.value:.4g}")
 
 
-def _ci(ax: Any, x: float, y: float, metric: dict[str, Any] | None, color: str) -> None:
+def _ci(ax: Any, x: float, y: float, metric: MetricValue | None, color: str) -> None:
     """A vertical error bar for the metric's 95% interval, when it has one."""
-    if metric and metric.get("ci_low") is not None and metric.get("ci_high") is not None:
-        ax.errorbar([x], [y], yerr=[[max(0.0, y - metric["ci_low"])], [max(0.0, metric["ci_high"] - y)]], fmt="none", ecolor=color,
+    if metric and metric.ci_low is not None and metric.ci_high is not None:
+        ax.errorbar([x], [y], yerr=[[max(0.0, y - metric.ci_low)], [max(0.0, metric.ci_high - y)]], fmt="none", ecolor=color,
                     alpha=0.55, capsize=3, linewidth=1, zorder=2)
 
 
@@ -156,19 +157,19 @@ def pareto_plot(view: StudyView, selection: Selection, path: Path) -> Path:
         _empty(ax, "no completed trials to plot")
         ax.set_title(f"{_name(view)}: trade-off")
         return _save(fig, path)
-    ym = y_obj["metric"]
-    base_y = view.baseline.get(ym) or {}
+    ym = y_obj.metric
+    base_y = view.baseline.get(ym)
     if x_obj is None:  # one objective: against trial number
         _trials(ax, done, lambda r: r.number, ym, lambda r: 60.0)
-        if base_y.get("value") is not None:
-            ax.axhline(base_y["value"], color=BASELINE, linestyle="--", linewidth=1.2, label="baseline (input model)")
+        if _base(base_y) is not None:
+            ax.axhline(_base(base_y), color=BASELINE, linestyle="--", linewidth=1.2, label="baseline (input model)")
         _bound_lines(ax, view, ym, horizontal=True)
         if selection.record is not None:
             _mark_selected(ax, selection, selection.record.number, selection.record.objectives.get(ym))
         ax.xaxis.get_major_locator().set_params(integer=True)
-        _finish(ax, f"{_name(view)}: {pretty(ym)} per trial", "trial number", axis_label(ym, y_obj.get("unit")))
+        _finish(ax, f"{_name(view)}: {pretty(ym)} per trial", "trial number", axis_label(ym, y_obj.unit))
         return _save(fig, path)
-    xm = x_obj["metric"]
+    xm = x_obj.metric
     size = _size_metric(view)
     known = [v for v in (_value(r, size) for r in done) if v is not None] if size else []
     lo, hi = (min(known), max(known)) if known else (0.0, 0.0)
@@ -184,10 +185,10 @@ def pareto_plot(view: StudyView, selection: Selection, path: Path) -> Path:
                    edgecolors=FRONT, linewidths=1.6, zorder=4,
                    label="Pareto set" + (f" (all {len(view.objectives)} objectives)" if len(view.objectives) > 2 else ""))
         pts = [[r.objectives[xm], r.objectives[ym]] for r in front]
-        flat = sorted(pts[i] for i in pareto_indices(pts, [x_obj["higher_is_better"], y_obj["higher_is_better"]]))
-        ax.step([p[0] for p in flat], [p[1] for p in flat], where="pre" if x_obj["higher_is_better"] else "post",
+        flat = sorted(pts[i] for i in pareto_indices(pts, [x_obj.higher_is_better, y_obj.higher_is_better]))
+        ax.step([p[0] for p in flat], [p[1] for p in flat], where="pre" if x_obj.higher_is_better else "post",
                 color=FRONT, linewidth=1.8, zorder=3, label=f"Pareto front ({pretty(ym)} vs {pretty(xm)})")
-    bx, by = (view.baseline.get(xm) or {}).get("value"), base_y.get("value")
+    bx, by = _base(view.baseline.get(xm)), _base(base_y)
     if bx is not None and by is not None:
         ax.scatter([bx], [by], marker="D", s=90, c=BASELINE, zorder=5, label="baseline (input model)")
         _ci(ax, bx, by, base_y, BASELINE)
@@ -200,11 +201,11 @@ def pareto_plot(view: StudyView, selection: Selection, path: Path) -> Path:
     if selection.record is not None:
         _mark_selected(ax, selection, selection.record.objectives.get(xm), selection.record.objectives.get(ym))
     if known and hi > lo:
-        unit = next((r.metrics[size].get("unit") for r in done if size in r.metrics), "MB") or "MB"
+        unit = next((r.metrics[size].unit for r in done if size in r.metrics), "MB") or "MB"
         for s in (lo, hi):
             ax.scatter([], [], s=area(s), c="white", edgecolors="#555555", label=f"marker area: {pretty(size)} {s:.4g} {unit}")
     _finish(ax, f"{_name(view)}: {pretty(ym)} against {pretty(xm)} ({len(done)} completed trials)",
-            axis_label(xm, x_obj.get("unit")), axis_label(ym, y_obj.get("unit")))
+            axis_label(xm, x_obj.unit), axis_label(ym, y_obj.unit))
     return _save(fig, path)
 
 
@@ -214,7 +215,7 @@ def _losses(records: list[TrialRecord], objectives: list[dict[str, Any]], ranges
         scaled = (value - low) / ((high - low) or 1.0)
         return 1.0 - scaled if up else scaled
 
-    return [[loss(r.objectives[o["metric"]], o["higher_is_better"], *rng) for o, rng in zip(objectives, ranges)] for r in records]
+    return [[loss(r.objectives[o.metric], o.higher_is_better, *rng) for o, rng in zip(objectives, ranges)] for r in records]
 
 
 def hypervolume(points: list[list[float]], reference: list[float]) -> float:
@@ -257,7 +258,7 @@ def history_plot(view: StudyView, path: Path) -> Path:
         ax.set_title(f"{_name(view)}: optimisation history")
         return _save(fig, path)
     first = objs[0]
-    metric, up = first["metric"], first["higher_is_better"]
+    metric, up = first.metric, first.higher_is_better
     feasible = [r for r in done if r.feasible is not False]
     _trials(ax, done, lambda r: r.number, metric, lambda r: 40.0)
     best, xs, ys = None, [], []
@@ -268,16 +269,16 @@ def history_plot(view: StudyView, path: Path) -> Path:
         ys.append(best)
     ax.step(xs, ys, where="post", color=FRONT, linewidth=2, zorder=4,
             label="best so far" + (" (feasible trials)" if feasible else " (all trials: none feasible)"))
-    base = (view.baseline.get(metric) or {}).get("value")
+    base = _base(view.baseline.get(metric))
     if base is not None:
         ax.axhline(base, color=BASELINE, linestyle="--", linewidth=1.2, label="baseline (input model)")
-    ax.set_ylabel(axis_label(metric, first.get("unit")))
+    ax.set_ylabel(axis_label(metric, first.unit))
     ax.set_title(f"{_name(view)}: {'highest' if up else 'lowest'} {pretty(metric)} so far")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     if two:
         hv_ax = axes[1][0]
-        ranges = [(min(r.objectives[o["metric"]] for r in done), max(r.objectives[o["metric"]] for r in done)) for o in objs]
+        ranges = [(min(r.objectives[o.metric] for r in done), max(r.objectives[o.metric] for r in done)) for o in objs]
         ref = [1.1] * len(objs)
         box = math.prod(ref)
         hx, hy, seen = [], [], []
@@ -307,7 +308,7 @@ def importance_plot(view: StudyView, path: Path) -> Path | None:
     done = view.completed()
     if view.study is None or not view.objectives or len(done) < 4 or not any(r.point for r in done):
         return None
-    metric = view.objectives[0]["metric"]
+    metric = view.objectives[0].metric
     try:
         import optuna
 

@@ -31,12 +31,12 @@ def test_qlora_trains_and_merges_into_the_dequantized_base(tmp_path: Path, tiny_
     config["passes"]["lora"]["quant_type"] = "nf4"
     config["passes"]["build"]["precision"] = "fp32"
     result = autotune.run(config)
-    assert [p["type"] for p in result.record["passes"]] == ["QLoRA", "MergeAdapterWeights", "ModelBuilder"]
+    assert [p.type for p in result.record.passes] == ["QLoRA", "MergeAdapterWeights", "ModelBuilder"]
     assert len(generate_one(tmp_path / "out" / "model")) == 1
 
     loaded = load_config(config)
     pipeline = Pipeline(loaded, cache=Cache(loaded.engine.cache_dir))
-    adapter_key, merged_key = (p["key"] for p in result.record["passes"][:2])
+    adapter_key, merged_key = (p.key for p in result.record.passes[:2])
     adapter = pipeline.cache.entry(adapter_key) / "model"
     merged_dir = pipeline.cache.entry(merged_key) / "model"
     settings = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True, "bnb_4bit_compute_dtype": "float32"}
@@ -74,7 +74,7 @@ def test_ort_quantizers_give_a_folder_genai_loads(tmp_path: Path, tiny_model: Pa
     expected = "MatMulNBits" if quant["type"] == "OnnxBlockWiseRtnQuantization" else "DynamicQuantizeMatMul"
     assert expected in ops or (expected == "DynamicQuantizeMatMul" and "MatMulInteger" in ops), ops
     assert len(generate_one(out)) == 1
-    assert [p["type"] for p in result.record["passes"]][-1] == quant["type"]
+    assert [p.type for p in result.record.passes][-1] == quant["type"]
 
 
 def test_a_study_over_alternatives_samples_each_with_only_its_own_parameters(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
@@ -127,7 +127,7 @@ def test_builder_quantization_options_give_a_folder_genai_loads(tmp_path: Path, 
     config["passes"]["build"] = {"type": "ModelBuilder", **options}
     result = autotune.run(config)
     assert len(generate_one(tmp_path / "out" / "model")) == 1
-    assert {k: v for k, v in result.record["passes"][-1]["params"].items() if k in options} == options
+    assert {k: v for k, v in result.record.params[result.record.passes[-1].name].items() if k in options} == options
 
 
 def test_an_int8_build_of_tied_embeddings_alarms_nobody(tmp_path: Path, tone_rows: list[dict[str, str]], tone_file: Path,

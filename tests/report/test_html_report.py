@@ -13,8 +13,8 @@ import pytest
 
 from autotune.report.frames import trials_frame
 from autotune.report.html import write_report
-from autotune.search.records import RECORD_ATTR, TrialRecord
-from autotune.selection import StudyView, pareto_set, select
+from autotune.records import RECORD_ATTR, StudyView, TrialRecord
+from autotune.selection import pareto_set, select
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -173,7 +173,7 @@ def test_empty_study_still_writes_a_report(tmp_path: Path) -> None:
 
 
 def test_write_results_includes_the_report(tmp_path: Path) -> None:
-    from autotune.results import write_results
+    from autotune.report.results import write_results
 
     view = StudyView.load(make_study(BOUNDS))
     files = write_results(view, select(view), tmp_path)

@@ -1,0 +1,85 @@
+"""After the trials: select, export ``best/`` (and a single run's ``model/``), write the results folder.
+
+Reads the study storage alone (through :class:`StudyView`), so ``autotune select`` and ``report`` do
+the same from any machine that can open the storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from autotune.export import export_best
+from autotune.fileio import atomic_copy_tree, write_json
+from autotune.records import StudyView, TrialRecord
+from autotune.report.results import write_results
+from autotune.result import StudyResult
+from autotune.search.storage import redact_url
+from autotune.selection import Selection, pareto_set, select
+
+__all__ = ["finish", "rebuilder", "selection_settings"]
+
+log = logging.getLogger("autotune")
+
+
+def selection_settings(view: StudyView, **given: Any) -> dict[str, Any]:
+    """The selection flags given, else the study config's ``engine.selection`` (the schema's defaults)."""
+    configured = view.meta.run_config().engine.selection if view.meta.config else None
+    out = {
+        "policy": configured.policy if configured else "max-accuracy",
+        "min_accuracy": configured.min_accuracy if configured else None,
+        "latency_budget_ms": configured.latency_budget_ms if configured else None,
+        "weights": (configured.weights or None) if configured else None,
+    }
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
+def rebuilder(ctx: Any) -> Any:
+    """Rebuild a trial's model from its point through the pipeline (every pass from the cache where it can)."""
+
+    def rebuild(record: TrialRecord) -> Any:
+        result = ctx.pipeline.run(record.point)
+        return ctx.cache.get(result.model.key)
+
+    return rebuild
+
+
+def finish(view: StudyView, *, ctx: Any, storage_url: str, output_dir: Path | None = None, **selection: Any) -> StudyResult:
+    """Select, export and write every results file; a single run also gets ``model/``, run.json and metrics.json."""
+    from autotune.report.frames import trials_frame
+
+    output_dir = output_dir or view.meta.output_dir
+    settings = selection_settings(view, **selection) if view.meta.mode == "search" else {"policy": "max-accuracy"}
+    chosen = select(view, **settings)
+    best = export_best(view, chosen, output_dir, cache=ctx.cache, rebuild=rebuilder(ctx))
+    write_results(view, chosen, output_dir)
+    if view.meta.mode == "single" and chosen.record is not None and best is not None:
+        _single_run_files(view, chosen, best, output_dir)
+    best_info = None
+    if chosen.record is not None:
+        best_info = {"trial": chosen.record.number, "model_dir": str(best) if best else None, "feasible": chosen.feasible,
+                     "rule": chosen.rule, "metrics": {k: m.model_dump(mode="json") for k, m in chosen.record.metrics.items()}}
+    return StudyResult(trials=trials_frame(view.records), pareto=trials_frame(pareto_set(view)), best=best_info,
+                       report_dir=output_dir, view=view, selection=chosen, storage=redact_url(storage_url))
+
+
+def _single_run_files(view: StudyView, chosen: Selection, best: Path, output_dir: Path) -> None:
+    """The files a single run has always written, beside the study's: ``model/``, run.json, metrics.json."""
+    record = chosen.record
+    assert record is not None
+    atomic_copy_tree(best, output_dir / "model")
+    write_json(output_dir / "run.json", {**record.model_dump(mode="json"), "model_dir": str(output_dir / "model"),
+                                         "provider": view.provider})
+    if record.metrics:
+        from autotune.evaluation.goals import Bound
+
+        bounds = [Bound(b.metric, b.value, b.higher_is_better, b.goal) for b in view.bounds]
+        write_json(output_dir / "metrics.json", {
+            "metrics": {k: m.model_dump(mode="json") for k, m in record.metrics.items()},
+            "baseline": {k: m.model_dump(mode="json") for k, m in view.baseline.items()},
+            "goals": [{"metric": b.metric, "bound": b.describe(), "met": b.violation(record.metrics[b.metric].value) <= 0}
+                      for b in bounds if b.metric in record.metrics],
+            "environment": view.meta.versions,
+        })

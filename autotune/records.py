@@ -1,0 +1,273 @@
+"""What a study stores, typed: ``StudyMeta`` (one per study) and ``TrialRecord`` (one per trial).
+
+This module is the only place that reads or writes Optuna user attributes. Every other module
+(selection, report, export, the CLI) gets these types, so a field has one name and one default.
+The stored form carries ``schema_version``; a study written by an older autotune (the attributes
+``objectives``/``bounds``/``provider``/``config``/``autotune_baseline``, no version) is read through
+:func:`upgrade_meta`, so an old ``study.db`` still opens.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CONSTRAINTS_ATTR", "META_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BoundSpec", "MetricValue", "ObjectiveSpec",
+    "Owner", "PassSummary", "StudyMeta", "StudyView", "TrialRecord", "metric_kind", "read_meta", "read_record",
+    "write_meta", "write_record",
+]
+
+SCHEMA_VERSION = 2
+META_ATTR = "autotune_meta"
+RECORD_ATTR = "autotune_record"
+# Optuna's constraints_func reads this list from the trial (a plain list of violations, in bound order).
+CONSTRAINTS_ATTR = "autotune_constraints"
+# Schema 1 (no version): the study's facts as separate attributes.
+_V1_ATTRS = ("objectives", "bounds", "provider", "config", "autotune_baseline")
+
+MetricKind = Literal["accuracy", "latency", "size", "memory", "other"]
+
+
+def metric_kind(key: str) -> MetricKind:
+    """What a metric measures, from its id ``<type>-<sub_type>`` (Olive's naming)."""
+    metric_type, _, sub_type = key.partition("-")
+    if metric_type == "accuracy":
+        return "accuracy"
+    if metric_type == "latency":
+        return "latency"
+    if metric_type == "footprint":
+        return "size" if sub_type.startswith("size") else "memory"
+    return "other"
+
+
+class _Stored(BaseModel):
+    # Newer fields written by a newer autotune are kept, not refused: an older reader still opens it.
+    model_config = ConfigDict(extra="allow")
+
+
+class MetricValue(_Stored):
+    """One measured metric as stored (the evaluator's ``Metric.to_dict()``)."""
+
+    value: float
+    unit: str = ""
+    higher_is_better: bool = True
+    name: str = ""
+    n: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    flag: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectiveSpec(_Stored):
+    metric: str
+    higher_is_better: bool
+    unit: str = ""
+    kind: MetricKind = "other"
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.higher_is_better else "minimize"
+
+
+class BoundSpec(_Stored):
+    """A goal resolved to a bound: ``metric`` must be >= ``value`` (higher is better) or <= it."""
+
+    metric: str
+    value: float
+    higher_is_better: bool
+    goal: str = ""
+
+
+class StudyMeta(_Stored):
+    """What the study is: objectives, bounds, baseline, the config it ran (secrets redacted), where."""
+
+    schema_version: int = SCHEMA_VERSION
+    mode: Literal["search", "single"] = "search"
+    objectives: list[ObjectiveSpec] = Field(default_factory=list)
+    bounds: list[BoundSpec] = Field(default_factory=list)
+    baseline: dict[str, MetricValue] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict)
+    provider: str = ""
+    device: dict[str, str] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    grid_enqueued: bool = False
+
+    def objective(self, kind: MetricKind) -> ObjectiveSpec | None:
+        """The first objective of that kind (by priority), if any."""
+        return next((o for o in self.objectives if o.kind == kind), None)
+
+    def run_config(self) -> Any:
+        """The stored config as a validated :class:`RunConfig` (the schema's defaults, not ad-hoc ones)."""
+        from autotune.config.schema import RunConfig
+
+        return RunConfig.model_validate(self.config)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path((self.config.get("engine") or {}).get("output_dir") or ".")
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path((self.config.get("engine") or {}).get("cache_dir") or "cache")
+
+
+class PassSummary(_Stored):
+    name: str
+    type: str
+    key: str
+    seconds: float
+    cache_hit: bool
+
+
+class Owner(_Stored):
+    """The process that runs a trial: a rerun on the same host can tell a dead owner at once."""
+
+    host: str
+    boot_id: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> Owner:
+        return cls(host=socket.gethostname(), boot_id=_boot_id(), pid=os.getpid())
+
+    def is_dead_here(self) -> bool:
+        """True when the owner ran on this host and is surely gone (rebooted since, or no such pid)."""
+        if self.host != socket.gethostname():
+            return False
+        if self.boot_id != _boot_id():
+            return True
+        if self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return _is_zombie(self.pid)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+TrialState = Literal["RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING"]
+
+
+class TrialRecord(_Stored):
+    number: int
+    state: str = "RUNNING"
+    point: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    metrics: dict[str, MetricValue] = Field(default_factory=dict)
+    objectives: dict[str, float] = Field(default_factory=dict)
+    constraints: dict[str, float] = Field(default_factory=dict)
+    feasible: bool | None = None
+    passes: list[PassSummary] = Field(default_factory=list)
+    model_key: str | None = None
+    seconds: float = 0.0
+    evaluation_seconds: float = 0.0
+    orchestration_seconds: float = 0.0
+    fail_reason: str | None = None
+    prune_reason: str | None = None
+    duplicate_of: int | None = None
+    owner: Owner | None = None
+    log_file: str | None = None  # the traceback of a failed trial
+
+
+def write_record(trial: Any, record: TrialRecord) -> None:
+    trial.set_user_attr(RECORD_ATTR, record.model_dump(mode="json", exclude_none=False))
+
+
+def read_record(trial: Any) -> TrialRecord:
+    """The record of a frozen Optuna trial (a bare one for trials that died before writing it)."""
+    raw = trial.user_attrs.get(RECORD_ATTR)
+    record = TrialRecord.model_validate(raw) if raw else TrialRecord(number=trial.number)
+    record.number = trial.number
+    record.state = trial.state.name
+    if not record.point:
+        record.point = dict(trial.params)
+    if trial.state.name == "FAIL" and not record.fail_reason:
+        record.fail_reason = trial.user_attrs.get("fail_reason") or "the worker stopped during this trial (no heartbeat)"
+    return record
+
+
+def write_meta(study: Any, meta: StudyMeta) -> None:
+    study.set_user_attr(META_ATTR, meta.model_dump(mode="json"))
+
+
+def read_meta(study: Any) -> StudyMeta:
+    """The study's meta, upgrading a schema-1 study (separate attributes, no version) on the fly."""
+    attrs = study.user_attrs
+    if META_ATTR in attrs:
+        return StudyMeta.model_validate(attrs[META_ATTR])
+    return upgrade_meta(attrs)
+
+
+def upgrade_meta(attrs: dict[str, Any]) -> StudyMeta:
+    """Schema 1 -> 2: the same facts, typed; objectives get a kind from their metric id."""
+    objectives = [ObjectiveSpec(**{**o, "kind": metric_kind(o["metric"])}) for o in attrs.get("objectives", [])]
+    return StudyMeta(
+        schema_version=1,
+        objectives=objectives,
+        bounds=[BoundSpec(**b) for b in attrs.get("bounds", [])],
+        baseline={k: MetricValue(**v) for k, v in (attrs.get("autotune_baseline") or {}).items()},
+        config=attrs.get("config", {}),
+        provider=attrs.get("provider", ""),
+        grid_enqueued=bool(attrs.get("grid_enqueued", False)),
+    )
+
+
+class StudyView:
+    """A study as its storage holds it: the meta and every trial's record (no live objects needed)."""
+
+    def __init__(self, name: str, meta: StudyMeta, records: list[TrialRecord], study: Any = None) -> None:
+        self.name = name
+        self.meta = meta
+        self.records = records
+        self.study = study  # the optuna Study it came from (for importance), if any
+
+    @classmethod
+    def load(cls, study: Any) -> StudyView:
+        return cls(study.study_name, read_meta(study), [read_record(t) for t in study.get_trials(deepcopy=False)], study)
+
+    @property
+    def objectives(self) -> list[ObjectiveSpec]:
+        return self.meta.objectives
+
+    @property
+    def bounds(self) -> list[BoundSpec]:
+        return self.meta.bounds
+
+    @property
+    def baseline(self) -> dict[str, MetricValue]:
+        return self.meta.baseline
+
+    @property
+    def provider(self) -> str:
+        return self.meta.provider
+
+    def completed(self) -> list[TrialRecord]:
+        return [r for r in self.records if r.state == "COMPLETE" and r.objectives]
+
+    def states(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.records:
+            counts[r.state] = counts.get(r.state, 0) + 1
+        return counts

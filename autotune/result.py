@@ -1,0 +1,34 @@
+"""What ``autotune.run`` returns: the study as stored, the choice, and where the files are."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotune.records import StudyView, TrialRecord
+
+__all__ = ["StudyResult"]
+
+
+@dataclass
+class StudyResult:
+    """A run's outcome. A single run is a study of one point, so it has the same shape."""
+
+    trials: Any  # pandas.DataFrame, one row per trial
+    pareto: Any  # pandas.DataFrame, the feasible non-dominated trials
+    best: dict[str, Any] | None  # {"trial", "model_dir", "feasible", "rule", "metrics"} of the selected trial
+    report_dir: Path
+    view: StudyView
+    selection: Any  # autotune.selection.Selection
+    storage: str = ""  # the storage URL, password redacted
+
+    @property
+    def record(self) -> TrialRecord | None:
+        """The selected trial's record (for a single run: its one trial)."""
+        return self.selection.record if self.selection is not None else None
+
+    def print_summary(self) -> None:
+        from autotune.report.console import print_summary
+
+        print_summary(self)

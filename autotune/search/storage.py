@@ -1,0 +1,87 @@
+"""Opening Optuna storages and studies: URLs, names, and redaction of secrets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from autotune.errors import ConfigError
+
+__all__ = ["default_storage", "load_study", "open_storage", "redact_url", "safe_name"]
+
+
+def safe_name(text: str) -> str:
+    """A study/file name with no path tricks: letters, digits, '-', '_' and '.' only, no leading dots."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-") or "study"
+    return name[:100]
+
+
+def default_storage(output_dir: Path) -> str:
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(output_dir / 'study.db').resolve()}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden (for logs, reports, cards and the stored config)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy parses: hide everything between "user:" and the last "@"
+        return re.sub(r"//([^:/@]+):.*@", r"//\1:***@", url)
+
+
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line reason when opening failed through the user's URL or setup, else None (a bug)."""
+    try:
+        from sqlalchemy import exc as sa_exc
+    except ImportError:  # pragma: no cover - sqlalchemy is a dependency of optuna
+        return None
+    if isinstance(exc, ModuleNotFoundError):
+        extra = " (install autotune[postgres])" if "psycopg" in str(exc) else ""
+        return f"the storage's database driver is not installed: {exc}{extra}"
+    if isinstance(exc, (sa_exc.ArgumentError, sa_exc.OperationalError, sa_exc.NoSuchModuleError, sa_exc.InterfaceError)):
+        return str(exc).splitlines()[0][:200]
+    return None
+
+
+def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if "://" not in url:
+        raise ConfigError("engine.storage", f"expected a storage URL such as sqlite:///study.db, got \"{redact_url(url)}\"")
+    try:
+        return RDBStorage(
+            url,
+            heartbeat_interval=max(1, round(heartbeat_seconds)),
+            grace_period=max(2, round(3 * heartbeat_seconds)),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            # SQLite: several workers on one host wait for the write lock instead of failing.
+            engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})},
+        )
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        reason = _user_error(exc) or _user_error(cause)
+        if reason is None:
+            raise  # not the user's URL: a library failure keeps its type and traceback
+        raise ConfigError("engine.storage", f"cannot open {redact_url(url)}: {redact_url(reason)}") from None
+
+
+def load_study(storage_url: str, study_name: str | None = None) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
+    if study_name is None:
+        if len(names) != 1:
+            raise ConfigError("--study", f"name the study (storage {redact_url(storage_url)} holds: {names or 'none'})")
+        study_name = names[0]
+    if study_name not in names:
+        raise ConfigError("--study", f"no study '{study_name}' in {redact_url(storage_url)} (holds: {names or 'none'})")
+    return optuna.load_study(study_name=study_name, storage=storage)

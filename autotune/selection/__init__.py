@@ -1,0 +1,79 @@
+"""Pareto set over a study's feasible completed trials, and the policies that pick one model.
+
+Everything here reads the study storage alone (through :mod:`autotune.records`), so ``autotune
+report`` and ``autotune select`` work without rerunning anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autotune.errors import ConfigError
+from autotune.records import StudyView, TrialRecord
+from autotune.selection.pareto import dominates, pareto_indices, pareto_set
+from autotune.selection.policies import POLICIES, Policy, policy_names, register_policy
+
+__all__ = [
+    "POLICIES", "Policy", "Selection", "StudyView", "dominates", "least_infeasible", "pareto_indices", "pareto_set",
+    "policy_names", "register_policy", "select",
+]
+
+
+@dataclass
+class Selection:
+    record: TrialRecord | None
+    policy: str
+    rule: str
+    feasible: bool = True
+    missed_by: dict[str, float] = field(default_factory=dict)
+
+
+def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float | None = None,
+           latency_budget_ms: float | None = None, weights: dict[str, float] | None = None) -> Selection:
+    """Pick one trial from the feasible Pareto set by ``policy``; deterministic, with its rule in words.
+
+    ``min_accuracy`` applies to the accuracy objective and ``latency_budget_ms`` to the latency
+    objective; a study without that objective refuses the filter rather than apply it elsewhere.
+    """
+    policy_cls = POLICIES.get(policy)
+    if policy_cls is None:
+        raise ConfigError("selection.policy", f"expected one of {', '.join(policy_names())}, got \"{policy}\"")
+    accuracy, latency = view.meta.objective("accuracy"), view.meta.objective("latency")
+    if min_accuracy is not None and accuracy is None:
+        raise ConfigError("selection.min_accuracy", "the study has no accuracy objective to apply it to")
+    if latency_budget_ms is not None and latency is None:
+        raise ConfigError("selection.latency_budget_ms", "the study has no latency objective to apply it to "
+                          f"(objectives: {', '.join(o.metric for o in view.objectives) or 'none'})")
+    candidates = pareto_set(view)
+    notes = []
+    if min_accuracy is not None and accuracy is not None:
+        candidates = [r for r in candidates if r.objectives[accuracy.metric] >= min_accuracy]
+        notes.append(f"{accuracy.metric} >= {min_accuracy}")
+    if latency_budget_ms is not None and latency is not None:
+        candidates = [r for r in candidates if r.objectives[latency.metric] <= latency_budget_ms]
+        notes.append(f"{latency.metric} <= {latency_budget_ms} ms")
+    if not candidates:
+        return least_infeasible(view, policy, extra=notes)
+    where = f"among {len(candidates)} feasible Pareto trial(s)" + (f" with {' and '.join(notes)}" if notes else "")
+    best, rule = policy_cls().choose(candidates, view.objectives, weights=weights)
+    return Selection(record=best, policy=policy, rule=f"{rule}, {where}")
+
+
+def least_infeasible(view: StudyView, policy: str, extra: list[str] | None = None) -> Selection:
+    """No trial met the constraints: the one that missed by the least (relative to each bound)."""
+    completed = view.completed()
+    if not completed:
+        return Selection(record=None, policy=policy, rule="no trial completed", feasible=False)
+
+    def miss(r: TrialRecord) -> tuple[float, int]:
+        total = sum(max(0.0, r.constraints.get(b.metric, 0.0)) / (abs(b.value) or 1.0) for b in view.bounds)
+        return total, r.number
+
+    best = min(completed, key=miss)
+    missed = {b.metric: best.constraints.get(b.metric, 0.0) for b in view.bounds if best.constraints.get(b.metric, 0.0) > 0}
+    if extra and not missed:
+        rule = f"no trial met {' and '.join(extra)}; exported trial {best.number}, the nearest"
+    else:
+        text = ", ".join(f"{m} by {v:.4g}" for m, v in missed.items())
+        rule = f"no trial met the constraints; exported trial {best.number}, which missed by the least ({text})"
+    return Selection(record=best, policy=policy, rule=rule, feasible=False, missed_by=missed)
