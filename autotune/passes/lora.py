@@ -262,6 +262,12 @@ class PadToLongest:
 def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str, device: str = "cpu") -> Any:
     from transformers import TrainingArguments
 
+    return TrainingArguments(**training_argument_values(args, params, output, origin=origin, device=device))
+
+
+def training_argument_values(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str, device: str = "cpu") -> dict[str, Any]:
+    """The keyword arguments of TrainingArguments: the user's, renamed where transformers renamed them,
+    and autotune's own (output, device, mixed precision)."""
     valid = training_argument_names()
     values = args.model_dump(exclude_none=True)
     for old, new in RENAMED_TRAINING_ARGS.items():
@@ -283,18 +289,18 @@ def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, 
     values.setdefault("logging_nan_inf_filter", False)
     if "activation_checkpointing" in valid and "gradient_checkpointing" in values:  # transformers 5's name
         values["activation_checkpointing"] = values.pop("gradient_checkpointing")
-    return TrainingArguments(
-        output_dir=str(output),
-        learning_rate=params.learning_rate,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        use_cpu=device == "cpu",
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+    return {
+        "output_dir": str(output),
+        "learning_rate": params.learning_rate,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "remove_unused_columns": False,
+        "use_cpu": device == "cpu",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
         **values,
-    )
+    }
 
 
 @register_pass("lora")

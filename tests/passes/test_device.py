@@ -115,7 +115,8 @@ def test_the_device_enters_training_keys_only_where_it_changes_the_result(tmp_pa
 
     def keys(on: str) -> list[str]:
         pipeline._device = on
-        return [key for _, _, key in pipeline.keys()]
+        chain = pipeline.keys()
+        return [key for _, _, key in chain]
 
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: False)
     cpu, cuda = keys("cpu"), keys("cuda")

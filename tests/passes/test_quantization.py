@@ -14,13 +14,13 @@ from autotune.cache import Cache
 from autotune.config import load_config
 from autotune.passes.qlora import four_bit_support
 from autotune.pipeline import Pipeline
-from tests.conftest import generate_one, make_tiny_llama, tiny_config
-
-needs_4bit = pytest.mark.skipif(four_bit_support() is not None, reason=f"no 4-bit bitsandbytes here: {four_bit_support()}")
+from tests.conftest import generate_one, make_tiny_llama, skip_or_fail_in_ci, tiny_config
 
 
-@needs_4bit
 def test_qlora_trains_and_merges_into_the_dequantized_base(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    reason = four_bit_support()
+    if reason is not None:  # under CI=true a broken bitsandbytes install fails here instead of passing green
+        skip_or_fail_in_ci(f"no 4-bit bitsandbytes here: {reason}")
     import torch
     from peft import PeftModel
 
