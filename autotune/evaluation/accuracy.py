@@ -18,6 +18,7 @@ from autotune.evaluation.base import (
     Evaluator,
     EvaluatorParams,
     Metric,
+    SubType,
     register_evaluator,
 )
 from autotune.evaluation.metrics import classification_scores, wilson_interval
@@ -45,10 +46,10 @@ def normalise(text: str) -> str:
 class AccuracyEvaluator(Evaluator):
     type_name = "accuracy"
     Params = AccuracyParams
-    SUB_TYPES: ClassVar[dict[str, tuple[str, bool]]] = {
-        "accuracy": ("ratio", True),
-        "macro_f1": ("ratio", True),
-        "perplexity": ("ppl", False),
+    SUB_TYPES: ClassVar[dict[str, SubType]] = {
+        "accuracy": SubType("ratio", True, "accuracy", "accuracy"),
+        "macro_f1": SubType("ratio", True, "macro F1", "accuracy"),
+        "perplexity": SubType("ppl", False, "perplexity (answer)", "accuracy"),
     }
     ALIASES: ClassVar[dict[str, str]] = {"accuracy_score": "accuracy", "f1_score": "macro_f1", "f1": "macro_f1"}
     needs_data = True
@@ -94,9 +95,9 @@ class AccuracyEvaluator(Evaluator):
         low, high = wilson_interval(correct, len(rows))
         detail = {"mode": params.mode, "labels": labels}
         metrics = {
-            "accuracy": Metric("accuracy", scores["accuracy"], "ratio", True, n=len(rows), ci_low=low, ci_high=high, details=detail),
-            "macro_f1": Metric("macro_f1", scores["macro_f1"], "ratio", True, n=len(rows), details=detail),
+            "accuracy": self.metric("accuracy", scores["accuracy"], n=len(rows), ci_low=low, ci_high=high, details=detail),
+            "macro_f1": self.metric("macro_f1", scores["macro_f1"], n=len(rows), details=detail),
         }
         if params.perplexity and nll_count:
-            metrics["perplexity"] = Metric("perplexity", math.exp(nll_total / nll_count), "ppl", False, n=nll_count)
+            metrics["perplexity"] = self.metric("perplexity", math.exp(nll_total / nll_count), n=nll_count)
         return metrics

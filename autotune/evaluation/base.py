@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,13 +28,34 @@ class Metric:
     ci_high: float | None = None
     flag: str | None = None  # set when the measurement is not trustworthy (e.g. high variation)
     details: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # readable, e.g. "decode p50 (ms/token)"; None in records older than it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Metric:
-        return cls(**data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+MetricKind = Literal["accuracy", "latency", "size", "memory", "other"]
+
+
+@dataclass(frozen=True)
+class SubType:
+    """What one sub-type measures, declared once by its evaluator: every ``Metric`` it returns and
+    every ``MetricSpec`` of the config take unit, direction and name from here."""
+
+    unit: str
+    higher_is_better: bool
+    label: str
+    kind: MetricKind = "other"  # what the study and the selection policies treat it as
+
+
+class MeasurementError(RuntimeError):
+    """A measurement that cannot be trusted (no decode step timed, say): the metric fails, and with it
+    the trial, with this message as its reason, rather than record a meaningless best score."""
 
 
 @dataclass
@@ -67,6 +88,13 @@ class EvalContext:
     provider: str
     data: Any = None  # autotune.data.Dataset
     trust_remote_code: bool = False
+    # The folder relative paths in user_config resolve against (the config file's).
+    base_dir: Path = field(default_factory=Path.cwd)
+    # The sub-types the config asks for, with their metadata (a custom evaluator's come from here).
+    sub_types: dict[str, SubType] = field(default_factory=dict)
+    # Shared by the metrics of one model's evaluation: one measurement can serve several metrics
+    # (latency's fresh process also measures peak memory for the footprint metric).
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 class EvaluatorParams(BaseModel):
@@ -76,13 +104,20 @@ class EvaluatorParams(BaseModel):
 
 
 class Evaluator(ABC):
-    """Measures one family of metrics. ``SUB_TYPES`` maps sub-type name -> (unit, higher_is_better)."""
+    """Measures one family of metrics.
+
+    ``SUB_TYPES`` declares each sub-type's metadata once (unit, direction, readable label, kind);
+    ``version`` is part of this evaluator's cache key: bump it when a change alters what it measures,
+    and only its cached results miss. ``run_after`` orders metric types within one evaluation (a
+    type listed there runs first, so a measurement it shares is reused rather than repeated)."""
 
     type_name: ClassVar[str]
     Params: ClassVar[type[EvaluatorParams]] = EvaluatorParams
-    SUB_TYPES: ClassVar[dict[str, tuple[str, bool]]] = {}
+    SUB_TYPES: ClassVar[dict[str, SubType]] = {}
     ALIASES: ClassVar[dict[str, str]] = {}
     needs_data: ClassVar[bool] = False
+    version: ClassVar[int] = 1
+    run_after: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def evaluate(self, model: EvalModel, params: Any, ctx: EvalContext) -> dict[str, Metric]:
@@ -95,6 +130,20 @@ class Evaluator(ABC):
             hint = did_you_mean(name, list(cls.SUB_TYPES) + list(cls.ALIASES))
             raise ConfigError(where, f"unknown {cls.type_name} sub-type \"{name}\"{hint}")
         return canonical
+
+    @classmethod
+    def describe(cls, name: str, *, higher_is_better: bool | None = None) -> SubType:
+        """The metadata of sub-type ``name`` (canonical); an evaluator without fixed sub-types (custom)
+        gets no unit and the configured direction (default: higher is better)."""
+        declared = cls.SUB_TYPES.get(name)
+        if declared is None:
+            return SubType("", True if higher_is_better is None else higher_is_better, name)
+        return declared
+
+    def metric(self, name: str, value: float, ctx: EvalContext | None = None, **fields: Any) -> Metric:
+        """A ``Metric`` for sub-type ``name`` with its declared unit, direction and label."""
+        info = (ctx.sub_types.get(name) if ctx else None) or self.describe(name)
+        return Metric(name, float(value), info.unit, info.higher_is_better, label=info.label, **fields)
 
 
 EVALUATOR_REGISTRY: Registry[type[Evaluator]] = Registry("metric type")

@@ -65,15 +65,9 @@ class CustomEvaluator(Evaluator):
     type_name = "custom"
     Params = CustomParams
 
-    def __init__(self, *, base: Path | None = None, sub_types: dict[str, bool] | None = None) -> None:
-        self.base = base or Path.cwd()
-        self.sub_types = sub_types or {}
-
     def evaluate(self, model: EvalModel, params: Any, ctx: EvalContext) -> dict[str, Metric]:
-        fn = load_function(params.function, base=self.base, where="user_config.function")
+        # The sub-types are the config's own (ctx.sub_types: no unit, the configured direction).
+        fn = load_function(params.function, base=ctx.base_dir, where="user_config.function")
         options = {k: v for k, v in params.model_dump().items() if k != "function"}
         values = fn(model.path, ctx.data, **options)
-        return {
-            name: Metric(name, float(value), "", self.sub_types.get(name, True))
-            for name, value in values.items()
-        }
+        return {name: self.metric(name, value, ctx) for name, value in values.items()}

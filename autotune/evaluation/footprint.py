@@ -19,6 +19,7 @@ from autotune.evaluation.base import (
     Evaluator,
     EvaluatorParams,
     Metric,
+    SubType,
     register_evaluator,
 )
 
@@ -38,15 +39,15 @@ def folder_bytes(path: object) -> int:
 class FootprintEvaluator(Evaluator):
     type_name = "footprint"
     Params = FootprintParams
-    SUB_TYPES: ClassVar[dict[str, tuple[str, bool]]] = {
-        "size_mb": ("MB", False),
-        "peak_rss_mb": ("MB", False),
-        "model_rss_mb": ("MB", False),
+    SUB_TYPES: ClassVar[dict[str, SubType]] = {
+        "size_mb": SubType("MB", False, "size on disk (MB)", "size"),
+        "peak_rss_mb": SubType("MB", False, "peak memory (MB)", "memory"),
+        "model_rss_mb": SubType("MB", False, "model memory (MB)", "memory"),
     }
     ALIASES: ClassVar[dict[str, str]] = {"size": "size_mb", "disk_mb": "size_mb", "memory": "peak_rss_mb"}
 
     def evaluate(self, model: EvalModel, params: FootprintParams, ctx: EvalContext) -> dict[str, Metric]:
-        metrics = {"size_mb": Metric("size_mb", folder_bytes(model.path) / 1e6, "MB", False)}
+        metrics = {"size_mb": self.metric("size_mb", folder_bytes(model.path) / 1e6)}
         if params.memory:
             cmd = [sys.executable, "-m", "autotune.evaluation.memory_probe", str(model.path), model.kind,
                    ctx.provider, str(params.generate_tokens)]
@@ -54,7 +55,7 @@ class FootprintEvaluator(Evaluator):
             if proc.returncode != 0:
                 raise RuntimeError(f"memory probe failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
             probe = json.loads(proc.stdout.strip().splitlines()[-1])
-            metrics["peak_rss_mb"] = Metric("peak_rss_mb", probe["peak_rss_mb"], "MB", False, details=probe)
-            metrics["model_rss_mb"] = Metric("model_rss_mb", probe["peak_rss_mb"] - probe["runtime_rss_mb"], "MB", False,
-                                             details={"note": "peak minus the RSS after importing the runtime, before loading"})
+            metrics["peak_rss_mb"] = self.metric("peak_rss_mb", probe["peak_rss_mb"], details=probe)
+            metrics["model_rss_mb"] = self.metric("model_rss_mb", probe["peak_rss_mb"] - probe["runtime_rss_mb"],
+                                                  details={"note": "peak minus the RSS after importing the runtime, before loading"})
         return metrics

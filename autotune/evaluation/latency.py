@@ -15,6 +15,7 @@ from autotune.evaluation.base import (
     Evaluator,
     EvaluatorParams,
     Metric,
+    SubType,
     environment,
     register_evaluator,
 )
@@ -53,11 +54,11 @@ def summarise(values_ms: list[float]) -> dict[str, float]:
 class LatencyEvaluator(Evaluator):
     type_name = "latency"
     Params = LatencyParams
-    SUB_TYPES: ClassVar[dict[str, tuple[str, bool]]] = {
-        **{f"ttft_ms_{s}": ("ms", False) for s in STATS},
-        **{f"decode_ms_per_token_{s}": ("ms/token", False) for s in STATS},
-        **{f"e2e_ms_{s}": ("ms", False) for s in STATS},
-        "tokens_per_s": ("tokens/s", True),
+    SUB_TYPES: ClassVar[dict[str, SubType]] = {
+        **{f"ttft_ms_{s}": SubType("ms", False, f"time to first token {s} (ms)", "latency") for s in STATS},
+        **{f"decode_ms_per_token_{s}": SubType("ms/token", False, f"decode {s} (ms/token)", "latency") for s in STATS},
+        **{f"e2e_ms_{s}": SubType("ms", False, f"end-to-end {s} (ms)", "latency") for s in STATS},
+        "tokens_per_s": SubType("tokens/s", True, "throughput (tokens/s)", "latency"),
     }
     # Olive's latency sub-types are end-to-end times.
     ALIASES: ClassVar[dict[str, str]] = {s: f"e2e_ms_{s}" for s in STATS}
@@ -88,15 +89,15 @@ class LatencyEvaluator(Evaluator):
             **environment(),
         }
         metrics: dict[str, Metric] = {}
-        for prefix, values, unit in (("ttft_ms", ttft, "ms"), ("decode_ms_per_token", decode, "ms/token"), ("e2e_ms", e2e, "ms")):
+        for prefix, values in (("ttft_ms", ttft), ("decode_ms_per_token", decode), ("e2e_ms", e2e)):
             stats = summarise(values)
             flag = f"cv {stats['cv']:.2f} > {params.cv_threshold}" if stats["cv"] > params.cv_threshold else None
             for s in STATS:
-                metrics[f"{prefix}_{s}"] = Metric(f"{prefix}_{s}", stats[s], unit, False, n=params.repeats, flag=flag,
-                                                  details={"cv": stats["cv"], "min": stats["min"], "max": stats["max"], **setup})
+                metrics[f"{prefix}_{s}"] = self.metric(f"{prefix}_{s}", stats[s], n=params.repeats, flag=flag,
+                                                       details={"cv": stats["cv"], "min": stats["min"], "max": stats["max"], **setup})
         rate = summarise(rates)
-        metrics["tokens_per_s"] = Metric(
-            "tokens_per_s", rate["avg"], "tokens/s", True, n=params.repeats,
+        metrics["tokens_per_s"] = self.metric(
+            "tokens_per_s", rate["avg"], n=params.repeats,
             flag=f"cv {rate['cv']:.2f} > {params.cv_threshold}" if rate["cv"] > params.cv_threshold else None,
             details={"cv": rate["cv"], **setup},
         )

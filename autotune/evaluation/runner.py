@@ -12,11 +12,11 @@ from autotune.cache import Cache, hash_key
 from autotune.config.errors import validate_model
 from autotune.config.schema import EvaluatorConfig, GoalConfig, RunConfig
 from autotune.errors import ConfigError
-from autotune.evaluation.base import EvalContext, EvalModel, Metric, environment, get_evaluator
+from autotune.evaluation.base import EvalContext, EvalModel, Evaluator, Metric, SubType, environment, get_evaluator
 from autotune.evaluation.goals import Bound, resolve_goal
 
 log = logging.getLogger("autotune")
-# Bump when a change to an evaluator changes what it measures: old cached results then miss.
+# The layout of a cached evaluation; what one evaluator measures is versioned by its own ``version``.
 EVALUATION_VERSION = 1
 
 
@@ -29,6 +29,8 @@ class MetricSpec:
     priority: int
     goal: GoalConfig | None
     unit: str
+    label: str = ""  # readable, e.g. "decode p50 (ms/token)"
+    kind: str = "other"  # accuracy | latency | size | memory | other, as the evaluator declares it
 
 
 def metric_specs(evaluator: EvaluatorConfig, *, where: str = "evaluators") -> list[MetricSpec]:
@@ -39,9 +41,9 @@ def metric_specs(evaluator: EvaluatorConfig, *, where: str = "evaluators") -> li
         validate_model(cls.Params, metric.user_config, f"{mpath}.user_config")
         for j, sub in enumerate(metric.sub_types):
             name = cls.sub_type(sub.name, where=f"{mpath}.sub_types[{j}].name")
-            unit, default_hib = cls.SUB_TYPES.get(name, ("", True))
-            hib = default_hib if sub.higher_is_better is None else sub.higher_is_better
-            specs.append(MetricSpec(f"{metric.name}-{name}", i, name, hib, sub.priority, sub.goal, unit))
+            info = cls.describe(name, higher_is_better=sub.higher_is_better)
+            hib = info.higher_is_better if sub.higher_is_better is None else sub.higher_is_better
+            specs.append(MetricSpec(f"{metric.name}-{name}", i, name, hib, sub.priority, sub.goal, info.unit, info.label, info.kind))
     keys = [s.key for s in specs]
     for key in keys:
         if keys.count(key) > 1:
@@ -84,18 +86,38 @@ class ModelEvaluator:
         return [self.data_name(i) for i, m in enumerate(self.evaluator.metrics)
                 if m.data_config is not None or get_evaluator(m.type, where="").needs_data]
 
+    def cache_key(self, index: int, model: EvalModel, data: Any) -> str:
+        """What changes a measurement: the evaluator type, its version and user_config, the data, the model
+        and the provider. Priorities and goals only change how results are used, so they stay out."""
+        metric = self.evaluator.metrics[index]
+        cls = get_evaluator(metric.type, where="")
+        return hash_key({
+            "evaluation": EVALUATION_VERSION, "model": model.key, "type": cls.type_name, "version": cls.version,
+            "user_config": metric.user_config, "provider": self.config.engine.provider, "data": getattr(data, "key", None),
+            "kind": model.kind,
+        })
+
+    def _order(self) -> list[int]:
+        """Metric indices in the order to measure them: a type named in another's ``run_after`` first."""
+        types = [get_evaluator(m.type, where="") for m in self.evaluator.metrics]
+        return sorted(range(len(types)), key=lambda i: any(t.type_name in types[i].run_after for t in types))
+
+    def _sub_types(self, cls: type[Evaluator], index: int) -> dict[str, SubType]:
+        out = {}
+        for sub in self.evaluator.metrics[index].sub_types:
+            name = cls.sub_type(sub.name, where="")
+            out[name] = cls.describe(name, higher_is_better=sub.higher_is_better)
+        return out
+
     def evaluate(self, model: EvalModel) -> dict[str, Metric]:
         provider = self.config.engine.provider
         results: dict[str, Metric] = {}
-        for index, metric in enumerate(self.evaluator.metrics):
+        shared: dict[str, Any] = {}  # one model's evaluation: measurements the metrics share
+        for index in self._order():
+            metric = self.evaluator.metrics[index]
             cls = get_evaluator(metric.type, where="")
             data = self._data_for(index)
-            # What changes a measurement: the evaluator type and its user_config, the data, the model and
-            # the provider. Priorities and goals only change how results are used, so they stay out.
-            key = hash_key({
-                "evaluation": EVALUATION_VERSION, "model": model.key, "type": cls.type_name,
-                "user_config": metric.user_config, "provider": provider, "data": getattr(data, "key", None), "kind": model.kind,
-            })
+            key = self.cache_key(index, model, data)
             cached = self.cache.get_json(key) if self.use_cache else None
             if cached is not None:
                 measured = {k: Metric.from_dict(v) for k, v in cached["metrics"].items()}
@@ -103,13 +125,9 @@ class ModelEvaluator:
             else:
                 params = validate_model(cls.Params, metric.user_config, f"evaluators.{self.name}.metrics[{index}].user_config")
                 began = time.perf_counter()
-                if cls.type_name == "custom":
-                    subs = {s.name: (s.higher_is_better if s.higher_is_better is not None else True) for s in metric.sub_types}
-                    evaluator = cls(base=self.config.config_dir, sub_types=subs)  # type: ignore[call-arg]
-                else:
-                    evaluator = cls()
-                ctx = EvalContext(provider=provider, data=data, trust_remote_code=self.config.input_model.trust_remote_code)
-                measured = evaluator.evaluate(model, params, ctx)
+                ctx = EvalContext(provider=provider, data=data, trust_remote_code=self.config.input_model.trust_remote_code,
+                                  base_dir=self.config.config_dir, sub_types=self._sub_types(cls, index), shared=shared)
+                measured = cls().evaluate(model, params, ctx)
                 seconds = time.perf_counter() - began
                 log.info("metric %-10s measured in %.1f s", metric.name, seconds)
                 self.cache.put_json(key, {"metrics": {k: v.to_dict() for k, v in measured.items()}, "seconds": seconds})
@@ -118,7 +136,7 @@ class ModelEvaluator:
                     if spec.sub_type not in measured:
                         raise ConfigError(f"evaluators.{self.name}.metrics[{index}]", f"the evaluator returned no '{spec.sub_type}'")
                     results[spec.key] = measured[spec.sub_type]
-        return results
+        return {spec.key: results[spec.key] for spec in self.specs}  # in the config's order, whatever ran first
 
     def bounds(self, baseline: dict[str, Metric] | None) -> list[Bound]:
         out = []

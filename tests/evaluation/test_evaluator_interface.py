@@ -1,0 +1,93 @@
+"""The evaluator interface: one registry that refuses a duplicate name, sub-type metadata declared once,
+and a version per evaluator in the evaluation cache key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotune.cache import Cache
+from autotune.config import load_config
+from autotune.evaluation.base import (
+    EVALUATOR_REGISTRY,
+    EvalContext,
+    EvalModel,
+    Evaluator,
+    Metric,
+    SubType,
+    get_evaluator,
+    register_evaluator,
+)
+from autotune.evaluation.footprint import FootprintEvaluator
+from autotune.evaluation.latency import LatencyEvaluator
+from autotune.evaluation.runner import ModelEvaluator
+from autotune.pipeline import Pipeline
+from autotune.registry import DuplicateNameError
+from tests.conftest import tiny_config
+
+
+def test_a_second_evaluator_under_a_taken_name_is_refused() -> None:
+    get_evaluator("accuracy", where="")  # the built-ins are registered
+
+    class Impostor(Evaluator):
+        type_name = "latency"
+
+        def evaluate(self, model: EvalModel, params: Any, ctx: EvalContext) -> dict[str, Metric]:
+            return {}
+
+    with pytest.raises(DuplicateNameError, match="latency"):
+        register_evaluator()(Impostor)
+    assert EVALUATOR_REGISTRY.get("latency") is LatencyEvaluator
+    Impostor.type_name = "impostor_unique_name"
+    with pytest.raises(DuplicateNameError, match="size"):  # an alias of footprint is taken too
+        register_evaluator("size")(Impostor)
+
+
+def evaluator_for(tmp_path: Path, tiny_model: Path, tone_file: Path) -> ModelEvaluator:
+    raw = tiny_config(tiny_model, tone_file, tmp_path)
+    raw["evaluators"] = {"all": {"metrics": [
+        {"name": "acc", "type": "accuracy", "sub_types": [{"name": "accuracy", "priority": 1}]},
+        {"name": "lat", "type": "latency", "sub_types": [{"name": "decode_ms_per_token_p50", "priority": 2}]},
+        {"name": "mem", "type": "footprint", "sub_types": [{"name": "size_mb"}, {"name": "memory", "higher_is_better": True}]},
+        {"name": "mine", "type": "custom", "sub_types": [{"name": "anything", "higher_is_better": False}],
+         "user_config": {"function": "x.py:f"}},
+    ]}}
+    raw["engine"]["evaluator"] = "all"
+    config = load_config(raw, base_dir=tmp_path)
+    cache = Cache(config.engine.cache_dir)
+    return ModelEvaluator(config, cache=cache, data_loader=Pipeline(config, cache=cache).data)
+
+
+def test_bumping_one_evaluators_version_changes_only_its_cache_key(tmp_path: Path, tiny_model: Path, tone_file: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluator = evaluator_for(tmp_path, tiny_model, tone_file)
+    model = EvalModel(path=tiny_model, kind="hf", key="m")
+
+    def keys() -> list[str]:
+        return [evaluator.cache_key(i, model, evaluator._data_for(i)) for i in range(4)]
+
+    before = keys()
+    assert keys() == before  # stable
+    monkeypatch.setattr(LatencyEvaluator, "version", LatencyEvaluator.version + 1)
+    after = keys()
+    assert [b == a for b, a in zip(before, after, strict=True)] == [True, False, True, True]
+
+
+def test_sub_type_metadata_is_declared_once_and_reaches_specs_and_metrics(tmp_path: Path, tiny_model: Path,
+                                                                           tone_file: Path) -> None:
+    specs = {s.key: s for s in evaluator_for(tmp_path, tiny_model, tone_file).specs}
+    decode = specs["lat-decode_ms_per_token_p50"]
+    assert (decode.unit, decode.higher_is_better, decode.label, decode.kind) == ("ms/token", False, "decode p50 (ms/token)", "latency")
+    assert specs["mem-size_mb"].kind == "size" and specs["mem-peak_rss_mb"].kind == "memory"
+    assert specs["mem-peak_rss_mb"].higher_is_better is True  # the config's override wins in the spec
+    assert specs["acc-accuracy"].kind == "accuracy"
+    custom = specs["mine-anything"]
+    assert (custom.unit, custom.higher_is_better, custom.kind) == ("", False, "other")
+    # Every sub-type is declared as a SubType, and a Metric built by the evaluator carries it.
+    for cls in {c for _, c in EVALUATOR_REGISTRY.items()}:
+        assert all(isinstance(v, SubType) for v in cls.SUB_TYPES.values())
+    metric = FootprintEvaluator().metric("size_mb", 12.5)
+    assert (metric.unit, metric.higher_is_better, metric.label) == ("MB", False, "size on disk (MB)")
+    assert Metric.from_dict({k: v for k, v in metric.to_dict().items() if k != "label"}).label is None  # older records load
