@@ -1,18 +1,17 @@
 """Size on disk of the model folder and peak resident memory of loading it and generating.
 
-Memory is measured in a fresh child process (its own VmHWM), so what the parent process trained or
-loaded before does not leak into the number.
+Size is read from the folder. Memory is measured in a fresh child process (its own VmHWM), so what the
+parent process trained or loaded before does not leak into the number: the same process that measured
+latency when the evaluation has a latency metric, else one of its own.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from typing import ClassVar
 
 from pydantic import Field
 
+from autotune.evaluation import memory_probe
 from autotune.evaluation.base import (
     EvalContext,
     EvalModel,
@@ -22,6 +21,7 @@ from autotune.evaluation.base import (
     SubType,
     register_evaluator,
 )
+from autotune.evaluation.latency import PROBE_KEY
 
 
 class FootprintParams(EvaluatorParams):
@@ -38,6 +38,7 @@ def folder_bytes(path: object) -> int:
 @register_evaluator("size", "memory")
 class FootprintEvaluator(Evaluator):
     type_name = "footprint"
+    version = 2  # 2: peak memory from the latency process when there is one
     Params = FootprintParams
     SUB_TYPES: ClassVar[dict[str, SubType]] = {
         "size_mb": SubType("MB", False, "size on disk (MB)", "size"),
@@ -45,17 +46,21 @@ class FootprintEvaluator(Evaluator):
         "model_rss_mb": SubType("MB", False, "model memory (MB)", "memory"),
     }
     ALIASES: ClassVar[dict[str, str]] = {"size": "size_mb", "disk_mb": "size_mb", "memory": "peak_rss_mb"}
+    # After latency: its fresh process already measured this model's peak memory.
+    run_after = ("latency",)
 
     def evaluate(self, model: EvalModel, params: FootprintParams, ctx: EvalContext) -> dict[str, Metric]:
         metrics = {"size_mb": self.metric("size_mb", folder_bytes(model.path) / 1e6)}
         if params.memory:
-            cmd = [sys.executable, "-m", "autotune.evaluation.memory_probe", str(model.path), model.kind,
-                   ctx.provider, str(params.generate_tokens)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(f"memory probe failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
-            probe = json.loads(proc.stdout.strip().splitlines()[-1])
-            metrics["peak_rss_mb"] = self.metric("peak_rss_mb", probe["peak_rss_mb"], details=probe)
+            probe = ctx.shared.get(PROBE_KEY)
+            if probe is not None:
+                where = "the latency metric's fresh process (model loaded once for both)"
+            else:
+                probe = memory_probe.run_probe(model, provider=ctx.provider, tokens=params.generate_tokens)
+                where = f"a fresh process generating {params.generate_tokens} tokens"
+            details = {k: v for k, v in probe.items() if k != "latency"} | {"measured_in": where}
+            metrics["peak_rss_mb"] = self.metric("peak_rss_mb", probe["peak_rss_mb"], details=details)
             metrics["model_rss_mb"] = self.metric("model_rss_mb", probe["peak_rss_mb"] - probe["runtime_rss_mb"],
-                                                  details={"note": "peak minus the RSS after importing the runtime, before loading"})
+                                                  details={"note": "peak minus the RSS after importing the runtime, before loading",
+                                                           "measured_in": where})
         return metrics

@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from autotune.evaluation.backends import open_backend
+from autotune.evaluation import memory_probe
 from autotune.evaluation.base import (
     EvalContext,
     EvalModel,
@@ -20,10 +20,8 @@ from autotune.evaluation.base import (
     register_evaluator,
 )
 
-FILLER = (
-    "The quick brown fox jumps over the lazy dog while the weather report promises rain for the weekend and "
-    "everyone in the office plans a short trip to the coast to see the old lighthouse and the harbour. "
-)
+# ctx.shared key of the fresh process's result (latency samples and peak memory) for this model.
+PROBE_KEY = "fresh_process_probe"
 STATS = ("avg", "p50", "p90", "p99")
 
 
@@ -53,6 +51,7 @@ def summarise(values_ms: list[float]) -> dict[str, float]:
 @register_evaluator()
 class LatencyEvaluator(Evaluator):
     type_name = "latency"
+    version = 2  # 2: measured in a fresh process (that also measures peak memory), not the study process
     Params = LatencyParams
     SUB_TYPES: ClassVar[dict[str, SubType]] = {
         **{f"ttft_ms_{s}": SubType("ms", False, f"time to first token {s} (ms)", "latency") for s in STATS},
@@ -64,25 +63,27 @@ class LatencyEvaluator(Evaluator):
     ALIASES: ClassVar[dict[str, str]] = {s: f"e2e_ms_{s}" for s in STATS}
 
     def evaluate(self, model: EvalModel, params: LatencyParams, ctx: EvalContext) -> dict[str, Metric]:
-        backend = open_backend(model, provider=ctx.provider, trust_remote_code=ctx.trust_remote_code)
-        tok = backend.tokenizer
-        filler = list(tok(FILLER, add_special_tokens=False)["input_ids"])
-        ids = (filler * (params.prompt_tokens // len(filler) + 1))[: params.prompt_tokens]
-        for _ in range(params.warmup):
-            backend.generate(ids, params.generate_tokens, ignore_eos=True)
+        # A fresh process times generation and then reads its own peak memory; the footprint metric of
+        # the same evaluation takes that peak from ctx.shared instead of loading the model again.
+        settings = {"prompt_tokens": params.prompt_tokens, "generate_tokens": params.generate_tokens, "warmup": params.warmup,
+                    "repeats": params.repeats, "trust_remote_code": ctx.trust_remote_code}
+        probe = memory_probe.run_probe(model, provider=ctx.provider, tokens=params.generate_tokens, settings=settings)
+        ctx.shared[PROBE_KEY] = probe
+        measured = probe["latency"]
         ttft, decode, e2e, rates = [], [], [], []
-        for _ in range(params.repeats):
-            tokens, first, steps = backend.generate(ids, params.generate_tokens, ignore_eos=True)
+        for sample in measured["samples"]:
+            first, steps = sample["ttft_s"], sample["steps_s"]
             per_token = statistics.fmean(steps) if steps else 0.0
             ttft.append(first * 1e3)
             decode.append(per_token * 1e3)
             e2e.append((first + sum(steps)) * 1e3)
-            rates.append(len(tokens) / (first + sum(steps)))
+            rates.append(sample["tokens"] / (first + sum(steps)))
         setup = {
             "backend": "onnxruntime-genai" if model.kind == "onnx" else "pytorch",
             "provider": ctx.provider if model.kind == "onnx" else "torch-cpu",
             "batch_size": params.batch_size,
-            "prompt_tokens": len(ids),
+            "prompt_tokens": measured["prompt_tokens"],
+            "process": "fresh (also measures peak memory)",
             "generate_tokens": params.generate_tokens,
             "warmup": params.warmup,
             "repeats": params.repeats,
