@@ -14,6 +14,7 @@ from autotune.evaluation.base import (
     EvalModel,
     Evaluator,
     EvaluatorParams,
+    MeasurementError,
     Metric,
     SubType,
     environment,
@@ -71,9 +72,15 @@ class LatencyEvaluator(Evaluator):
         ctx.shared[PROBE_KEY] = probe
         measured = probe["latency"]
         ttft, decode, e2e, rates = [], [], [], []
-        for sample in measured["samples"]:
+        for i, sample in enumerate(measured["samples"]):
             first, steps = sample["ttft_s"], sample["steps_s"]
-            per_token = statistics.fmean(steps) if steps else 0.0
+            if not steps:
+                # 0 ms/token would be the best possible score for a measurement that did not happen.
+                raise MeasurementError(
+                    f"latency: repeat {i + 1} of {len(measured['samples'])} timed no decode step (generation stopped after "
+                    f"{sample['tokens']} token(s) of {params.generate_tokens}; prompt {measured['prompt_tokens']} tokens, "
+                    "is the context length too short?)")
+            per_token = statistics.fmean(steps)
             ttft.append(first * 1e3)
             decode.append(per_token * 1e3)
             e2e.append((first + sum(steps)) * 1e3)
