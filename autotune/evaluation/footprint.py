@@ -59,8 +59,13 @@ class FootprintEvaluator(Evaluator):
                 probe = memory_probe.run_probe(model, provider=ctx.provider, tokens=params.generate_tokens)
                 where = f"a fresh process generating {params.generate_tokens} tokens"
             details = {k: v for k, v in probe.items() if k != "latency"} | {"measured_in": where}
-            metrics["peak_rss_mb"] = self.metric("peak_rss_mb", probe["peak_rss_mb"], details=details)
-            metrics["model_rss_mb"] = self.metric("model_rss_mb", probe["peak_rss_mb"] - probe["runtime_rss_mb"],
+            # Without /proc/self/status the probe could only read ru_maxrss, which a child inherits from its
+            # parent: possibly the study process's peak, not the model's. Kept, but marked untrustworthy.
+            flag = None
+            if probe.get("rss_source", memory_probe.OWN_PEAK) != memory_probe.OWN_PEAK:
+                flag = "peak read from ru_maxrss (no VmHWM here): may be the parent process's peak"
+            metrics["peak_rss_mb"] = self.metric("peak_rss_mb", probe["peak_rss_mb"], flag=flag, details=details)
+            metrics["model_rss_mb"] = self.metric("model_rss_mb", probe["peak_rss_mb"] - probe["runtime_rss_mb"], flag=flag,
                                                   details={"note": "peak minus the RSS after importing the runtime, before loading",
                                                            "measured_in": where})
         return metrics

@@ -9,6 +9,7 @@ import pytest
 
 from autotune.evaluation import memory_probe
 from autotune.evaluation.base import EvalContext, EvalModel, MeasurementError
+from autotune.evaluation.footprint import FootprintEvaluator, FootprintParams
 from autotune.evaluation.latency import LatencyEvaluator, LatencyParams
 
 MODEL = EvalModel(path=Path("."), kind="onnx", key="m")
@@ -36,3 +37,36 @@ def test_latency_with_decode_steps_in_every_repeat_is_measured(monkeypatch: pyte
     monkeypatch.setattr(memory_probe, "run_probe", fake_probe(samples))
     metrics = LatencyEvaluator().evaluate(MODEL, LatencyParams(repeats=2, warmup=0), EvalContext(provider="CPUExecutionProvider"))
     assert metrics["decode_ms_per_token_p50"].value == pytest.approx(3.0)
+
+
+def test_without_vmhwm_the_probe_says_its_peak_is_the_inherited_ru_maxrss(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert memory_probe.peak_rss()[1] == memory_probe.OWN_PEAK  # Linux: this process's own VmHWM
+
+    def no_proc(self: Path, *args: Any, **kwargs: Any) -> str:
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    value, source = memory_probe.peak_rss()
+    assert source == memory_probe.INHERITED_PEAK and value > 0
+
+
+@pytest.mark.parametrize("shared", [True, False])  # from the latency process, or a process of its own
+def test_memory_read_from_the_inherited_ru_maxrss_is_flagged(monkeypatch: pytest.MonkeyPatch, shared: bool) -> None:
+    probe = fake_probe([], source=memory_probe.INHERITED_PEAK)
+    ctx = EvalContext(provider="CPUExecutionProvider")
+    if shared:
+        from autotune.evaluation.latency import PROBE_KEY
+
+        ctx.shared[PROBE_KEY] = probe(MODEL)
+    else:
+        monkeypatch.setattr(memory_probe, "run_probe", probe)
+    metrics = FootprintEvaluator().evaluate(MODEL, FootprintParams(), ctx)
+    for name in ("peak_rss_mb", "model_rss_mb"):
+        assert metrics[name].flag is not None and "ru_maxrss" in metrics[name].flag
+    assert metrics["size_mb"].flag is None
+
+
+def test_memory_read_from_vmhwm_is_not_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory_probe, "run_probe", fake_probe([]))
+    metrics = FootprintEvaluator().evaluate(MODEL, FootprintParams(), EvalContext(provider="CPUExecutionProvider"))
+    assert metrics["peak_rss_mb"].flag is None and metrics["peak_rss_mb"].value == 300.0
