@@ -1,10 +1,14 @@
-"""Console logging (rich) and the offline switches set before any HF library is imported."""
+"""Console logging (rich), the offline switches set before any HF library is imported, and the few
+library messages that are known noise (filtered one by one: every other warning still shows)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterable, Iterator
+from typing import TextIO
 
 OLIVE_SEVERITY = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.CRITICAL}
 
@@ -21,6 +25,82 @@ def go_offline() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+# Python warnings that say nothing the user can act on: (category, message regex at its start).
+KNOWN_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    # transformers 5.x renamed the PyTorch cache argument; the PyTorch backend of the evaluators passes
+    # it by the old name, which every supported transformers version still accepts.
+    (FutureWarning, r"`past_key_values` is deprecated and will be removed"),
+    # peft and the Trainer call this renamed transformers property themselves.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated and will be removed"),
+)
+# Library log messages of the same kind: logger name -> message prefixes dropped from that logger.
+KNOWN_LOG_NOISE: dict[str, tuple[str, ...]] = {
+    "transformers.utils.generic": ("`past_key_values`/`cache_params` are deprecated",),
+}
+
+
+class DropMessages(logging.Filter):
+    """Drops records whose message starts with one of ``prefixes`` (a logger filter: that logger only)."""
+
+    def __init__(self, prefixes: Iterable[str]) -> None:
+        super().__init__()
+        self.prefixes = tuple(prefixes)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_known_warnings() -> None:
+    """Filter exactly the known-noise messages (idempotent); every other warning is left as Python shows it."""
+    for category, pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern, category=category)
+    for name, prefixes in KNOWN_LOG_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropMessages) for f in logger.filters):
+            logger.addFilter(DropMessages(prefixes))
+
+
+def guard_root_logger() -> None:
+    """Give the root logger a stderr handler at WARNING, as Python's last resort would.
+
+    onnxruntime's ``matmul_nbits_quantizer`` (imported by the model builder) calls
+    ``logging.basicConfig(level=INFO)`` at import; on a root without handlers that sends every
+    library's INFO records to the terminal for the rest of the process. With a handler in place,
+    basicConfig does nothing.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+        root.addHandler(handler)
+
+
+@contextlib.contextmanager
+def routed_loggers(names: Iterable[str], sink: TextIO, level: int = logging.INFO) -> Iterator[None]:
+    """For the duration, records of the named loggers (``level`` and above) go to ``sink`` only.
+
+    Each logger's level, handlers and propagate flag are restored afterwards; every other logger
+    (autotune's own, from any thread) is untouched, unlike a process-wide ``logging.disable``.
+    """
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(logging.Formatter("%(name)s [%(levelname)s] %(message)s"))
+    saved = []
+    for name in names:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.level, logger.propagate))
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, previous_level, propagate in saved:
+            logger.removeHandler(handler)
+            logger.setLevel(previous_level)
+            logger.propagate = propagate
+
+
 def setup_logging(level: int = 1) -> None:
     from rich.logging import RichHandler
 
@@ -32,6 +112,5 @@ def setup_logging(level: int = 1) -> None:
     root.propagate = False
     for noisy in ("transformers", "datasets", "peft", "onnxruntime", "optuna", "accelerate", "torch", "bitsandbytes", "evaluate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    guard_root_logger()
+    quiet_known_warnings()

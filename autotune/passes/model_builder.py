@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from autotune.context import PassContext
 from autotune.errors import ConfigError
+from autotune.logging_setup import routed_loggers
 from autotune.models.handle import ModelHandle
 from autotune.passes.base import Pass, PassParams, register_pass, searchable
 
@@ -90,6 +91,10 @@ class ModelBuilder(Pass):
         build_onnx(model.path, output, params, provider=ctx.provider, work_dir=ctx.work_dir)
 
 
+# The loggers the model builder and the quantizers it calls write to.
+BUILDER_LOGGERS = ("onnxruntime.quantization", "onnxruntime_genai", "onnx_ir", "neural_compressor")
+
+
 def build_onnx(source: Path, output: Path, params: ModelBuilderParams, *, provider: str, work_dir: Path) -> None:
     from onnxruntime_genai.models import builder
 
@@ -99,24 +104,15 @@ def build_onnx(source: Path, output: Path, params: ModelBuilderParams, *, provid
     log_path = work_dir / "model_builder.log"
     # The builder prints every tensor it writes; keep that in a log file, not the terminal.
     # ONNX Runtime's quantizer logs at ERROR what is normal for an int8 build ("Gather only supports
-    # 4 bits quantization": the embedding stays unquantized); its records go to the log file too.
-    previous = logging.root.manager.disable
-    quantizer_log = logging.getLogger("onnxruntime.quantization")
-    quantizer_propagates = quantizer_log.propagate
-    with log_path.open("w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        handler = logging.StreamHandler(sink)
-        quantizer_log.addHandler(handler)
-        quantizer_log.propagate = False
-        logging.disable(logging.INFO)
-        try:
-            extra = builder.parse_extra_options(
-                "", str(source), str(output), params.precision, ep, str(scratch), params.extra_options()
-            )
-            builder.create_model("", str(source), str(output), params.precision, ep, str(scratch), **extra)
-        finally:
-            logging.disable(previous)
-            quantizer_log.removeHandler(handler)
-            quantizer_log.propagate = quantizer_propagates
+    # 4 bits quantization": the embedding stays unquantized); the records of the loggers the builder
+    # uses go to the log file too. Only those loggers are rerouted (and restored after): autotune's
+    # own records, e.g. from the study's heartbeat thread, still reach the terminal.
+    with log_path.open("w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+            routed_loggers(BUILDER_LOGGERS, sink):
+        extra = builder.parse_extra_options(
+            "", str(source), str(output), params.precision, ep, str(scratch), params.extra_options()
+        )
+        builder.create_model("", str(source), str(output), params.precision, ep, str(scratch), **extra)
     shutil.rmtree(scratch, ignore_errors=True)
     if not (output / "genai_config.json").is_file():
         raise RuntimeError(f"the model builder wrote no genai_config.json (see {log_path})")

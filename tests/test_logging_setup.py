@@ -1,0 +1,102 @@
+"""Only known-noise messages are filtered: any other warning still shows after logging setup, and the
+model builder reroutes its own loggers for the build instead of switching logging off process-wide."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+SETUP = "from autotune.logging_setup import go_offline, setup_logging; go_offline(); setup_logging(1)\n"
+
+
+def test_unrelated_warnings_still_show_after_logging_setup() -> None:
+    proc = _python(SETUP + (
+        "import warnings\n"
+        "warnings.warn('a user warning from elsewhere', UserWarning)\n"
+        "warnings.warn('a future warning from elsewhere', FutureWarning)\n"
+        "warnings.warn('a deprecation from elsewhere', DeprecationWarning)\n"
+        "warnings.warn('`past_key_values` is deprecated and will be removed in version 5.40.0 for `X.forward`.', FutureWarning)\n"
+        "warnings.warn('`is_gradient_checkpointing` is deprecated and will be removed in v6.', FutureWarning)\n"
+    ))
+    assert proc.returncode == 0, proc.stderr
+    for shown in ("UserWarning: a user warning from elsewhere", "FutureWarning: a future warning from elsewhere",
+                  "DeprecationWarning: a deprecation from elsewhere"):
+        assert shown in proc.stderr, proc.stderr
+    assert "past_key_values" not in proc.stderr and "is_gradient_checkpointing" not in proc.stderr
+
+
+def test_the_transformers_cache_deprecation_log_line_is_dropped_and_others_are_not() -> None:
+    proc = _python(SETUP + (
+        "from transformers.utils import logging as hf_logging\n"
+        "log = hf_logging.get_logger('transformers.utils.generic')\n"
+        "log.warning_once('`past_key_values`/`cache_params` are deprecated. Use `cache` instead.')\n"
+        "log.warning('another transformers warning')\n"
+    ))
+    assert proc.returncode == 0, proc.stderr
+    assert "past_key_values" not in proc.stderr
+    assert "another transformers warning" in proc.stderr
+
+
+def test_the_quantizers_basicconfig_does_not_send_library_info_to_the_terminal() -> None:
+    proc = _python(SETUP + (
+        "import onnxruntime.quantization.matmul_nbits_quantizer  # calls logging.basicConfig(level=INFO) at import\n"
+        "import logging\n"
+        "logging.getLogger('some.library').info('an info line')\n"
+        "logging.getLogger('some.library').warning('a library warning')\n"
+    ))
+    assert proc.returncode == 0, proc.stderr
+    assert "an info line" not in proc.stderr
+    assert "a library warning" in proc.stderr  # warnings still reach the terminal, as Python's last resort would
+
+
+def test_the_builder_reroutes_its_loggers_without_disabling_logging(tiny_model: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from onnxruntime_genai.models import builder
+
+    from autotune.passes.model_builder import BUILDER_LOGGERS, ModelBuilderParams, build_onnx
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    ours = logging.getLogger("autotune")
+    collect = Collect(level=logging.INFO)
+    ours.addHandler(collect)
+    level = ours.level
+    ours.setLevel(logging.INFO)
+    before = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate, list(logging.getLogger(name).handlers))
+              for name in BUILDER_LOGGERS}
+    during: dict[str, Any] = {}
+    real_create = builder.create_model
+
+    def spy(*args: Any, **kwargs: Any) -> Any:  # the real build, with a look at logging while it runs
+        during["disabled"] = logging.root.manager.disable
+        logging.getLogger("autotune.heartbeat").info("autotune still logs during the build")
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(builder, "create_model", spy)
+    try:
+        build_onnx(tiny_model, tmp_path / "out", ModelBuilderParams.model_validate({"precision": "int8"}),
+                   provider="CPUExecutionProvider", work_dir=tmp_path / "work")
+    finally:
+        ours.removeHandler(collect)
+        ours.setLevel(level)
+    assert during["disabled"] == logging.NOTSET  # no process-wide logging.disable
+    assert "autotune still logs during the build" in seen
+    log = (tmp_path / "work" / "model_builder.log").read_text()
+    assert "onnxruntime.quantization" in log  # the quantizer's records went to the build log
+    after = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate, list(logging.getLogger(name).handlers))
+             for name in BUILDER_LOGGERS}
+    assert after == before
