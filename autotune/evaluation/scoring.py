@@ -72,13 +72,12 @@ def chunk_rows(lengths: list[int], batch_rows: int, max_tokens: int = MAX_BATCH_
 
 
 def _log_probs_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-    """log softmax(logits)[..., token] in float64 (as the per-row path computes it), without
-    materialising the whole log-softmax."""
-    logits = logits.astype(np.float64)
+    """log softmax(logits)[..., token], without materialising the whole log-softmax: exp in the
+    logits' own float32 (the bulk of the work), sums and the result in float64."""
     top = logits.max(axis=-1, keepdims=True)
-    lse = (np.log(np.exp(logits - top).sum(axis=-1, keepdims=True)) + top)[..., 0]
-    picked = np.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0]
-    return picked - lse
+    total = np.exp(logits - top).sum(axis=-1, dtype=np.float64)
+    picked = np.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0].astype(np.float64)
+    return picked - top[..., 0].astype(np.float64) - np.log(total)
 
 
 class OrtLabelScorer:
