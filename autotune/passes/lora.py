@@ -205,6 +205,9 @@ def check_training_args(params: LoRAParams, origin: str) -> None:
             raise ConfigError(where, f"unknown training argument{did_you_mean(key, valid)}")
         if key in OWN_TRAINING_ARGS and not isinstance(value, bool):
             raise ConfigError(where, f"expected true or false, got {value!r}")
+    for old, new in RENAMED_TRAINING_ARGS.items():
+        if old in values and new in values:
+            raise ConfigError(f"{origin}.training_args.{old}", f"is transformers' older name of '{new}', which is also set; keep one")
     if values.get("bf16") and values.get("fp16"):
         raise ConfigError(f"{origin}.training_args.fp16", "bf16 and fp16 are both true; keep one")
     strategy = values.get("eval_strategy", values.get("evaluation_strategy", "no"))

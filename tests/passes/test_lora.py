@@ -71,6 +71,14 @@ def test_the_trainer_evaluates_when_eval_strategy_asks(tmp_path: Path, tiny_mode
     assert stats["device"] == "cpu" and stats["steps"] == 4 and stats["seconds"] > 0 and stats["precision"] in ("fp32", "bf16")
 
 
+def test_both_spellings_of_eval_strategy_are_refused(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["training_args"].update({"evaluation_strategy": "steps", "eval_strategy": "no"})
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert info.value.where == "passes.lora.training_args.evaluation_strategy"
+
+
 def test_eval_strategy_without_validation_rows_is_refused(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
     config = tiny_config(tiny_model, tone_file, tmp_path)
     config["passes"]["lora"].update({"validation_size": 0})
