@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autotune.errors import ModelError
+from autotune.errors import ModelError, UserError
 from autotune.fileio import atomic_copy_tree, write_json, write_text
 from autotune.records import StudyView, TrialRecord
 
@@ -103,7 +103,7 @@ def export_best(view: StudyView, selection: Any, output_dir: Path, *, cache: Any
         log.info("trial %d's model is not in the cache; rebuilding it", record.number)
         try:
             got = rebuild(record)
-        except ModelError as exc:
+        except UserError as exc:
             raise ModelError(f"trial {record.number}", f"its model was evicted from the cache and cannot be rebuilt ({exc}); "
                              "best/ and selection.json are unchanged") from None
     if got is None:

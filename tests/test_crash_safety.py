@@ -78,3 +78,36 @@ def test_kill_then_rerun_resumes_with_nothing_lost(point: str, sig: int, tmp_pat
     for entry in cache.models.iterdir():
         assert cache.get(entry.name) is not None  # every entry matches its manifest
     assert not [p for p in cache.tmp.iterdir() if not p.name.startswith("work-")]  # the half entry was swept
+
+
+def test_kill_9_then_the_same_command_at_once_retries_the_killed_trial(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    """No wait for the heartbeat: the rerun sees that the owner (this host, same boot) is gone."""
+    config = study_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["r"] = [2, 4]
+    config["passes"]["lora"]["training_args"]["max_steps"] = 4
+    config["passes"]["build"]["precision"] = "int4"
+    config["engine"]["heartbeat_seconds"] = 60  # a stale-heartbeat retry would take 180 s: not what this tests
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    marker = tmp_path / "marker"
+    proc = start(path, {"AUTOTUNE_TEST_PAUSE": "fine-tune", "AUTOTUNE_TEST_PAUSE_AT": "1", "AUTOTUNE_TEST_MARKER": str(marker)},
+                 tmp_path / "first.log")
+    deadline = time.time() + 240
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    rerun = start(path, {}, tmp_path / "rerun.log")
+    rerun.wait(timeout=300)
+    output = (tmp_path / "rerun.log").read_text()
+    assert rerun.returncode == 0, output
+    trials = optuna.load_study(study_name="out", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}").trials
+    killed = trials[0]
+    assert killed.state == optuna.trial.TrialState.FAIL
+    assert "the worker died" in killed.user_attrs["autotune_record"]["fail_reason"]
+    assert str(proc.pid) in killed.user_attrs["autotune_record"]["fail_reason"]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.params["lora.r"] for t in complete) == [2, 4]  # the killed point done in this very run
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert "running" not in output.split("study out:")[-1].lower()  # the summary calls no dead trial running

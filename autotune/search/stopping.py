@@ -14,7 +14,7 @@ from typing import Any
 
 from autotune.records import RECORD_ATTR, read_record
 
-__all__ = ["Duplicates", "StopRules", "counted", "finished_states"]
+__all__ = ["Duplicates", "StopRules", "StudyProgress", "counted", "finished_states"]
 
 log = logging.getLogger("autotune")
 
@@ -83,6 +83,20 @@ class StopRules:
         self.started: int = 0
         self.reason: str | None = None
 
+    def planned(self, study: Any) -> int | None:
+        """How many counted trials this run means to start, when that is known."""
+        from optuna.trial import TrialState
+
+        sizes = []
+        if self.n_trials is not None:
+            sizes.append(self.n_trials)
+        if self.grid:
+            sizes.append(len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,))))
+        if self.max_samples is not None:
+            done = sum(1 for t in study.get_trials(deepcopy=False, states=finished_states()) if counted(t))
+            sizes.append(max(0, self.max_samples - done))
+        return min(sizes) if sizes else None
+
     def nothing_to_do(self, study: Any) -> str | None:
         """Why no trial should start at all (a finished grid, max_samples reached), or None."""
         from optuna.trial import TrialState
@@ -117,3 +131,37 @@ class StopRules:
             self.reason = reason
             log.info("stopping: %s", reason)
             study.stop()
+
+
+class StudyProgress:
+    """``[trial k of N, ETA ..., cache hits h/p]`` for the start of each trial of a run."""
+
+    def __init__(self, planned: int | None, deadline: float | None) -> None:
+        self.planned = planned
+        self.deadline = deadline
+        self.began = time.monotonic()
+        self.started = 0
+        self.finished = 0
+        self.hits = 0
+        self.passes = 0
+
+    def trial_started(self) -> str:
+        self.started += 1
+        parts = [f"{self.started} of {self.planned}" if self.planned else f"{self.started}"]
+        if self.finished:
+            per_trial = (time.monotonic() - self.began) / self.finished
+            if self.planned:
+                parts.append(f"ETA {_duration(per_trial * max(0, self.planned - self.started + 1))}")
+            if self.deadline is not None:
+                parts.append(f"{_duration(max(0.0, self.deadline - time.monotonic()))} of the time budget left")
+            parts.append(f"cache hits {self.hits}/{self.passes} passes")
+        return "[" + ", ".join(parts) + "]"
+
+    def trial_finished(self, passes: list[Any]) -> None:
+        self.finished += 1
+        self.passes += len(passes)
+        self.hits += sum(1 for p in passes if p.cache_hit)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"

@@ -23,13 +23,18 @@ def default_storage(output_dir: Path) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password hidden (for logs, reports, cards and the stored config)."""
-    try:
-        from sqlalchemy.engine import make_url
+    """The URL with any password hidden (for logs, reports, cards and the stored config).
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL sqlalchemy parses: hide everything between "user:" and the last "@"
-        return re.sub(r"//([^:/@]+):.*@", r"//\1:***@", url)
+    Everything between ``user:`` and the *last* ``@`` goes: a raw ``@`` in a password would make a
+    URL parser (sqlalchemy's too) split it there and show the rest as part of the host.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    if ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _user_error(exc: BaseException) -> str | None:
@@ -69,7 +74,13 @@ def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
         reason = _user_error(exc) or _user_error(cause)
         if reason is None:
             raise  # not the user's URL: a library failure keeps its type and traceback
-        raise ConfigError("engine.storage", f"cannot open {redact_url(url)}: {redact_url(reason)}") from None
+        raise ConfigError("engine.storage", f"cannot open {redact_url(url)}: {_without_password(reason, url)}") from None
+
+
+def _without_password(text: str, url: str) -> str:
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    password = userinfo.split(":", 1)[1] if ":" in userinfo else ""
+    return text.replace(password, "***") if password else text
 
 
 def load_study(storage_url: str, study_name: str | None = None) -> Any:

@@ -29,7 +29,7 @@ from autotune.records import (
 )
 from autotune.search.objectives import ConstraintsFunc, objectives_from
 from autotune.search.sampling import grid_points, space_size
-from autotune.search.stopping import Duplicates, StopRules
+from autotune.search.stopping import Duplicates, StopRules, StudyProgress
 from autotune.search.storage import default_storage, open_storage, redact_url, safe_name
 from autotune.search.trial import INTERRUPTED, TrialRunner
 
@@ -193,10 +193,10 @@ class Study:
         return study
 
     def prepare(self) -> Any:
-        self.ctx.preflight()
         objectives = self._objectives()
         if self.mode == "search":
             self._check_selection(objectives)
+        self.ctx.preflight()
         baseline = self._baseline()
         self.bounds = self.evaluator.bounds(baseline) if self.evaluator is not None else []
         sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds))
@@ -259,9 +259,13 @@ class Study:
             log.info("study %s: %s", self.name, idle)
             return
         runner = self._trial_runner()
+        if self.mode == "search":
+            runner.progress = StudyProgress(rules.planned(study), rules.deadline)
         frozen_before = gc.get_freeze_count()
         try:
-            study.optimize(runner, n_trials=None, timeout=None, catch=(Exception,), callbacks=[rules, collect_garbage],
+            # A single run's failure is the run's: it propagates (its traceback also kept in the trial's log).
+            catch = (Exception,) if self.mode == "search" else ()
+            study.optimize(runner, n_trials=None, timeout=None, catch=catch, callbacks=[rules, collect_garbage],
                            gc_after_trial=False)  # collect_garbage does it, without rescanning the import-time heap
             if runner.user_error is None and self.mode == "search":
                 self._wait_for_silent_trials(runner, rules)

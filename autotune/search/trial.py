@@ -46,6 +46,7 @@ class TrialRunner:
         self.duplicates = duplicates  # search.stopping.Duplicates, or None (an infinite space)
         self.say = say or log.info
         self.user_error: UserError | None = None
+        self.progress: Any = None  # search.stopping.StudyProgress, set by the study loop
 
     def __call__(self, trial: Any) -> tuple[float, ...]:
         import optuna
@@ -64,8 +65,9 @@ class TrialRunner:
                 self._finish(trial, record, began)
                 self.say(f"trial {trial.number}: {record.prune_reason}")
                 raise optuna.TrialPruned(record.prune_reason)
-        if point:
-            self.say(f"trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
+        where = f" {self.progress.trial_started()}" if self.progress is not None else ""
+        if point or where:
+            self.say(f"trial {trial.number}{where}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
         try:
             values = self._measure(trial, point, record)
         except TrialStopped as stop:
@@ -137,8 +139,9 @@ class TrialRunner:
         write_text(path, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         return path
 
-    @staticmethod
-    def _finish(trial: Any, record: TrialRecord, began: float) -> None:
+    def _finish(self, trial: Any, record: TrialRecord, began: float) -> None:
+        if self.progress is not None and record.duplicate_of is None:
+            self.progress.trial_finished(record.passes)
         record.seconds = time.perf_counter() - began
         work = sum(p.seconds for p in record.passes) + record.evaluation_seconds
         record.orchestration_seconds = max(0.0, record.seconds - work)

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from autotune.records import read_meta
 from tests.conftest import skip_or_fail_in_ci, tiny_config
 from tests.search.test_study import study_config
 
@@ -47,8 +48,8 @@ def run_workers(tmp_path: Path, tiny_model: Path, tone_file: Path, url: str, n_w
     deadline = time.time() + 120
     while time.time() < deadline:  # start the second worker once the first has queued the grid
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if config["engine"]["study_name"] in names and optuna.load_study(
-                study_name=config["engine"]["study_name"], storage=storage).user_attrs.get("grid_enqueued"):
+        if config["engine"]["study_name"] in names and read_meta(optuna.load_study(
+                study_name=config["engine"]["study_name"], storage=storage)).grid_enqueued:
             break
         time.sleep(0.5)
     procs = [first] + [worker(path, "--storage", url) for _ in range(n_workers - 1)]
