@@ -222,10 +222,13 @@ def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
         return  # "all-linear": peft's own choice
     import torch
 
-    names = {name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    # peft's own matching (the full name or its last dotted parts) over every module, so that layers of
+    # other kinds peft adapts (GPT-2's Conv1D, embeddings) still count; the message lists the linear ones.
+    modules = dict(model.named_modules())
     for target in targets:
-        if not any(name == target or name.endswith(f".{target}") for name in names):
-            leaves = sorted({name.rsplit(".", 1)[-1] for name in names})
+        if not any(name == target or name.endswith(f".{target}") for name in modules):
+            linear = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
+            leaves = sorted({name.rsplit(".", 1)[-1] for name in linear})
             raise ConfigError(where, f"'{target}' matches no module of this model (its linear layers: {', '.join(leaves)})")
 
 
