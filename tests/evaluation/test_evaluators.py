@@ -95,7 +95,16 @@ def test_label_scoring_and_generation_agree_on_the_trained_model(trained: dict[s
     assert abs(scoring["acc-accuracy"] - generation["acc-accuracy"]) <= 0.1
 
 
-def test_latency_has_every_field_in_order(trained: dict[str, Any]) -> None:
+def _percentile(values: list[float], q: float) -> float:
+    """The q-th percentile with linear interpolation between order statistics (numpy's default), by hand."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def test_latency_statistics_are_those_of_the_measured_repeats(trained: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     raw = dict(trained["config"], evaluators={"lat": {"metrics": [{
         "name": "lat", "type": "latency",
         "sub_types": [{"name": n} for n in ("ttft_ms_avg", "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "decode_ms_per_token_p50",
@@ -104,10 +113,37 @@ def test_latency_has_every_field_in_order(trained: dict[str, Any]) -> None:
         **trained["config"]["engine"], "evaluator": "lat"})
     loaded = load_config(raw)
     pipeline = Pipeline(loaded, cache=Cache(loaded.engine.cache_dir))
-    metrics = ModelEvaluator(loaded, cache=pipeline.cache, data_loader=pipeline.data).evaluate(EvalModel.from_folder(trained["onnx"]))
-    for prefix in ("lat-ttft_ms", "lat-decode_ms_per_token"):
-        p50, p90, p99 = (metrics[f"{prefix}_{s}"].value for s in ("p50", "p90", "p99"))
-        assert 0 < p50 <= p90 <= p99
+    # Record the raw timings the real (fresh-process) measurement returned, to check the statistics against them.
+    from autotune.evaluation import memory_probe
+
+    probes: list[dict[str, Any]] = []
+    real_probe = memory_probe.run_probe
+
+    def recording(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = real_probe(*args, **kwargs)
+        probes.append(out)
+        return out
+
+    monkeypatch.setattr(memory_probe, "run_probe", recording)
+    metrics = ModelEvaluator(loaded, cache=pipeline.cache, data_loader=pipeline.data, use_cache=False).evaluate(
+        EvalModel.from_folder(trained["onnx"]))
+    assert len(probes) == 1
+    measured = probes[0]["latency"]["samples"]
+    assert len(measured) == 6  # the repeats, without the warm-up
+    assert all(len(sample["steps_s"]) == 6 - 1 for sample in measured)  # every token after the first is a decode step
+    raw_ms = {"lat-ttft_ms": [s["ttft_s"] * 1e3 for s in measured],
+              "lat-decode_ms_per_token": [sum(s["steps_s"]) / len(s["steps_s"]) * 1e3 for s in measured],
+              "lat-e2e_ms": [(s["ttft_s"] + sum(s["steps_s"])) * 1e3 for s in measured]}
+    checked = []
+    for prefix, values in raw_ms.items():
+        expected = {"avg": sum(values) / len(values), "p50": _percentile(values, 50), "p90": _percentile(values, 90),
+                    "p99": _percentile(values, 99)}
+        for stat, value in expected.items():
+            if f"{prefix}_{stat}" in metrics:  # the sub-types asked for above
+                assert metrics[f"{prefix}_{stat}"].value == pytest.approx(value, rel=1e-9), (prefix, stat)
+                assert metrics[f"{prefix}_{stat}"].n == 6
+                checked.append(f"{prefix}_{stat}")
+    assert len(checked) == 8  # ttft avg/p50/p90/p99, decode p50/p90/p99, e2e p50
     assert metrics["lat-tokens_per_s"].value > 0
     assert metrics["lat-e2e_ms_p50"].value >= metrics["lat-ttft_ms_p50"].value
     details = metrics["lat-ttft_ms_p50"].details
