@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,14 +65,41 @@ def test_changing_training_reruns_everything_after_it(work: dict[str, Path]) -> 
     assert ran(result) == {"lora": True, "merge": True, "build": True}
 
 
-def test_training_honours_max_steps_and_masks_the_prompt(work: dict[str, Path]) -> None:
+def test_training_honours_max_steps_and_masks_the_prompt(work: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoTokenizer, Trainer
+
+    batches: list[dict[str, Any]] = []
+    real_compute_loss = Trainer.compute_loss
+
+    def recording(self: Trainer, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        batches.append({k: v.detach().cpu().clone() for k, v in inputs.items()})  # the batch the model trains on
+        return real_compute_loss(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "compute_loss", recording)
     config = tiny_config(work["model"], work["data"], work["root"])
     config["passes"]["lora"]["training_args"]["max_steps"] = 3
     result = autotune.run(config)
     lora = next(p for p in result.record.passes if p.name == "lora")
     log = json.loads((Path(config["engine"]["cache_dir"]) / "models" / lora.key / "model" / "training_log.json").read_text())
-    assert log["steps"] == 3
-    assert log["loss_on"] == "answer"
+    assert log["steps"] == 3 and len(batches) == 3
+    tokenizer = AutoTokenizer.from_pretrained(work["model"])
+    tones = {"joy", "surprise", "fear", "sadness"}
+    rows = 0
+    for batch in batches:
+        for ids, labels, mask in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), batch["attention_mask"].tolist(),
+                                     strict=True):
+            length = sum(mask)
+            assert mask == [1] * length + [0] * (len(mask) - length)  # padding only at the end
+            assert all(label == -100 for label in labels[length:])  # no loss on padding
+            start = next(i for i, label in enumerate(labels) if label != -100)
+            assert all(label != -100 for label in labels[start:length])  # the answer is one span that ends the row
+            assert labels[start:length] == ids[start:length]
+            prompt, answer = tokenizer.decode(ids[:start]), tokenizer.decode(ids[start:length])
+            # Everything up to the answer is masked: the whole templated prompt, and nothing of the answer.
+            assert prompt.startswith("### Text: ") and prompt.endswith("### The tone is:\n"), prompt
+            assert answer.removesuffix(tokenizer.eos_token) in tones, answer
+            rows += 1
+    assert rows == 3 * 8  # per_device_train_batch_size 8
 
 
 def test_a_corrupt_cache_entry_is_discarded_and_rebuilt(work: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
