@@ -68,13 +68,25 @@ def test_the_hub_stays_offline_unless_the_user_opts_in(monkeypatch: pytest.Monke
 
 
 def test_a_study_name_with_dots_stays_inside(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    import optuna
+
     import autotune
     from tests.search.test_study import study_config
 
-    config = study_config(tiny_model, tone_file, tmp_path)
+    # The run works two folders down, so a name that climbed "../.." would still land inside tmp_path.
+    work = tmp_path / "a" / "b"
+    config = study_config(tiny_model, tone_file, work)
     config["passes"]["lora"]["r"] = 2
     config["passes"]["build"]["precision"] = "int4"
     config["engine"]["study_name"] = "../../escape"
+    beside = set(tmp_path.parent.iterdir())
     autotune.run(config)
-    assert not (tmp_path.parent / "escape").exists() and not (tmp_path.parent.parent / "escape").exists()
-    assert (tmp_path / "out" / "study.db").is_file()
+    assert set(tmp_path.parent.iterdir()) == beside  # nothing written next to the test's folder
+    made = [p for p in tmp_path.rglob("*") if p != tone_file]
+    outside = [p for p in made if p not in (tmp_path / "a", work) and work not in p.parents]
+    assert outside == []  # every file lies under the run's output and cache folders
+    assert not any(part.startswith("..") for p in made for part in p.relative_to(tmp_path).parts)
+    names = [s.study_name for s in optuna.get_all_study_summaries(f"sqlite:///{work / 'out' / 'study.db'}")]
+    assert len(names) == 1
+    name = names[0]  # the name the storage, the reports and any file named after the study see
+    assert "/" not in name and "\\" not in name and not name.startswith(".") and name == Path(name).name
