@@ -66,6 +66,7 @@ class GenaiBackend(Backend):
         self.og = og
         self.eos = set(self._eos_ids())
         self._scorer: OrtLabelScorer | None | bool = False  # False: not tried yet; None: graph unsupported
+        self.label_scoring = "not yet decided"  # which path score_labels took, and why (for reports)
 
     @cached_property
     def genai_model(self) -> Any:
@@ -92,8 +93,10 @@ class GenaiBackend(Backend):
         if self._scorer is False:
             try:
                 self._scorer = OrtLabelScorer(self.model.path, provider=self.provider)
-            except UnsupportedGraph:
-                self._scorer = None  # not the builder's GroupQueryAttention decoder: one row at a time
+                self.label_scoring = "batched (onnxruntime session)"
+            except UnsupportedGraph as exc:
+                self._scorer = None  # a graph the batched path does not score as the per-row path does
+                self.label_scoring = f"per row (onnxruntime-genai): {exc}"
         if self._scorer is None:
             return super().score_labels(prompts, continuations, batch_rows=batch_rows)
         assert isinstance(self._scorer, OrtLabelScorer)
