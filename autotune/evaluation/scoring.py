@@ -84,6 +84,8 @@ def chunk_rows(lengths: list[int], batch_rows: int, max_tokens: int = MAX_BATCH_
 def _log_probs_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     """log softmax(logits)[..., token], without materialising the whole log-softmax: exp in the
     logits' own float32 (the bulk of the work), sums and the result in float64."""
+    if logits.dtype == np.float16:
+        logits = logits.astype(np.float32)  # an fp16 build's logits: exp in fp16 would lose the tail
     top = logits.max(axis=-1, keepdims=True)
     total = np.exp(logits - top).sum(axis=-1, dtype=np.float64)
     picked = np.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0].astype(np.float64)

@@ -161,3 +161,14 @@ def test_a_quantized_build_keeps_the_per_row_path(tiny_model: Path, tmp_path: Pa
     assert backend._scorer is None
     with pytest.raises(scoring.UnsupportedGraph, match="MatMulNBits"):
         scoring.OrtLabelScorer(tmp_path / "int4", provider="CPUExecutionProvider")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_log_probs_at_equal_the_full_log_softmax(dtype: type) -> None:
+    from autotune.evaluation.backends import log_softmax
+
+    rng = np.random.default_rng(0)
+    logits = (rng.normal(size=(3, 5, 50)) * 8).astype(dtype)
+    tokens = rng.integers(0, 50, size=(3, 5))
+    expected = np.take_along_axis(log_softmax(logits), tokens[..., None], axis=-1)[..., 0]
+    np.testing.assert_allclose(scoring._log_probs_at(logits, tokens), expected, atol=1e-5, rtol=0)
