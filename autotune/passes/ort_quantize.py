@@ -123,5 +123,8 @@ class OnnxBlockWiseRtnQuantization(Pass):
                 algo_config=RTNWeightOnlyQuantConfig(),
             )
             quantizer.process()
+        from autotune.passes.weight_only import tie_embedding
+
+        tie_embedding(quantizer.model.model)  # a tied embedding shares the 4-bit LM head instead of an fp32 copy
         save_with_external_data(quantizer.model.model, output)
         copy_companions(source, output)

@@ -1,0 +1,176 @@
+"""Data-aware int4 passes (GPTQ, HQQ) and sensitivity-based mixed precision, over a builder fp32 ONNX model.
+
+Each takes a builder fp32 ONNX folder (or an HF folder, first built at fp32), quantizes its MatMuls to
+MatMulNBits with ONNX Runtime's quantizers (:mod:`autotune.passes.weight_only`), shares the quantized LM
+head with a tied embedding as the builder does, and writes a folder onnxruntime-genai loads plus
+``quant_stats.json`` (seconds, peak RSS, calibration rows, bits per layer, the layers kept high).
+Calibration reads the training split only (:mod:`autotune.passes.calibration`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import Field
+
+from autotune.context import PassContext
+from autotune.errors import ConfigError
+from autotune.models.handle import ModelHandle
+from autotune.passes.base import Pass, PassParams, register_pass, searchable
+from autotune.passes.ort_quantize import MODEL_FILE, copy_companions, fp32_source, save_with_external_data
+from autotune.passes.weight_only import (
+    PassCost,
+    graph_precisions,
+    quantize_8bit,
+    quantize_int4,
+    quiet_quantizer,
+    tie_embedding,
+    tied_head,
+)
+
+STATS_FILE = "quant_stats.json"
+
+
+class HqqParams(PassParams):
+    block_size: Literal[16, 32, 64, 128, 256] = searchable(32, space=[32, 128])
+    # MatMul node names (of the fp32 graph) left in float.
+    nodes_to_exclude: list[str] = Field(default_factory=list)
+
+
+class Int4Params(HqqParams):
+    accuracy_level: Literal[0, 1, 2, 3, 4] = searchable(0, space=[0, 4])
+
+
+class GptqParams(Int4Params):
+    is_symmetric: bool = searchable(True, space=[True, False])
+    calibration_rows: int = searchable(64, space=[32, 128], ge=1, le=4096)
+    damp_percent: float = searchable(0.01, space=[0.01, 0.1], gt=0, lt=1)
+    train_data_config: str | None = None
+    calibration_seed: int = 0
+
+
+class MixedPrecisionParams(Int4Params):
+    CONDITIONS: ClassVar[dict[str, tuple[str, tuple[Any, ...]]]] = {
+        "damp_percent": ("algorithm", ("gptq",)),
+        "is_symmetric": ("algorithm", ("rtn", "gptq")),
+    }
+    # The int4 body's algorithm; the most sensitive layers go to ``high_precision`` instead.
+    algorithm: Literal["rtn", "k_quant", "gptq", "hqq"] = searchable("rtn", space=["rtn", "k_quant", "gptq"])
+    budget: float = searchable(0.1, space=[0.05, 0.1, 0.2], ge=0, le=1)
+    budget_unit: Literal["layers", "bytes"] = searchable("layers", space=["layers", "bytes"])
+    high_precision: Literal["int8", "fp32"] = searchable("int8", space=["int8", "fp32"])
+    is_symmetric: bool = searchable(True, space=[True, False])
+    calibration_rows: int = searchable(32, space=[16, 64], ge=1, le=4096)
+    damp_percent: float = searchable(0.01, space=[0.01, 0.1], gt=0, lt=1)
+    train_data_config: str | None = None
+    calibration_seed: int = 0
+
+
+class WeightOnlyPass(Pass):
+    """Shared run: fp32 source -> (calibration) -> int4 -> high-precision layers -> tied embedding -> folder."""
+
+    accepts = ("onnx", "hf")
+    output_kind = "onnx"
+    provider_in_key = True
+
+    def algorithm(self, params: Any) -> str:
+        raise NotImplementedError
+
+    def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None) -> tuple[list[str], dict[str, float]]:
+        """The layers kept above 4 bits and every layer's sensitivity score (none by default)."""
+        return [], {}
+
+    def run(self, model: ModelHandle, params: Any, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
+        import onnx
+
+        cost = PassCost()
+        source = fp32_source(model, ctx)
+        graph = onnx.load(str(source / MODEL_FILE))
+        algorithm = self.algorithm(params)
+        feeds = None
+        rows = getattr(params, "calibration_rows", 0)
+        if rows:
+            if ctx.data is None:
+                raise RuntimeError(f"{self.type_name} needs calibration data but the pipeline passed none")
+            from autotune.passes.calibration import calibration_feeds
+
+            feeds = calibration_feeds(source, graph, ctx.data, rows, seed=params.calibration_seed)
+        high, scores = self.keep_high(graph, params, feeds)
+        head = tied_head(graph) if algorithm == "hqq" else None
+        # HQQ's float zero points cannot feed GatherBlockQuantized: its tied LM head is RTN-quantized instead,
+        # so the embedding still shares the 4-bit table (else a second, fp32 copy of it would stay).
+        head = head if head not in high and head not in params.nodes_to_exclude else None
+        symmetric = getattr(params, "is_symmetric", True)
+        common = {"block_size": params.block_size, "accuracy_level": getattr(params, "accuracy_level", 0)}
+        with quiet_quantizer():
+            exclude = [*params.nodes_to_exclude, *high, *([head] if head else [])]
+            graph = quantize_int4(graph, algorithm, symmetric=symmetric, exclude=exclude, feeds=feeds,
+                                  damp_percent=getattr(params, "damp_percent", 0.01), **common)
+            if head:
+                others = [n.name for n in graph.graph.node if n.name != head]
+                graph = quantize_int4(graph, "rtn", symmetric=True, exclude=others, **common)
+            if high and getattr(params, "high_precision", "fp32") == "int8":
+                graph = quantize_8bit(graph, high, symmetric=symmetric, **common)
+        tied = tie_embedding(graph)
+        save_with_external_data(graph, output)
+        copy_companions(source, output)
+        bits = graph_precisions(graph)
+        stats = {"algorithm": algorithm, **cost.stats(), "calibration_rows": len(feeds or []),
+                 "layers_by_bits": {str(b): sum(1 for v in bits.values() if v == b) for b in sorted(set(bits.values()))},
+                 "kept_high": high, "tied_embedding": tied,
+                 "sensitivity": dict(sorted(scores.items(), key=lambda kv: -kv[1]))}
+        (output / STATS_FILE).write_text(json.dumps(stats, indent=2))
+
+
+@register_pass("gptq", "OnnxGPTQ")
+class OnnxGptqQuantization(WeightOnlyPass):
+    """GPTQ (:mod:`autotune.passes.gptq`): block-wise int4 with Hessian-based error compensation, calibrated
+    on the task's training rows."""
+
+    type_name = "OnnxGptqQuantization"
+    Params = GptqParams
+    uses_data = True
+
+    def algorithm(self, params: Any) -> str:
+        return "gptq"
+
+
+@register_pass("hqq", "OnnxHQQ")
+class OnnxHqqQuantization(WeightOnlyPass):
+    """HQQ (ONNX Runtime's implementation): block-wise asymmetric int4 with half-quadratic optimised
+    scales and zero points; data-free."""
+
+    type_name = "OnnxHqqQuantization"
+    Params = HqqParams
+
+    def algorithm(self, params: Any) -> str:
+        return "hqq"
+
+
+@register_pass("mixed_precision", "OnnxMixedPrecision")
+class OnnxMixedPrecisionQuantization(WeightOnlyPass):
+    """int4 body (``algorithm``) with the layers most sensitive on calibration data kept at int8 or fp32,
+    within ``budget`` (a share of the layers, or of the weights)."""
+
+    type_name = "OnnxMixedPrecisionQuantization"
+    Params = MixedPrecisionParams
+    uses_data = True
+
+    def check(self, params: MixedPrecisionParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
+        if params.budget == 0:
+            raise ConfigError(f"{origin}.budget", "a budget of 0 keeps no layer high; use the plain int4 pass instead")
+
+    def algorithm(self, params: Any) -> str:
+        return params.algorithm
+
+    def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None) -> tuple[list[str], dict[str, float]]:
+        from autotune.passes.sensitivity import choose, sensitivities, weight_sizes
+
+        excluded = set(params.nodes_to_exclude)
+        scores = {k: v for k, v in sensitivities(model, feeds or [], block_size=params.block_size,
+                                                  symmetric=params.is_symmetric).items() if k not in excluded}
+        sizes = {k: v for k, v in weight_sizes(model).items() if k in scores}
+        return choose(scores, sizes, params.budget, params.budget_unit), scores

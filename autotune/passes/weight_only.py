@@ -1,0 +1,191 @@
+"""Weight-only MatMulNBits quantization of a builder fp32 graph with ONNX Runtime's quantizers.
+
+Algorithms: ``rtn`` (ONNX Runtime's default block-wise round-to-nearest), ``k_quant`` (its bundled
+neural-compressor k-quant), ``hqq`` (its HQQ quantizer) and ``gptq`` (:mod:`autotune.passes.gptq`: ONNX
+Runtime's own GPTQ does not compensate, see there). Nodes in ``exclude`` stay float here; :func:`quantize_8bit` can take them to 8 bits.
+:func:`tie_embedding` then lets the embedding lookup share the quantized LM head, as the builder does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ALGORITHMS = ("rtn", "k_quant", "gptq", "hqq")
+
+
+def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: bool, accuracy_level: int,
+                  exclude: list[str], feeds: list[dict[str, np.ndarray]] | None = None, damp_percent: float = 0.01) -> Any:
+    """``model`` (ModelProto, weights loaded) with its MatMuls at 4 bits by ``algorithm``; returns a ModelProto."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        HQQWeightOnlyQuantConfig,
+        KQuantWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    if algorithm == "gptq":
+        from autotune.passes.gptq import gptq_quantize_graph
+
+        return gptq_quantize_graph(model, feeds or [], block_size=block_size, symmetric=symmetric,
+                                   damp_percent=damp_percent, accuracy_level=accuracy_level, exclude=exclude)
+    configs = {"rtn": None, "k_quant": KQuantWeightOnlyQuantConfig(),
+               "hqq": HQQWeightOnlyQuantConfig(block_size=block_size, bits=4)}
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric,
+                                     accuracy_level=accuracy_level or None, nodes_to_exclude=exclude,
+                                     algo_config=configs[algorithm])
+    quantizer.process()
+    return quantizer.model.model
+
+
+def quantize_8bit(model: Any, nodes: list[str], *, block_size: int, symmetric: bool, accuracy_level: int) -> Any:
+    """``nodes`` (float MatMuls) at 8 bits (MatMulNBits bits=8, block-wise RTN); every other node untouched."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    keep = set(nodes)
+    others = [n.name for n in model.graph.node if n.name not in keep]
+    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=symmetric,
+                                     accuracy_level=accuracy_level or None, nodes_to_exclude=others)
+    quantizer.process()
+    return quantizer.model.model
+
+
+def _tied_pair(model: Any) -> tuple[Any, Any] | None:
+    """(Gather, Transpose) of a float embedding tied to the LM head's weight (the builder's fp32 shape), or None."""
+    producers = {out: node for node in model.graph.node for out in node.output}
+    gather = next((n for n in model.graph.node if n.op_type == "Gather" and n.input[1] == "input_ids"), None)
+    transpose = producers.get(gather.input[0]) if gather is not None else None
+    if gather is None or transpose is None or transpose.op_type != "Transpose":
+        return None
+    return gather, transpose
+
+
+def tied_head(model: Any) -> str | None:
+    """The float MatMul whose weight a tied embedding shares, or None."""
+    pair = _tied_pair(model)
+    if pair is None:
+        return None
+    return next((n.name for n in model.graph.node if n.op_type == "MatMul" and n.input[1] == pair[1].input[0]), None)
+
+
+def tie_embedding(model: Any) -> bool:
+    """Replace a tied float embedding (``Transpose(lm_head weight) -> Gather``) by a ``GatherBlockQuantized`` over
+    the quantized LM head's own blocks, as the builder's int4 build does; drop the fp32 table. False when the LM
+    head is not MatMulNBits with integer zero points (then the float table stays)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    pair = _tied_pair(model)
+    if pair is None:
+        return False
+    gather, transpose = pair
+    table = transpose.input[0]
+    head = next((n for n in graph.node if n.op_type == "MatMulNBits" and n.input[1].startswith(table)), None)
+    inits = {t.name: t for t in graph.initializer}
+    if head is None or (len(head.input) > 3 and head.input[3] and inits[head.input[3]].data_type != onnx.TensorProto.UINT8):
+        return False  # e.g. HQQ's float zero points, which GatherBlockQuantized does not take
+    attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
+    k, n, bits, block = attrs["K"], attrs["N"], attrs["bits"], attrs["block_size"]
+    k_blocks = (k + block - 1) // block
+    base = gather.name.rsplit("/", 1)[0] or "/embed"
+    new_nodes = []
+
+    def as_2d(name: str, cols: int, tag: str) -> str:
+        if list(inits[name].dims) == [n, cols]:
+            return name
+        shape = numpy_helper.from_array(np.array([n, cols], dtype=np.int64), f"{base}/{tag}_shape")
+        graph.initializer.append(shape)
+        new_nodes.append(helper.make_node("Reshape", [name, shape.name], [f"{base}/{tag}_2d"], name=f"{base}/{tag}_Reshape"))
+        return f"{base}/{tag}_2d"
+
+    inputs = [as_2d(head.input[1], k_blocks * block * bits // 8, "weight"), gather.input[1], as_2d(head.input[2], k_blocks, "scales")]
+    if len(head.input) > 3 and head.input[3]:
+        inputs.append(as_2d(head.input[3], (k_blocks * bits + 7) // 8, "zero_points"))
+    padded = k_blocks * block != k
+    out = f"{base}/GatherBlockQuantized/output_0" if padded else gather.output[0]
+    new_nodes.append(helper.make_node("GatherBlockQuantized", inputs, [out], name=f"{base}/GatherBlockQuantized",
+                                      domain="com.microsoft", bits=bits, block_size=block, gather_axis=0, quantize_axis=1))
+    if padded:  # the quantized rows are padded to whole blocks: slice the padding off
+        limits = [numpy_helper.from_array(np.array([v], dtype=np.int64), f"{base}/slice_{tag}")
+                  for tag, v in (("start", 0), ("end", k), ("axis", -1))]
+        graph.initializer.extend(limits)
+        new_nodes.append(helper.make_node("Slice", [out, *(t.name for t in limits)], [gather.output[0]], name=f"{base}/Slice"))
+    nodes = list(graph.node)
+    position = next(i for i, node in enumerate(nodes) if node.output[0] == transpose.output[0])
+    kept = [node for node in nodes if node.output[0] not in (gather.output[0], transpose.output[0])]
+    kept[position:position] = new_nodes  # the new nodes read only initializers and input_ids
+    graph.ClearField("node")
+    graph.node.extend(kept)
+    if not any(table in node.input for node in graph.node):
+        graph.initializer.remove(inits[table])
+    return True
+
+
+def graph_precisions(model: Any) -> dict[str, int]:
+    """MatMul node (original name) -> bits: 4/8 for MatMulNBits, 32 for a float MatMul with a constant weight."""
+    from onnx import helper
+
+    inits = {t.name for t in model.graph.initializer}
+    out: dict[str, int] = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            bits = next(helper.get_attribute_value(a) for a in node.attribute if a.name == "bits")
+            out[node.name.removesuffix("_Q4").removesuffix("_Q8")] = int(bits)
+        elif node.op_type == "MatMul" and node.input[1] in inits:
+            out[node.name] = 32
+    return out
+
+
+@contextlib.contextmanager
+def quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizers log every node at INFO and print progress bars; keep the terminal clean."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # HQQ: "NumPy array is not writable" from torch.from_numpy
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+class PassCost:
+    """Seconds and peak resident memory of a pass. The kernel's peak-RSS mark (VmHWM) is reset at the start
+    (``/proc/self/clear_refs``), so a long study's earlier peaks do not count; where that is refused, the
+    process peak is reported and marked as such."""
+
+    def __init__(self) -> None:
+        self.reset = _reset_peak()
+        self.began = time.perf_counter()
+
+    def stats(self) -> dict[str, Any]:
+        return {"seconds": round(time.perf_counter() - self.began, 3), "peak_rss_mb": _peak_rss_mb(),
+                "peak_rss_scope": "pass" if self.reset else "process"}
+
+
+def _reset_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
