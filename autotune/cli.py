@@ -188,6 +188,9 @@ def select_cmd(
     latency_budget: Annotated[float | None, typer.Option("--latency-budget", help="Latency budget (ms).")] = None,
     min_accuracy: Annotated[float | None, typer.Option("--min-accuracy", help="Accuracy floor.")] = None,
     weight: Annotated[list[str] | None, typer.Option("--weight", help="METRIC=W for the weighted policy (repeatable).")] = None,
+    prefer_cheaper: Annotated[bool | None, typer.Option(
+        "--prefer-cheaper/--no-prefer-cheaper",
+        help="Among trials whose accuracy a paired bootstrap cannot tell apart, take the cheapest (default: the config's).")] = None,
 ) -> None:
     """Re-select the best model and re-export best/ without rerunning any trial.
 
@@ -198,6 +201,7 @@ def select_cmd(
     from autotune.export import export_best
     from autotune.finish import rebuilder, selection_settings
     from autotune.report.results import write_results
+    from autotune.search.final import evaluate_test
     from autotune.selection import select
 
     try:
@@ -211,8 +215,13 @@ def select_cmd(
         view, out = _open_view(results, storage, study)
         # Flags given replace the study's configured selection; the rest keep the config's values.
         selection = select(view, **selection_settings(view, policy=policy, min_accuracy=min_accuracy,
-                                                      latency_budget_ms=latency_budget, weights=weights or None))
+                                                      latency_budget_ms=latency_budget, weights=weights or None,
+                                                      prefer_cheaper=prefer_cheaper))
         ctx = RunContext(view.meta.run_config())
+        if selection.record is not None:  # a newly chosen trial is scored on the test split once, like the study's finalists
+            chosen = next(r for r in view.records if r.number == selection.record.number)
+            evaluate_test(view, ctx, [chosen], rebuild=rebuilder(ctx))
+            selection.record.test_metrics = chosen.test_metrics
         best = export_best(view, selection, out, cache=ctx.cache, rebuild=rebuilder(ctx))  # raises and changes nothing
         write_results(view, selection, out)
     except UserError as exc:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from autotune.errors import DataError
 
 # A data set is treated as classification when its answers form a small closed set.
 MAX_LABELS = 50
+# Below this many rows a split's accuracy interval is too wide to rank models (warned about).
+SMALL_SPLIT = 100
+log = logging.getLogger("autotune")
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,18 @@ class Dataset:
     key: str
     files: list[Path] = field(default_factory=list)
     source_max_len: int = 1024
+    test: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_classification(self) -> bool:
         return self.labels is not None
+
+    def on_test(self) -> Dataset:
+        """The same data set with the test rows where evaluators read (``eval``), under its own key."""
+        if not self.test:
+            raise DataError(self.name, "has no test split (set test_dataset_size)")
+        key = hashlib.sha256(f"{self.key}:test".encode()).hexdigest()
+        return replace(self, eval=self.test, key=key)
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -167,21 +179,31 @@ def load_data(config: DataConfig, *, where: str = "data_configs[0]", template_wh
     n_eval = int(size) if size >= 1 else max(1, round(len(unique) * size))
     if n_eval >= len(unique):
         raise DataError(f"{where}.eval_dataset_size", f"asks for {n_eval} held-out rows but the data has only {len(unique)}")
+    test_size = config.test_dataset_size
+    n_test = 0 if test_size is None else (int(test_size) if test_size >= 1 else max(1, round(len(unique) * test_size)))
+    if n_eval + n_test >= len(unique):
+        raise DataError(f"{where}.test_dataset_size", f"validation ({n_eval}) and test ({n_test}) rows leave no training rows "
+                        f"of {len(unique)}")
+    for split, n, key in (("validation", n_eval, "eval_dataset_size"), ("test", n_test, "test_dataset_size")):
+        if 0 < n < SMALL_SPLIT:
+            log.warning("%s.%s: the %s split has %d rows; a 95%% interval on accuracy is about +-%.0f points wide at "
+                        "that size, too wide to rank close models", where, key, split, n, 100 * 1.96 * (0.25 / n) ** 0.5)
     answers = sorted({r[template.answer_column] for r in unique})
     labels = answers if len(answers) <= MAX_LABELS and len(answers) * 2 <= len(unique) else None
     digest = hashlib.sha256()
     for path in config.data_files:
         digest.update(file_sha256(path).encode())
-    digest.update(json.dumps(
-        {"template": config.text_template, "eval": size, "seed": config.split_seed, "max": config.max_samples,
-         "split": config.split, "max_len": config.source_max_len},
-        sort_keys=True,
-    ).encode())
+    described = {"template": config.text_template, "eval": size, "seed": config.split_seed, "max": config.max_samples,
+                 "split": config.split, "max_len": config.source_max_len}
+    if n_test:  # only then: keys of data sets without a test split stay as they were
+        described["test"] = test_size
+    digest.update(json.dumps(described, sort_keys=True).encode())
     return Dataset(
         name=config.name,
         template=template,
-        train=unique[n_eval:],
+        train=unique[n_eval + n_test:],
         eval=unique[:n_eval],
+        test=unique[n_eval:n_eval + n_test],
         labels=labels,
         key=digest.hexdigest(),
         files=list(config.data_files),

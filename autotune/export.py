@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from autotune.card import card_markdown, model_card
 from autotune.errors import ModelError, UserError
 from autotune.fileio import atomic_copy_tree, write_json, write_text
 from autotune.records import StudyView, TrialRecord
 
-__all__ = ["config_hash", "export_best", "model_card", "card_markdown", "reproduce_config"]
+__all__ = ["export_best", "reproduce_config"]
 
 log = logging.getLogger("autotune")
 
@@ -33,59 +32,6 @@ def reproduce_config(view: StudyView, record: TrialRecord) -> dict[str, Any]:
         "evaluators": {name: e.model_dump(mode="json") for name, e in cfg.evaluators.items()},
         "engine": engine,
     }
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> dict[str, Any]:
-    from autotune.evaluation.base import environment
-
-    record: TrialRecord = selection.record
-    return {
-        "study": view.name,
-        "trial": record.number,
-        "model_key": record.model_key,
-        "feasible": selection.feasible,
-        "selection": {"policy": selection.policy, "rule": selection.rule, "missed_by": selection.missed_by},
-        "parameters": record.params,
-        "searched": record.point,
-        "metrics": {k: m.model_dump(mode="json") for k, m in record.metrics.items()},
-        "baseline": {k: m.model_dump(mode="json") for k, m in view.baseline.items()},
-        "objectives": [o.model_dump(mode="json") for o in view.objectives],
-        "constraints": [b.model_dump(mode="json") for b in view.bounds],
-        "provider": view.provider,
-        "device": view.meta.device,
-        "environment": environment(),
-        "data": {d["name"]: d.get("data_files") for d in view.meta.config.get("data_configs", [])},
-        "config_sha256": config_hash(view.meta.config),
-        "reproduce_config": reproduce,
-    }
-
-
-def card_markdown(card: dict[str, Any]) -> str:
-    lines = [f"# Model card: {card['study']}, trial {card['trial']}", ""]
-    if not card["feasible"]:
-        lines += ["> **No trial met the constraints.** This is the least-infeasible trial: " + card["selection"]["rule"], ""]
-    lines += [f"Selected by `{card['selection']['policy']}`: {card['selection']['rule']}.", "",
-              f"- model key: `{card['model_key']}`", f"- provider: {card['provider']}",
-              f"- config sha256: `{card['config_sha256']}`", "", "## Metrics", "",
-              "| metric | value | 95% CI | baseline | change |", "|---|---|---|---|---|"]
-    for key, m in card["metrics"].items():
-        base = card["baseline"].get(key)
-        ci = f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m.get("ci_low") is not None else ""
-        change = f"{m['value'] - base['value']:+.4g}" if base else ""
-        lines.append(f"| {key} | {m['value']:.4g} {m.get('unit', '')} | {ci} | {base['value']:.4g} | {change} |" if base
-                     else f"| {key} | {m['value']:.4g} {m.get('unit', '')} | {ci} |  |  |")
-    lines += ["", "## Parameters", ""]
-    for name, params in card["parameters"].items():
-        lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in params.items() if k != "training_args"))
-    env = {**card.get("device", {}), **card["environment"]}
-    lines += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()]
-    lines += ["", "## Reproduce", "", "Save the `reproduce_config` of `model_card.json` as a YAML/JSON file and run",
-              "`autotune run --config FILE`: it rebuilds this model (same model key) with `search_strategy: false`.", ""]
-    return "\n".join(lines)
 
 
 def export_best(view: StudyView, selection: Any, output_dir: Path, *, cache: Any,
@@ -113,6 +59,8 @@ def export_best(view: StudyView, selection: Any, output_dir: Path, *, cache: Any
 
     def add_card(staging: Path) -> None:
         write_json(staging / "model_card.json", card)
-        write_text(staging / "model_card.md", card_markdown(card))
+        markdown = card_markdown(card)
+        write_text(staging / "model_card.md", markdown)
+        write_text(staging / "README.md", markdown)  # Hugging Face's card file: best/ publishes as it is
 
     return atomic_copy_tree(got[0], output_dir / "best", extra=add_card)

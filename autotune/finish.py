@@ -31,6 +31,7 @@ def selection_settings(view: StudyView, **given: Any) -> dict[str, Any]:
         "min_accuracy": configured.min_accuracy if configured else None,
         "latency_budget_ms": configured.latency_budget_ms if configured else None,
         "weights": (configured.weights or None) if configured else None,
+        "prefer_cheaper": configured.prefer_cheaper if configured else True,
     }
     out.update({k: v for k, v in given.items() if v is not None})
     return out
@@ -49,11 +50,23 @@ def rebuilder(ctx: Any) -> Any:
 def finish(view: StudyView, *, ctx: Any, storage_url: str, output_dir: Path | None = None, **selection: Any) -> StudyResult:
     """Select, export and write every results file; a single run also gets ``model/``, run.json and metrics.json."""
     from autotune.report.frames import trials_frame
+    from autotune.search.final import evaluate_test, remeasure_latency
 
     output_dir = output_dir or view.meta.output_dir
-    settings = selection_settings(view, **selection) if view.meta.mode == "search" else {"policy": "max-accuracy"}
+    rebuild = rebuilder(ctx)
+    if view.meta.mode == "search":
+        settings = selection_settings(view, **selection)
+        remeasure_latency(view, ctx, pareto_set(view), rounds=ctx.config.engine.selection.remeasure_rounds, rebuild=rebuild)
+    else:
+        settings = {"policy": "max-accuracy"}
     chosen = select(view, **settings)
-    best = export_best(view, chosen, output_dir, cache=ctx.cache, rebuild=rebuilder(ctx))
+    finalists = {r.number: r for r in pareto_set(view)}
+    if chosen.record is not None:
+        finalists.setdefault(chosen.record.number, next(r for r in view.records if r.number == chosen.record.number))
+    evaluate_test(view, ctx, list(finalists.values()), rebuild=rebuild)
+    if chosen.record is not None:  # the chosen record is a copy (re-measured objectives): give it the test metrics
+        chosen.record.test_metrics = finalists[chosen.record.number].test_metrics
+    best = export_best(view, chosen, output_dir, cache=ctx.cache, rebuild=rebuild)
     write_results(view, chosen, output_dir)
     if view.meta.mode == "single" and chosen.record is not None and best is not None:
         _single_run_files(view, chosen, best, output_dir)

@@ -85,6 +85,10 @@ class Pipeline:
         check_input_model(self.config)
         self.cache.sweep()
 
+    def data_names(self) -> list[str]:
+        """The data configs loaded so far (after the preflight: every one the run reads)."""
+        return list(self._data)
+
     def data(self, name: str) -> Dataset:
         if name not in self._data:
             index = next(i for i, d in enumerate(self.config.data_configs) if d.name == name)
@@ -108,9 +112,12 @@ class Pipeline:
     # -- running --------------------------------------------------------------------------------
     def keys(self, point: dict[str, Any] | None = None) -> list[tuple[Step, Any, str]]:
         """(step, params, key) for every pass of the chain at ``point``."""
+        return self._chain(resolve(self.slots, point), point)
+
+    def _chain(self, steps: list[Step], point: dict[str, Any] | None) -> list[tuple[Step, Any, str]]:
         parent = self.input_model().key
         chain = []
-        for step in resolve(self.slots, point):
+        for step in steps:
             params = step.params(point)
             payload: dict[str, Any] = {"parent": parent, "pass": step.pass_cls.type_name, "params": params.resolved()}
             if step.pass_cls.provider_in_key:
@@ -135,6 +142,17 @@ class Pipeline:
         chain = self.keys(point)
         with self.cache.in_use([self.input_model().key] + [key for _, _, key in chain]):
             return self._run_chain(chain, report_intermediate, deadline)
+
+    def run_baseline_build(self) -> PipelineResult:
+        """The input model built as fp32 ONNX for the target provider, through the cache: the baseline
+        measured like the trials (same runtime, same provider), not PyTorch eager beside ONNX."""
+        from autotune.passes.base import get_pass
+
+        step = Step(name="baseline", pass_cls=get_pass("ModelBuilder", path="(baseline)"), fixed={"precision": "fp32"},
+                    space={}, origin="baseline")
+        chain = self._chain([step], None)
+        with self.cache.in_use([self.input_model().key] + [key for _, _, key in chain]):
+            return self._run_chain(chain, None, None)
 
     def _run_chain(self, chain: list[tuple[Step, Any, str]], report_intermediate: Any, deadline: float | None) -> PipelineResult:
         source = self.input_model()

@@ -17,14 +17,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "CONSTRAINTS_ATTR", "META_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BoundSpec", "MetricValue", "ObjectiveSpec",
-    "Owner", "PassSummary", "StudyMeta", "StudyView", "TrialRecord", "metric_kind", "read_meta", "read_record",
-    "write_meta", "write_record",
+    "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BoundSpec", "DataSummary",
+    "MetricValue", "ObjectiveSpec", "Owner", "PassSummary", "StudyMeta", "StudyView", "TrialRecord", "metric_kind",
+    "read_meta", "read_record", "write_final", "write_meta", "write_record",
 ]
 
 SCHEMA_VERSION = 2
 META_ATTR = "autotune_meta"
 RECORD_ATTR = "autotune_record"
+# Measured after the trials finished (Optuna freezes a finished trial's attributes): test-split metrics
+# and interleaved latency re-measurements, by trial number.
+FINAL_ATTR = "autotune_final"
 # Optuna's constraints_func reads this list from the trial (a plain list of violations, in bound order).
 CONSTRAINTS_ATTR = "autotune_constraints"
 # Schema 1 (no version): the study's facts as separate attributes.
@@ -62,6 +65,12 @@ class MetricValue(_Stored):
     ci_high: float | None = None
     flag: str | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None  # readable, e.g. "decode p50 (ms/token)"
+
+    @property
+    def title(self) -> str:
+        """The readable name with its unit, for cards, reports and the terminal."""
+        return self.label or self.name or "metric"
 
 
 class ObjectiveSpec(_Stored):
@@ -69,6 +78,7 @@ class ObjectiveSpec(_Stored):
     higher_is_better: bool
     unit: str = ""
     kind: MetricKind = "other"
+    label: str = ""
 
     @property
     def direction(self) -> str:
@@ -84,14 +94,34 @@ class BoundSpec(_Stored):
     goal: str = ""
 
 
+class DataSummary(_Stored):
+    """A data config as the study used it: split sizes, the prompt template and the labels."""
+
+    train: int = 0
+    validation: int = 0
+    test: int = 0
+    template: str = ""
+    prompt_template: str = ""  # the template up to the answer
+    labels: list[str] | None = None
+    files: list[str] = Field(default_factory=list)
+    example: str = ""  # one training row's input, for the card's usage snippet
+
+
 class StudyMeta(_Stored):
-    """What the study is: objectives, bounds, baseline, the config it ran (secrets redacted), where."""
+    """What the study is: objectives, bounds, baseline, the config it ran (secrets redacted), where.
+
+    ``baseline`` is the input model measured like the trials (ONNX fp32 on the study's provider);
+    ``baseline_reference`` the input model in PyTorch, an extra reference row only.
+    """
 
     schema_version: int = SCHEMA_VERSION
     mode: Literal["search", "single"] = "search"
     objectives: list[ObjectiveSpec] = Field(default_factory=list)
     bounds: list[BoundSpec] = Field(default_factory=list)
     baseline: dict[str, MetricValue] = Field(default_factory=dict)
+    baseline_kind: str = "pytorch"  # "onnx-fp32" when the like-for-like baseline was measured
+    baseline_reference: dict[str, MetricValue] = Field(default_factory=dict)
+    data: dict[str, DataSummary] = Field(default_factory=dict)
     config: dict[str, Any] = Field(default_factory=dict)
     provider: str = ""
     device: dict[str, str] = Field(default_factory=dict)
@@ -189,6 +219,9 @@ class TrialRecord(_Stored):
     duplicate_of: int | None = None
     owner: Owner | None = None
     log_file: str | None = None  # the traceback of a failed trial
+    # After the study (from FINAL_ATTR): the test split's metrics, and latency re-measured interleaved.
+    test_metrics: dict[str, MetricValue] = Field(default_factory=dict)
+    remeasured: dict[str, MetricValue] = Field(default_factory=dict)
 
 
 def write_record(trial: Any, record: TrialRecord) -> None:
@@ -206,6 +239,19 @@ def read_record(trial: Any) -> TrialRecord:
     if trial.state.name == "FAIL" and not record.fail_reason:
         record.fail_reason = trial.user_attrs.get("fail_reason") or "the worker stopped during this trial (no heartbeat)"
     return record
+
+
+def write_final(study: Any, number: int, *, test_metrics: dict[str, MetricValue] | None = None,
+                remeasured: dict[str, MetricValue] | None = None) -> None:
+    """Store a finished trial's test metrics and/or re-measured latency (merged with what is there)."""
+    final = dict(study.user_attrs.get(FINAL_ATTR) or {})
+    entry = dict(final.get(str(number)) or {})
+    if test_metrics is not None:
+        entry["test_metrics"] = {k: m.model_dump(mode="json") for k, m in test_metrics.items()}
+    if remeasured is not None:
+        entry["remeasured"] = {k: m.model_dump(mode="json") for k, m in remeasured.items()}
+    final[str(number)] = entry
+    study.set_user_attr(FINAL_ATTR, final)
 
 
 def write_meta(study: Any, meta: StudyMeta) -> None:
@@ -245,7 +291,13 @@ class StudyView:
 
     @classmethod
     def load(cls, study: Any) -> StudyView:
-        return cls(study.study_name, read_meta(study), [read_record(t) for t in study.get_trials(deepcopy=False)], study)
+        records = [read_record(t) for t in study.get_trials(deepcopy=False)]
+        final = study.user_attrs.get(FINAL_ATTR) or {}
+        for record in records:
+            measured = final.get(str(record.number)) or {}
+            record.test_metrics = {k: MetricValue.model_validate(v) for k, v in (measured.get("test_metrics") or {}).items()}
+            record.remeasured = {k: MetricValue.model_validate(v) for k, v in (measured.get("remeasured") or {}).items()}
+        return cls(study.study_name, read_meta(study), records, study)
 
     @property
     def objectives(self) -> list[ObjectiveSpec]:

@@ -47,6 +47,9 @@ class DataConfig(Strict):
     use_attention_mask: bool = True
     # Held-out rows: a count (>= 1) or a fraction in (0, 1). The evaluators read this split.
     eval_dataset_size: float = Field(0.2, gt=0)
+    # Test rows (a count or a fraction), touched once at the end of a study for the Pareto set and the
+    # selected model; never for objectives or selection. None: no test split.
+    test_dataset_size: float | None = Field(None, gt=0)
     split_seed: int = 0
     max_samples: int | None = Field(None, gt=0)
 
@@ -126,6 +129,10 @@ class SelectionConfig(Strict):
     min_accuracy: float | None = None
     latency_budget_ms: float | None = None
     weights: dict[str, float] = Field(default_factory=dict)
+    # Among candidates whose accuracy a paired bootstrap cannot tell apart, take the cheapest.
+    prefer_cheaper: bool = True
+    # Before selecting, re-measure the Pareto set's latency this many rounds, interleaved (0: off).
+    remeasure_rounds: int = Field(3, ge=0)
 
     @field_validator("policy")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
@@ -45,6 +46,7 @@ def normalise(text: str) -> str:
 @register_evaluator("accuracy_score")
 class AccuracyEvaluator(Evaluator):
     type_name = "accuracy"
+    version = 2  # 2: per-row outcomes stored (details.correct) for paired comparisons
     Params = AccuracyParams
     SUB_TYPES: ClassVar[dict[str, SubType]] = {
         "accuracy": SubType("ratio", True, "accuracy", "accuracy"),
@@ -93,7 +95,10 @@ class AccuracyEvaluator(Evaluator):
         scores = classification_scores(predictions, references, len(labels))
         correct = sum(p == r for p, r in zip(predictions, references, strict=False))
         low, high = wilson_interval(correct, len(rows))
-        detail = {"mode": params.mode, "labels": labels}
+        # Per-row outcomes on these exact rows: two models scored on the same rows are compared by a
+        # paired bootstrap of their difference (autotune.selection.uncertainty), from the storage alone.
+        detail = {"mode": params.mode, "labels": labels, "rows_sha256": rows_fingerprint(prompts),
+                  "correct": "".join("1" if p == r else "0" for p, r in zip(predictions, references, strict=True))}
         metrics = {
             "accuracy": self.metric("accuracy", scores["accuracy"], n=len(rows), ci_low=low, ci_high=high, details=detail),
             "macro_f1": self.metric("macro_f1", scores["macro_f1"], n=len(rows), details=detail),
@@ -101,3 +106,10 @@ class AccuracyEvaluator(Evaluator):
         if params.perplexity and nll_count:
             metrics["perplexity"] = self.metric("perplexity", math.exp(nll_total / nll_count), n=nll_count)
         return metrics
+
+
+def rows_fingerprint(prompts: list[list[int]]) -> str:
+    """Which rows (in which order) a score is over: the hash of their prompt token ids."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()

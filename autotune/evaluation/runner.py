@@ -109,11 +109,14 @@ class ModelEvaluator:
             out[name] = cls.describe(name, higher_is_better=sub.higher_is_better)
         return out
 
-    def evaluate(self, model: EvalModel) -> dict[str, Metric]:
+    def evaluate(self, model: EvalModel, *, only: set[int] | None = None) -> dict[str, Metric]:
+        """Every metric of the evaluator (or the metrics at indices ``only``) for ``model``."""
         provider = self.config.engine.provider
         results: dict[str, Metric] = {}
         shared: dict[str, Any] = {}  # one model's evaluation: measurements the metrics share
         for index in self._order():
+            if only is not None and index not in only:
+                continue
             metric = self.evaluator.metrics[index]
             cls = get_evaluator(metric.type, where="")
             data = self._data_for(index)
@@ -136,7 +139,12 @@ class ModelEvaluator:
                     if spec.sub_type not in measured:
                         raise ConfigError(f"evaluators.{self.name}.metrics[{index}]", f"the evaluator returned no '{spec.sub_type}'")
                     results[spec.key] = measured[spec.sub_type]
-        return {spec.key: results[spec.key] for spec in self.specs}  # in the config's order, whatever ran first
+        # In the config's order, whatever ran first.
+        return {spec.key: results[spec.key] for spec in self.specs if only is None or spec.metric_index in only}
+
+    def data_metric_indices(self) -> set[int]:
+        """The metrics that read data rows (whose value depends on the split)."""
+        return {i for i, m in enumerate(self.evaluator.metrics) if m.data_config is not None or get_evaluator(m.type, where="").needs_data}
 
     def bounds(self, baseline: dict[str, Metric] | None) -> list[Bound]:
         out = []

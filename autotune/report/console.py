@@ -10,6 +10,11 @@ from rich.table import Table
 __all__ = ["print_summary"]
 
 
+def _title(objective: Any) -> str:
+    """A readable column name ("decode p50 (ms/token)"); the stored id stays in the CSVs."""
+    return objective.label or objective.metric
+
+
 def _states_line(view: Any) -> str:
     states = view.states()
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
@@ -31,17 +36,26 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     for key in params:
         table.add_column(key)
     objectives = [o.metric for o in view.objectives]
-    for metric in objectives:
-        table.add_column(metric)
+    for o in view.objectives:
+        table.add_column(_title(o))
+    tested = [o.metric for o in view.objectives if any(o.metric in r.test_metrics for r in view.records)]
+    for metric in tested:
+        table.add_column(f"{_title(next(o for o in view.objectives if o.metric == metric))} test (gap)")
     chosen = selection.record.number if selection.record else None
     for r in sorted(pareto_set(view), key=lambda r: r.number):
-        mark = " *" if r.number == chosen else ""
-        table.add_row(f"{r.number}{mark}", *[str(r.point.get(k, "")) for k in params],
-                      *[f"{r.objectives[m]:.4g}" for m in objectives])
+        mark = " *" if r.number == chosen else (" ≈" if r.number in selection.indistinguishable else "")
+        values = [f"{(r.remeasured[m].value if m in r.remeasured else r.objectives[m]):.4g}" for m in objectives]
+        tests = [f"{r.test_metrics[m].value:.4g} ({r.test_metrics[m].value - r.metrics[m].value:+.3f})"
+                 if m in r.test_metrics and m in r.metrics else "" for m in tested]
+        table.add_row(f"{r.number}{mark}", *[str(r.point.get(k, "")) for k in params], *values, *tests)
     if view.baseline:
         base = [f"{view.baseline[m].value:.4g}" if m in view.baseline else "" for m in objectives]
-        table.add_row("baseline", *["" for _ in params], *base)
+        table.add_row(f"baseline ({view.meta.baseline_kind})", *["" for _ in params], *base, *["" for _ in tested])
+    if view.meta.baseline_reference:
+        ref = [f"{view.meta.baseline_reference[m].value:.4g}" if m in view.meta.baseline_reference else "" for m in objectives]
+        table.add_row("input model, PyTorch (reference)", *["" for _ in params], *ref, *["" for _ in tested])
     console.print(table)
+    console.print("* selected   ≈ accuracy indistinguishable from the selected trial's (paired bootstrap, validation rows)")
     console.print(f"selected: {selection.rule}")
     if result.best and result.best.get("model_dir"):
         console.print(f"best model: {result.best['model_dir']}")

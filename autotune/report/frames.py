@@ -18,6 +18,13 @@ def trial_row(record: TrialRecord) -> dict[str, Any]:
             row[f"{key}.ci_high"] = metric.ci_high
         if metric.flag:
             row[f"{key}.flag"] = metric.flag
+    for key, metric in record.test_metrics.items():  # scored once, after the study: validation and test side by side
+        row[f"test.{key}"] = metric.value
+        if key in record.metrics:
+            row[f"gap.{key}"] = metric.value - record.metrics[key].value
+    for key, metric in record.remeasured.items():
+        row[f"remeasured.{key}"] = metric.value
+        row[f"remeasured.{key}.spread"] = metric.details.get("spread")
     for p in record.passes:
         row[f"seconds.{p.name}"] = p.seconds
         row[f"cache_hit.{p.name}"] = p.cache_hit

@@ -97,9 +97,15 @@ def _metrics_section(view: StudyView, selection: Selection) -> str:
             delta = m.value - base.value
             change = f"{delta:+.4g}" + (f" ({100 * delta / abs(base.value):+.1f}%)" if base.value else "")
         better = "higher" if m.higher_is_better else "lower"
-        rows.append([key, m.value, ci, m.unit, better, base.value if base else None, change, m.flag or ""])
-    return rows_table(["metric", f"trial {record.number}", "95% CI", "unit", "better", "baseline", "change", "flag"], rows,
-                      table_id="selected-metrics")
+        test = record.test_metrics.get(key)
+        rows.append([m.title, key, m.value, ci, test.value if test else None, (test.value - m.value) if test else None,
+                     m.unit, better, base.value if base else None, change, m.flag or ""])
+    note = ""
+    if selection.indistinguishable:
+        note = (f'<p id="indistinguishable">Statistically indistinguishable in accuracy from the selected trial (paired bootstrap '
+                f'on the validation rows): trial(s) {escape(", ".join(map(str, selection.indistinguishable)))}.</p>')
+    return note + rows_table(["metric", "id", f"trial {record.number} (validation)", "95% CI", "test", "gap", "unit", "better",
+                              f"baseline ({view.meta.baseline_kind})", "change", "flag"], rows, table_id="selected-metrics")
 
 
 def _constraints_section(view: StudyView, selection: Selection) -> str:

@@ -15,9 +15,11 @@ from typing import Any
 from autotune.errors import ConfigError, UserError
 from autotune.evaluation.base import EvalModel, environment
 from autotune.evaluation.goals import Bound
+from autotune.plan import all_steps
 from autotune.records import (
     RECORD_ATTR,
     BoundSpec,
+    DataSummary,
     MetricValue,
     ObjectiveSpec,
     StudyMeta,
@@ -128,7 +130,9 @@ class Study:
 
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # ERROR: a failed trial is reported once, by the trial runner, with the path of its traceback
+        # (Optuna's own warning would print the whole traceback to the terminal again).
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.ctx = ctx
         self.cfg = ctx.config
@@ -153,7 +157,9 @@ class Study:
             return [WALL_TIME]
         if self.mode == "single" and not any(s.priority > 0 for s in self.evaluator.specs):
             return [WALL_TIME]
-        return [ObjectiveSpec(metric=o.metric, higher_is_better=o.higher_is_better, unit=o.unit, kind=metric_kind(o.metric))
+        specs = {s.key: s for s in self.evaluator.specs}  # what each metric measures, as its evaluator declares
+        return [ObjectiveSpec(metric=o.metric, higher_is_better=o.higher_is_better, unit=o.unit,
+                              kind=specs[o.metric].kind or metric_kind(o.metric), label=specs[o.metric].label)
                 for o in objectives_from(self.evaluator.specs, where=where)]
 
     def _check_selection(self, objectives: list[ObjectiveSpec]) -> None:
@@ -165,15 +171,28 @@ class Study:
         if selection.min_accuracy is not None and "accuracy" not in kinds:
             raise ConfigError("engine.selection.min_accuracy", "the evaluator has no accuracy objective to apply it to")
 
-    def _baseline(self) -> dict[str, Any] | None:
+    def _baselines(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
+        """(baseline, PyTorch reference, baseline kind). A study whose models are ONNX is compared with
+        the input model built as fp32 ONNX for its provider, measured by the same evaluator; the input
+        model in PyTorch eager stays an extra, labelled reference."""
         if self.evaluator is None:
-            return None
+            return None, None, "none"
         relative = any(s.goal and s.goal.type != "threshold" for s in self.evaluator.specs)
         if not (self.cfg.engine.evaluate_input_model or relative):
-            return None
+            return None, None, "none"
         source = self.ctx.pipeline.input_model()
-        log.info("evaluating the baseline (input model, PyTorch)")
-        return self.evaluator.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
+        reference = None
+        if self.cfg.engine.evaluate_input_model:
+            log.info("evaluating the input model in PyTorch (reference)")
+            reference = self.evaluator.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
+        if not any(step.pass_cls.output_kind == "onnx" for step in all_steps(self.ctx.pipeline.slots)):
+            if reference is None:
+                reference = self.evaluator.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
+            return reference, None, "pytorch"
+        log.info("building and evaluating the baseline: the input model as fp32 ONNX on %s", self.cfg.engine.provider)
+        built = self.ctx.pipeline.run_baseline_build().model
+        baseline = self.evaluator.evaluate(EvalModel(path=built.path, kind=built.kind, key=built.key))
+        return baseline, reference, "onnx-fp32"
 
     def _create(self, directions: list[str], sampler: Any) -> Any:
         import optuna
@@ -197,7 +216,7 @@ class Study:
         if self.mode == "search":
             self._check_selection(objectives)
         self.ctx.preflight()
-        baseline = self._baseline()
+        baseline, reference, baseline_kind = self._baselines()
         self.bounds = self.evaluator.bounds(baseline) if self.evaluator is not None else []
         sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds))
         study = self._create([o.direction for o in objectives], sampler)
@@ -207,6 +226,9 @@ class Study:
             mode=self.mode, objectives=objectives,
             bounds=[BoundSpec(metric=b.metric, value=b.value, higher_is_better=b.higher_is_better, goal=b.goal) for b in self.bounds],
             baseline={k: MetricValue.model_validate(v.to_dict()) for k, v in (baseline or {}).items()},
+            baseline_kind=baseline_kind,
+            baseline_reference={k: MetricValue.model_validate(v.to_dict()) for k, v in (reference or {}).items()},
+            data=self._data_summaries(),
             config=stored_config(self.cfg), provider=self.cfg.engine.provider, versions=environment(),
             device=_device_info(self.cfg), grid_enqueued=bool(previous and previous.grid_enqueued),
         )
@@ -222,6 +244,16 @@ class Study:
         requeue_interrupted(study)
         self.study = study
         return study
+
+    def _data_summaries(self) -> dict[str, DataSummary]:
+        out = {}
+        for name in self.ctx.pipeline.data_names():
+            data = self.ctx.pipeline.data(name)
+            out[name] = DataSummary(train=len(data.train), validation=len(data.eval), test=len(data.test),
+                                    template=data.template.text, prompt_template=data.template.prompt_text,
+                                    labels=data.labels, files=[str(f) for f in data.files],
+                                    example=_example(data))
+        return out
 
     # -- running ----------------------------------------------------------------------------------
     def _rules(self, n_trials: int | None, timeout: float | None) -> StopRules:
@@ -305,6 +337,12 @@ class Study:
         left = silent()
         if left:
             log.info("trial(s) %s are alive on another worker (fresh heartbeat): not waiting for them", [r.number for r in left])
+
+
+def _example(data: Any) -> str:
+    """The input text of the first training row, when the template has a single input column."""
+    inputs = [c for c in data.template.columns if c != data.template.answer_column]
+    return str(data.train[0].get(inputs[0], "")) if data.train and len(inputs) == 1 else ""
 
 
 def _hostname() -> str:

@@ -12,10 +12,11 @@ from autotune.errors import ConfigError
 from autotune.records import StudyView, TrialRecord
 from autotune.selection.pareto import dominates, pareto_indices, pareto_set
 from autotune.selection.policies import POLICIES, Policy, policy_names, register_policy
+from autotune.selection.uncertainty import PairedDifference, paired_difference
 
 __all__ = [
-    "POLICIES", "Policy", "Selection", "StudyView", "dominates", "least_infeasible", "pareto_indices", "pareto_set",
-    "policy_names", "register_policy", "select",
+    "POLICIES", "PairedDifference", "Policy", "Selection", "StudyView", "dominates", "least_infeasible", "paired_difference",
+    "pareto_indices", "pareto_set", "policy_names", "register_policy", "select", "with_remeasured",
 ]
 
 
@@ -26,14 +27,43 @@ class Selection:
     rule: str
     feasible: bool = True
     missed_by: dict[str, float] = field(default_factory=dict)
+    # Candidates whose accuracy a paired bootstrap cannot tell from the selected one's (validation rows).
+    indistinguishable: list[int] = field(default_factory=list)
+    # The selected trial's accuracy minus the baseline's, paired on the same validation rows.
+    vs_baseline: PairedDifference | None = None
+
+
+def with_remeasured(record: TrialRecord) -> TrialRecord:
+    """The record with objectives re-measured after the study (interleaved latency) in place of the first ones."""
+    if not record.remeasured:
+        return record
+    objectives = {k: (record.remeasured[k].value if k in record.remeasured else v) for k, v in record.objectives.items()}
+    return record.model_copy(update={"objectives": objectives})
+
+
+def _indistinguishable(chosen: TrialRecord, candidates: list[TrialRecord], metric: str) -> list[TrialRecord]:
+    """Candidates (the chosen one included) whose ``metric`` a paired bootstrap cannot tell from the chosen's."""
+    out = []
+    for r in candidates:
+        if r.number == chosen.number:
+            out.append(r)
+            continue
+        diff = paired_difference(r.metrics.get(metric), chosen.metrics.get(metric))
+        if diff is not None and not diff.distinguishable:
+            out.append(r)
+    return out
 
 
 def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float | None = None,
-           latency_budget_ms: float | None = None, weights: dict[str, float] | None = None) -> Selection:
+           latency_budget_ms: float | None = None, weights: dict[str, float] | None = None,
+           prefer_cheaper: bool = True) -> Selection:
     """Pick one trial from the feasible Pareto set by ``policy``; deterministic, with its rule in words.
 
     ``min_accuracy`` applies to the accuracy objective and ``latency_budget_ms`` to the latency
     objective; a study without that objective refuses the filter rather than apply it elsewhere.
+    Latency re-measured after the study (interleaved) replaces the first measurement. With
+    ``prefer_cheaper``, among the candidates whose accuracy a paired bootstrap on the validation rows
+    cannot tell from the chosen one's, the cheapest (the other objectives in priority order) is taken.
     """
     policy_cls = POLICIES.get(policy)
     if policy_cls is None:
@@ -44,7 +74,7 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
     if latency_budget_ms is not None and latency is None:
         raise ConfigError("selection.latency_budget_ms", "the study has no latency objective to apply it to "
                           f"(objectives: {', '.join(o.metric for o in view.objectives) or 'none'})")
-    candidates = pareto_set(view)
+    candidates = [with_remeasured(r) for r in pareto_set(view)]
     notes = []
     if min_accuracy is not None and accuracy is not None:
         candidates = [r for r in candidates if r.objectives[accuracy.metric] >= min_accuracy]
@@ -56,7 +86,24 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
         return least_infeasible(view, policy, extra=notes)
     where = f"among {len(candidates)} feasible Pareto trial(s)" + (f" with {' and '.join(notes)}" if notes else "")
     best, rule = policy_cls().choose(candidates, view.objectives, weights=weights)
-    return Selection(record=best, policy=policy, rule=f"{rule}, {where}")
+    rule = f"{rule}, {where}"
+    same: list[TrialRecord] = [best]
+    if accuracy is not None:
+        same = _indistinguishable(best, candidates, accuracy.metric)
+        if prefer_cheaper and len(same) > 1:
+            costs = [o for o in view.objectives if o is not accuracy]
+            cheapest = min(same, key=lambda r: (*[r.objectives[o.metric] if not o.higher_is_better else -r.objectives[o.metric]
+                                                  for o in costs],
+                                                -r.objectives[accuracy.metric] if accuracy.higher_is_better
+                                                else r.objectives[accuracy.metric], r.number))
+            if cheapest.number != best.number:
+                rule += (f"; then trial {cheapest.number}, whose {accuracy.metric} a paired bootstrap on the same rows cannot "
+                         f"tell from trial {best.number}'s, because it is cheaper (prefer_cheaper)")
+                best = cheapest
+                same = _indistinguishable(best, candidates, accuracy.metric)
+    vs_baseline = paired_difference(best.metrics.get(accuracy.metric), view.baseline.get(accuracy.metric)) if accuracy else None
+    return Selection(record=best, policy=policy, rule=rule, indistinguishable=sorted(r.number for r in same if r is not best),
+                     vs_baseline=vs_baseline)
 
 
 def least_infeasible(view: StudyView, policy: str, extra: list[str] | None = None) -> Selection:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from autotune.records import RECORD_ATTR, StudyView, TrialRecord
 from autotune.report.frames import trials_frame
 from autotune.report.html import write_report
-from autotune.records import RECORD_ATTR, StudyView, TrialRecord
 from autotune.selection import pareto_set, select
 
 ROOT = Path(__file__).resolve().parents[2]

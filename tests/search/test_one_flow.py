@@ -14,6 +14,7 @@ import autotune
 from autotune.cli import app
 from autotune.records import RECORD_ATTR, read_meta
 from tests.conftest import tiny_config
+from tests.fault_passes import FaultInjection  # noqa: F401  (registers the test-only pass)
 from tests.search.test_study import EVALUATOR, study_config
 
 RESULT_FILES = {"study.db", "best", "trials.csv", "trials.parquet", "pareto.csv", "selection.json", "report.html",
@@ -108,7 +109,7 @@ def test_a_failed_trial_keeps_its_traceback_in_a_log_the_record_and_report_name(
     assert log.is_file() and log.parent == tmp_path / "out" / "logs"
     text = log.read_text()
     assert text.startswith("Traceback") and "RuntimeError: injected fault" in text and "def run" not in text
-    assert "test_study.py" in text  # the frame that raised, so a bug in autotune is told from a trial failure
+    assert "fault_passes.py" in text  # the frame that raised, so a bug in autotune is told from a trial failure
     assert str(log) in (tmp_path / "out" / "report.html").read_text()
 
 

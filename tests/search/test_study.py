@@ -13,8 +13,8 @@ import optuna
 import pytest
 
 import autotune
-from autotune.passes.base import Pass, PassParams, register_pass
 from tests.conftest import tiny_config
+from tests.fault_passes import FaultInjection  # noqa: F401  (registers the test-only pass)
 
 EVALUATOR = {"metrics": [
     {"name": "accuracy", "type": "accuracy", "sub_types": [{"name": "accuracy", "priority": 1}], "user_config": {"perplexity": False}},
@@ -93,29 +93,6 @@ def test_a_constraint_no_trial_meets_makes_them_infeasible_and_exports_the_neare
     assert "no trial met the constraints" in card["selection"]["rule"]
 
 
-class FaultParams(PassParams):
-    fail: bool = False
-
-
-@register_pass()
-class FaultInjection(Pass):
-    """Test-only pass: raises when told to (a fault injected into a real pipeline)."""
-
-    type_name = "FaultInjection"
-    Params = FaultParams
-    accepts = ("hf",)
-    output_kind = "hf"
-
-    def run(self, model: Any, params: Any, ctx: Any, output: Path) -> None:
-        if params.fail:
-            raise RuntimeError("injected fault")
-        import shutil
-
-        shutil.copytree(model.path, output, dirs_exist_ok=True)
-
-
-FaultParams.model_fields["fail"].json_schema_extra = {"searchable": True, "default_space": [False, True]}
-FaultParams.model_rebuild(force=True)
 
 
 def test_a_trial_that_raises_is_recorded_failed_and_the_study_goes_on(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:

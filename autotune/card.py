@@ -1,0 +1,210 @@
+"""The model card: a deployment document for ``best/`` (``model_card.json`` and ``README.md``).
+
+How to call the model (prompt template, labels, the decision rule the accuracy assumes, a runnable
+onnxruntime-genai snippet), what it scored on validation and test rows with the gap, against which
+baseline, and Hugging Face's card conventions (YAML front matter with ``base_model``, ``tags`` and a
+``model-index``) so the folder can be published as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from typing import Any
+
+from autotune.records import MetricValue, StudyView, TrialRecord
+
+__all__ = ["SNIPPET", "card_markdown", "config_hash", "model_card"]
+
+# Reproduces the accuracy evaluator's label scoring: the prediction is the label whose tokens (+ EOS)
+# have the highest log-probability after the prompt.
+SNIPPET = '''\
+import numpy as np
+import onnxruntime_genai as og
+from transformers import AutoTokenizer
+
+folder = "{folder}"  # this folder
+template = {prompt_template!r}
+labels = {labels!r}
+text = {example!r}
+
+tokenizer = AutoTokenizer.from_pretrained(folder)
+model = og.Model(folder)
+prompt = tokenizer(template.format({column}=text))["input_ids"]
+
+
+def log_softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+scores = []
+for label in labels:
+    answer = tokenizer(label, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(prompt) + len(answer) + 1)
+    generator = og.Generator(model, params)
+    generator.append_tokens(prompt + answer[:-1])
+    logp = log_softmax(generator.get_output("logits")[0])
+    scores.append(sum(float(logp[len(prompt) - 1 + j, t]) for j, t in enumerate(answer)))
+print(labels[int(np.argmax(scores))])
+'''
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _dump(metrics: dict[str, MetricValue]) -> dict[str, Any]:
+    return {k: m.model_dump(mode="json") for k, m in metrics.items()}
+
+
+def _usage(view: StudyView) -> dict[str, Any] | None:
+    """The prompt template, labels and decoding of the data the model was tuned and scored on."""
+    if not view.meta.data:
+        return None
+    name, data = next(iter(view.meta.data.items()))
+    columns = [f for _, f, _, _ in string.Formatter().parse(data.prompt_template) if f]
+    usage: dict[str, Any] = {"data_config": name, "template": data.template, "prompt_template": data.prompt_template,
+                             "input_columns": columns, "labels": data.labels}
+    if data.labels and len(columns) == 1:
+        usage["decoding"] = ("label scoring: the answer is the label whose tokens, followed by EOS, have the highest "
+                             "log-probability after the prompt (how the accuracy was measured)")
+        usage["example"] = data.example or "I can't believe we actually won!"
+        usage["snippet"] = SNIPPET.format(folder=".", prompt_template=data.prompt_template, labels=data.labels,
+                                          example=usage["example"], column=columns[0])
+    return usage
+
+
+def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> dict[str, Any]:
+    from autotune.evaluation.base import environment
+
+    record: TrialRecord = selection.record
+    diff = selection.vs_baseline
+    return {
+        "study": view.name,
+        "trial": record.number,
+        "model_key": record.model_key,
+        "base_model": str((view.meta.config.get("input_model") or {}).get("model_path", "")),
+        "feasible": selection.feasible,
+        "selection": {"policy": selection.policy, "rule": selection.rule, "missed_by": selection.missed_by,
+                      "indistinguishable": selection.indistinguishable},
+        "parameters": record.params,
+        "searched": record.point,
+        "metrics": _dump(record.metrics),
+        "test_metrics": _dump(record.test_metrics),
+        "remeasured": _dump(record.remeasured),
+        "baseline": _dump(view.baseline),
+        "baseline_kind": view.meta.baseline_kind,
+        "baseline_reference": _dump(view.meta.baseline_reference),
+        "vs_baseline": None if diff is None else {"difference": diff.difference, "ci_low": diff.low, "ci_high": diff.high, "n": diff.n},
+        "objectives": [o.model_dump(mode="json") for o in view.objectives],
+        "constraints": [b.model_dump(mode="json") for b in view.bounds],
+        "provider": view.provider,
+        "device": view.meta.device,
+        "environment": environment(),
+        "data": {name: d.model_dump(mode="json") for name, d in view.meta.data.items()}
+        or {d["name"]: d.get("data_files") for d in view.meta.config.get("data_configs", [])},
+        "usage": _usage(view),
+        "config_sha256": config_hash(view.meta.config),
+        "reproduce_config": reproduce,
+    }
+
+
+def _interval(m: dict[str, Any] | None) -> str:
+    if not m or m.get("ci_low") is None:
+        return ""
+    return f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+
+
+def _front_matter(card: dict[str, Any]) -> str:
+    import yaml
+
+    results = []
+    for key, m in card["metrics"].items():
+        entries = [{"type": m.get("name") or key, "value": round(m["value"], 6), "name": f"{m.get('label') or key} (validation)"}]
+        test = card["test_metrics"].get(key)
+        if test:
+            entries.append({"type": test.get("name") or key, "value": round(test["value"], 6),
+                            "name": f"{test.get('label') or key} (test)"})
+        results += entries
+    precision = next((p.get("precision") for p in card["parameters"].values() if "precision" in p), None)
+    tags = ["autotune", "onnx", "onnxruntime-genai", "lora"] + ([str(precision)] if precision else [])
+    data_names = list(card["data"]) or ["data"]
+    meta = {
+        "base_model": card["base_model"] or None,
+        "library_name": "onnxruntime-genai",
+        "pipeline_tag": "text-generation",
+        "tags": tags,
+        "model-index": [{"name": f"{card['study']}-trial-{card['trial']}", "results": [{
+            "task": {"type": "text-classification" if (card.get("usage") or {}).get("labels") else "text-generation"},
+            "dataset": {"name": data_names[0], "type": "json"},
+            "metrics": results,
+        }]}],
+    }
+    return "---\n" + yaml.safe_dump({k: v for k, v in meta.items() if v is not None}, sort_keys=False) + "---\n"
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    lines = [_front_matter(card), f"# {card['study']}, trial {card['trial']}", ""]
+    if not card["feasible"]:
+        lines += ["> **No trial met the constraints.** This is the least-infeasible trial: " + card["selection"]["rule"], ""]
+    lines += [f"Fine-tuned from `{card['base_model']}` by autotune; selected by `{card['selection']['policy']}`: "
+              f"{card['selection']['rule']}.", ""]
+    if card["selection"]["indistinguishable"]:
+        lines += [f"Statistically indistinguishable in accuracy (paired bootstrap, validation rows): trial(s) "
+                  f"{', '.join(map(str, card['selection']['indistinguishable']))}.", ""]
+    usage = card.get("usage")
+    if usage:
+        lines += ["## How to use", "", "Prompt template (the answer follows it):", "", "```text", usage["prompt_template"], "```", ""]
+        if usage.get("labels"):
+            lines += [f"Labels: {', '.join(f'`{label}`' for label in usage['labels'])}.", ""]
+        if usage.get("decoding"):
+            lines += [f"Decoding: {usage['decoding']}. This snippet does the same for one phrase:", "",
+                      "```python", usage["snippet"].rstrip(), "```", ""]
+    lines += ["## Metrics", "", f"Baseline: the input model {_baseline_words(card['baseline_kind'])}.", "",
+              "| metric | validation (95% CI) | test (95% CI) | gap | baseline | change |", "|---|---|---|---|---|---|"]
+    for key, m in card["metrics"].items():
+        test, base = card["test_metrics"].get(key), card["baseline"].get(key)
+        again = card["remeasured"].get(key)
+        value = again["value"] if again else m["value"]
+        unit = f" {m.get('unit')}" if m.get("unit") and m.get("unit") != "ratio" else ""
+        gap = f"{test['value'] - m['value']:+.3f}" if test else ""
+        change = f"{value - base['value']:+.4g}" if base else ""
+        note = f" (re-measured, spread {again['details'].get('spread', 0):.3g})" if again else ""
+        test_text = f"{test['value']:.4g}{_interval(test)}" if test else "not measured"
+        base_text = f"{base['value']:.4g}" if base else ""
+        lines.append(f"| {m.get('label') or key} | {value:.4g}{unit}{_interval(m)}{note} | {test_text} | {gap} | "
+                     f"{base_text} | {change} |")
+    if card.get("vs_baseline"):
+        d = card["vs_baseline"]
+        lines += ["", f"Accuracy minus the baseline's on the same {d['n']} validation rows: {d['difference']:+.3f} "
+                      f"(paired bootstrap 95% interval [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])."]
+    if card["baseline_reference"]:
+        ref = ", ".join(f"{m.get('label') or k} {m['value']:.4g}" for k, m in card["baseline_reference"].items())
+        lines += ["", f"Reference only (another runtime): the input model in PyTorch eager: {ref}."]
+    lines += ["", "## Data", ""]
+    for name, data in card["data"].items():
+        if isinstance(data, dict) and "train" in data:
+            lines.append(f"- `{name}`: {data['train']} training, {data['validation']} validation, {data['test']} test rows "
+                         f"({', '.join(data.get('files', []))})")
+    lines += ["", "## Intended use and limitations", "",
+              "- Intended for the task and prompt format above, on inputs like the data it was tuned on; accuracy on "
+              "other phrasing or domains can be lower (compare the validation/test gap).",
+              "- Scores come from held-out rows of the same data set; the test rows were used once, after selection.",
+              "- Latency and memory were measured on the machine below; they differ on other hardware.", "",
+              "## Parameters", ""]
+    for name, params in card["parameters"].items():
+        lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in params.items() if k != "training_args"))
+    env = {**card.get("device", {}), **card["environment"]}
+    lines += ["", "## Environment", "", f"- provider: {card['provider']}", f"- model key: `{card['model_key']}`",
+              f"- config sha256: `{card['config_sha256']}`"] + [f"- {k}: {v}" for k, v in env.items()]
+    lines += ["", "## Reproduce", "", "Save the `reproduce_config` of `model_card.json` as a YAML/JSON file and run",
+              "`autotune run --config FILE`: it rebuilds this model (same model key) with `search_strategy: false`.", ""]
+    return "\n".join(lines)
+
+
+def _baseline_words(kind: str) -> str:
+    return {"onnx-fp32": "built as fp32 ONNX and measured like the trials (same runtime and provider)",
+            "pytorch": "in PyTorch eager"}.get(kind, "(not evaluated)")
