@@ -102,3 +102,28 @@ def test_a_library_failure_reading_a_gguf_keeps_its_type(tmp_path: Path, monkeyp
     monkeypatch.setattr(gguf, "GGUFReader", Broken)
     with pytest.raises(TypeError):
         check_gguf(path)
+
+
+def test_the_cli_reports_a_library_failure_with_its_type_and_a_traceback_log(tmp_path: Path, tiny_model: Path,
+                                                                            tone_file: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_config
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(tiny_config(tiny_model, tone_file, tmp_path)))
+    code = ("import sys, datasets\n"
+            "def broken(*args, **kwargs):\n    raise RuntimeError('pyarrow: internal error')\n"
+            "datasets.load_dataset = broken  # the fault: the library fails on a good file\n"
+            "from autotune.cli import main\n"
+            f"sys.argv = ['autotune', 'run', '--config', {str(path)!r}]\n"
+            "main()\n")
+    env = {**os.environ, "AUTOTUNE_LOG_DIR": str(tmp_path / "logs"), "COLUMNS": "300"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # not 2: it is not the user's mistake
+    assert "error: RuntimeError: pyarrow: internal error" in proc.stderr
+    logs = list((tmp_path / "logs").glob("*.log"))
+    assert len(logs) == 1 and str(logs[0]) in proc.stderr
+    assert "Traceback" in logs[0].read_text() and "in broken" in logs[0].read_text()
