@@ -2,6 +2,8 @@
 
 Old: one row at a time through onnxruntime-genai (the prompt once, then a rewind and a pass per label).
 New: ``Backend.score_labels``: several rows per prefill, every label of every row per step.
+``hf`` (the baseline in PyTorch): old feeds prompt + label once per label; new prefills 16 prompts and
+scores every label on their KV cache.
 Both score the same held-out rows of ``configs/data/tones.jsonl`` against the same labels, on the same
 ONNX folder, in this one process (warmed up first, alternating which goes first per repeat). Reports
 seconds, the speed-up, how many predictions agree and the largest score difference.
@@ -10,7 +12,7 @@ The model: SmolLM2 when its converted folder is already in ``results/bench/smoll
 auto``, the default; nothing is converted here), else the tests' tiny Llama. Each precision's ONNX folder
 is built once into ``results/bench/label_scoring-<model>-<precision>/``.
 
-    .venv/bin/python bench/bench_label_scoring.py [--model auto|tiny|smollm2] [--repeats 2] [--rows 80]
+    .venv/bin/python bench/bench_label_scoring.py [--model auto|tiny|smollm2] [--repeats 2] [--rows 80] [--precisions fp32,int4,hf]
 """
 
 from __future__ import annotations
@@ -57,16 +59,20 @@ def onnx_folder(model: str, precision: str) -> Path:
     return out
 
 
-def rows_and_labels(model: str, folder: Path, n_rows: int) -> tuple[Any, list[list[int]], list[list[int]], list[int]]:
+def rows_and_labels(model: str, folder: Path, n_rows: int, precision: str) -> tuple[Any, list[list[int]], list[list[int]], list[int]]:
     """The backend, each row's prompt ids (tokenised as the evaluator does), the label ids, the answers."""
     from autotune.data import encode_example, load_data
-    from autotune.evaluation.backends import GenaiBackend
+    from autotune.evaluation.backends import GenaiBackend, TorchBackend
     from autotune.evaluation.base import EvalModel
 
     cfg = common.load(common.config(model, common.RESULTS / "work-label_scoring-cfg"))
     data_cfg = cfg.data_configs[0].model_copy(update={"eval_dataset_size": n_rows})
     data = load_data(data_cfg)
-    backend = GenaiBackend(EvalModel(path=folder, kind="onnx", key=""), provider="CPUExecutionProvider")
+    if precision == "hf":  # the baseline: the input model in PyTorch fp32
+        backend: Any = TorchBackend(EvalModel(path=folder, kind="hf", key=""), provider="CPUExecutionProvider")
+        backend.label_scoring = "batched (PyTorch, prompt KV cache reused per label)"
+    else:
+        backend = GenaiBackend(EvalModel(path=folder, kind="onnx", key=""), provider="CPUExecutionProvider")
     tok = backend.tokenizer
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     labels = [list(tok(label, add_special_tokens=False)["input_ids"]) + eos for label in data.labels]
@@ -105,7 +111,7 @@ def main() -> None:
     parser.add_argument("--model", choices=["auto", *sorted(common.SETTINGS)], default="auto")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rows", type=int, default=0, help="held-out rows scored (default: 80 on SmolLM2, 160 on tiny)")
-    parser.add_argument("--precisions", default="int4,fp32")
+    parser.add_argument("--precisions", default="fp32,int4,hf", help="ONNX builds to compare, and hf: the PyTorch baseline")
     args = parser.parse_args()
     model = pick_model(args.model)
     n_rows = args.rows or (80 if model == "smollm2" else 160)
@@ -116,10 +122,11 @@ def main() -> None:
     common.warm_imports()
     results: dict[str, Any] = {}
     for precision in args.precisions.split(","):
-        folder = onnx_folder(model, precision)
-        backend, prompts, labels, _ = rows_and_labels(model, folder, n_rows)
+        folder = common.model_path(model) if precision == "hf" else onnx_folder(model, precision)
+        backend, prompts, labels, _ = rows_and_labels(model, folder, n_rows, precision)
         results[precision] = measure(backend, prompts, labels, args.repeats)
-        results[precision].update({"rows": len(prompts), "mean_prompt_tokens": float(np.mean([len(p) for p in prompts])),
+        results[precision].update({"new_path": backend.label_scoring,
+                                   "rows": len(prompts), "mean_prompt_tokens": float(np.mean([len(p) for p in prompts])),
                                    "label_tokens": [len(x) for x in labels]})
         print(f"{precision}: {results[precision]}", flush=True)
     report.data.update({"rows": n_rows, "results": results})
@@ -128,7 +135,7 @@ def main() -> None:
         f"{args.repeats} repeat(s) alternating which path goes first, after a 4-row warm-up of both. Old: "
         "`GenaiBackend.continuation_logprobs` row by row (onnxruntime-genai). New: `GenaiBackend.score_labels` "
         "(onnxruntime session on the same model.onnx, 16 rows per prefill, all labels per step)."))
-    cols = ["rows", "mean_prompt_tokens", "label_tokens", "old_s", "new_s", "speedup", "same_predictions", "max_score_diff",
+    cols = ["new_path", "rows", "mean_prompt_tokens", "label_tokens", "old_s", "new_s", "speedup", "same_predictions", "max_score_diff",
             "max_prompt_nll_diff"]
     report.section("Results", common.table(["precision", *cols], [[p, *[r[c] for c in cols]] for p, r in results.items()]))
     report.write()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from autotune.evaluation.base import EvalModel
-from autotune.evaluation.scoring import OrtLabelScorer, UnsupportedGraph
+from autotune.evaluation.scoring import OrtLabelScorer, UnsupportedGraph, chunk_rows, log_probs_at, prefill_batch, prompt_scores
 from autotune.providers import provider as provider_row
 
 
@@ -184,6 +184,44 @@ class TorchBackend(Backend):
         first = log_softmax(logits[0, :n])
         prompt_nll = -sum(float(first[j - 1, prompt_ids[j]]) for j in range(1, n))
         return scores, prompt_nll
+
+    def score_labels(self, prompts: list[list[int]], continuations: list[list[int]], *,
+                     batch_rows: int = 16) -> list[tuple[list[float], float]]:
+        """Several rows per pass, each prompt computed once: a right-padded prefill with its KV cache,
+        then every label of every row on that cache (explicit positions, the prompt padding masked).
+        The per-row path feeds prompt + label once per label, so the prompt cost 4x for 4 labels."""
+        import torch
+
+        results: list[tuple[list[float], float]] = [([], 0.0)] * len(prompts)
+        pad = self.tokenizer.pad_token_id or 0
+        alive = [k for k, c in enumerate(continuations) if len(c) > 1]
+        width = max((len(c) - 1 for c in continuations), default=0)
+        for batch in chunk_rows([len(p) for p in prompts], batch_rows):
+            ids, mask = prefill_batch([prompts[i] for i in batch], pad)
+            lengths = mask.sum(axis=1)
+            with torch.no_grad():
+                out = self.torch_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), use_cache=True)
+                scores, prompt_nll = prompt_scores(out.logits.float().numpy(), ids, lengths, continuations)
+                if alive:
+                    cache = out.past_key_values
+                    cache.batch_repeat_interleave(len(alive))  # sequence r * len(alive) + a: row r, label alive[a]
+                    seq_row = np.repeat(np.arange(len(batch)), len(alive))
+                    seq_label = np.tile(np.array(alive), len(batch))
+                    label_ids = np.full((len(seq_row), width), pad, dtype=np.int64)
+                    for n, k in enumerate(seq_label):
+                        label_ids[n, : len(continuations[k]) - 1] = continuations[k][:-1]
+                    label_mask = np.concatenate([mask[seq_row], np.ones_like(label_ids)], axis=1)
+                    positions = lengths[seq_row][:, None] + np.arange(width)[None, :]
+                    logits = self.torch_model(input_ids=torch.from_numpy(label_ids), attention_mask=torch.from_numpy(label_mask),
+                                              position_ids=torch.from_numpy(positions), past_key_values=cache,
+                                              use_cache=True).logits.float().numpy()
+                    for n, (r, k) in enumerate(zip(seq_row, seq_label, strict=True)):
+                        cont = continuations[k]
+                        steps = np.arange(len(cont) - 1)
+                        scores[r, k] += float(log_probs_at(logits[n, steps], np.array(cont[1:])).sum())
+            for r, i in enumerate(batch):
+                results[i] = ([float(x) for x in scores[r]], float(prompt_nll[r]))
+        return results
 
     def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
         logp = log_softmax(self._logits(ids))

@@ -27,7 +27,7 @@ import numpy as np
 
 from autotune.providers import provider as provider_row
 
-__all__ = ["OrtLabelScorer", "UnsupportedGraph", "chunk_rows", "decode_mask", "prefill_batch"]
+__all__ = ["OrtLabelScorer", "UnsupportedGraph", "chunk_rows", "decode_mask", "log_probs_at", "prefill_batch", "prompt_scores"]
 
 # Rows x padded prompt length per prefill: bounds the (rows, length, vocab) logits held at once
 # (SmolLM2: 768 x 49152 float32 = 150 MB).
@@ -81,7 +81,7 @@ def chunk_rows(lengths: list[int], batch_rows: int, max_tokens: int = MAX_BATCH_
     return batches
 
 
-def _log_probs_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+def log_probs_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     """log softmax(logits)[..., token], without materialising the whole log-softmax: exp in the
     logits' own float32 (the bulk of the work), sums and the result in float64."""
     if logits.dtype == np.float16:
@@ -90,6 +90,20 @@ def _log_probs_at(logits: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     total = np.exp(logits - top).sum(axis=-1, dtype=np.float64)
     picked = np.take_along_axis(logits, tokens[..., None], axis=-1)[..., 0].astype(np.float64)
     return picked - top[..., 0].astype(np.float64) - np.log(total)
+
+
+def prompt_scores(logits: np.ndarray, ids: np.ndarray, lengths: np.ndarray, conts: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """From a right-padded prefill's logits: each label's first-token log-probability (rows, labels)
+    and each prompt's NLL (token j given tokens < j, j = 1..n-1, read at the row's own positions)."""
+    rows = len(lengths)
+    rows_at, cols_at = np.nonzero(np.arange(ids.shape[1])[None, :] < (lengths - 1)[:, None])
+    token_lp = log_probs_at(logits[rows_at, cols_at], ids[rows_at, cols_at + 1])
+    prompt_nll = -np.bincount(rows_at, weights=token_lp, minlength=rows)
+    last = logits[np.arange(rows), lengths - 1]  # (rows, vocab): the first label token's distribution
+    scores = np.zeros((rows, len(conts)))
+    for k, cont in enumerate(conts):
+        scores[:, k] = log_probs_at(last, np.full(rows, cont[0]))
+    return scores, prompt_nll
 
 
 class OrtLabelScorer:
@@ -153,19 +167,12 @@ class OrtLabelScorer:
         return results
 
     def _score_batch(self, prompts: list[list[int]], conts: list[list[int]]) -> list[tuple[list[float], float]]:
-        rows, labels = len(prompts), len(conts)
+        rows = len(prompts)
         lengths = np.array([len(p) for p in prompts])
         ids, mask = prefill_batch(prompts, self.pad_id)
         empty = np.zeros((rows, self.kv_heads, 0, self.head_size), dtype=self.kv_dtype)
         logits, present = self._run(ids, mask, [(empty, empty)] * self.layers)
-        # Prompt NLL: token j given tokens < j, j = 1..n-1, read at each row's own positions only.
-        rows_at, cols_at = np.nonzero(np.arange(ids.shape[1])[None, :] < (lengths - 1)[:, None])
-        token_lp = _log_probs_at(logits[rows_at, cols_at], ids[rows_at, cols_at + 1])
-        prompt_nll = -np.bincount(rows_at, weights=token_lp, minlength=rows)
-        last = logits[np.arange(rows), lengths - 1]  # (rows, vocab): the first label token's distribution
-        scores = np.zeros((rows, labels))
-        for k, cont in enumerate(conts):
-            scores[:, k] = _log_probs_at(last, np.full(rows, cont[0]))
+        scores, prompt_nll = prompt_scores(logits, ids, lengths, conts)
         # Later label tokens, one step at a time. Sequence r * labels + k is row r's label k, its cache
         # the row's prompt cache; a label drops out of the batch once its last token is scored.
         alive = np.array([k for k, c in enumerate(conts) if len(c) > 1])
@@ -179,7 +186,7 @@ class OrtLabelScorer:
                 step_mask = decode_mask(lengths[seq_row], step, past[0][0].shape[2])
                 step_logits, past = self._run(step_ids, step_mask, past)
                 nexts = np.array([conts[k][step + 1] for k in seq_label], dtype=np.int64)
-                np.add.at(scores, (seq_row, seq_label), _log_probs_at(step_logits[:, 0], nexts))
+                np.add.at(scores, (seq_row, seq_label), log_probs_at(step_logits[:, 0], nexts))
                 step += 1
                 going_on = np.array([len(conts[k]) > step + 1 for k in seq_label], dtype=bool)
                 if not going_on.all():

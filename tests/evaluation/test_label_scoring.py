@@ -164,11 +164,27 @@ def test_a_quantized_build_keeps_the_per_row_path(tiny_model: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_log_probs_at_equal_the_full_log_softmax(dtype: type) -> None:
+def testlog_probs_at_equal_the_full_log_softmax(dtype: type) -> None:
     from autotune.evaluation.backends import log_softmax
 
     rng = np.random.default_rng(0)
     logits = (rng.normal(size=(3, 5, 50)) * 8).astype(dtype)
     tokens = rng.integers(0, 50, size=(3, 5))
     expected = np.take_along_axis(log_softmax(logits), tokens[..., None], axis=-1)[..., 0]
-    np.testing.assert_allclose(scoring._log_probs_at(logits, tokens), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scoring.log_probs_at(logits, tokens), expected, atol=1e-5, rtol=0)
+
+
+def test_pytorch_batched_scores_equal_its_per_row_path(tiny_model: Path, tone_rows: list[dict[str, str]]) -> None:
+    """The baseline (PyTorch): prompts once per batch with their KV cache, labels on it (explicit
+    positions, prompt padding masked) score what prompt + label, row by row, scores."""
+    from autotune.evaluation.backends import TorchBackend
+
+    torch_backend = TorchBackend(EvalModel(path=tiny_model, kind="hf", key=""), provider="CPUExecutionProvider")
+    prompts = prompts_of(torch_backend, tone_rows)  # type: ignore[arg-type]
+    conts = [*label_ids(torch_backend), [5], [7, 9, 11, 13, 15, 17]]  # type: ignore[arg-type]
+    old = [torch_backend.continuation_logprobs(p, conts) for p in prompts]
+    new = torch_backend.score_labels(prompts, conts, batch_rows=6)
+    for (old_scores, old_nll), (new_scores, new_nll) in zip(old, new, strict=True):
+        np.testing.assert_allclose(new_scores, old_scores, atol=1e-4, rtol=0)
+        assert new_nll == pytest.approx(old_nll, abs=1e-3)
+        assert int(np.argmax(new_scores)) == int(np.argmax(old_scores))
