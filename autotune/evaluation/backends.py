@@ -1,5 +1,9 @@
-"""Scoring backends: the same three operations on an ONNX folder (onnxruntime-genai) and an HF folder
+"""Scoring backends: the same operations on an ONNX folder (onnxruntime-genai) and an HF folder
 (PyTorch), so accuracy and latency are measured the same way on the built model and the baseline.
+
+Label scoring of many rows (``score_labels``) is batched: an fp32/fp16 ONNX folder through an
+onnxruntime session on its model.onnx (:mod:`autotune.evaluation.scoring`), the PyTorch model with its
+KV cache; a quantized ONNX build keeps the per-row genai path (see ``scoring.QUANTIZED_OPS``).
 
 Both tokenise with the model folder's Hugging Face tokenizer through :func:`autotune.data.encode_example`,
 exactly as training did.
@@ -202,8 +206,13 @@ class TorchBackend(Backend):
             with torch.no_grad():
                 out = self.torch_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), use_cache=True)
                 scores, prompt_nll = prompt_scores(out.logits.float().numpy(), ids, lengths, continuations)
+                cache = out.past_key_values
+                if alive and not hasattr(cache, "batch_repeat_interleave"):
+                    # A remote-code model with a legacy (tuple) cache: this batch row by row.
+                    for i in batch:
+                        results[i] = self.continuation_logprobs(prompts[i], continuations)
+                    continue
                 if alive:
-                    cache = out.past_key_values
                     cache.batch_repeat_interleave(len(alive))  # sequence r * len(alive) + a: row r, label alive[a]
                     seq_row = np.repeat(np.arange(len(batch)), len(alive))
                     seq_label = np.tile(np.array(alive), len(batch))
