@@ -147,18 +147,18 @@ def test_select_min_latency_picks_the_fastest_trial(study: dict[str, Any]) -> No
 def test_select_latency_budget_filters_on_latency(study: dict[str, Any]) -> None:
     trials = study["trials"]
     budget = float(trials[LAT].max()) * 10  # every trial fits
-    out, _ = select(study, "--latency-budget", str(budget))
-    assert f"{LAT} <= {budget} ms" in out
-    out, _ = select(study, "--latency-budget", "0.000001")  # no trial fits: said, and the nearest exported
-    assert f"no trial met {LAT} <= 1e-06 ms" in out
+    out, card = select(study, "--latency-budget", str(budget))
+    assert card["feasible"] is True and f"{LAT} <= {budget} ms" in card["selection"]["rule"]
+    out, card = select(study, "--latency-budget", "0.000001")  # no trial fits: said, and the nearest exported
+    assert card["feasible"] is False and "1e-06 ms" in card["selection"]["rule"] and "1e-06 ms" in out
 
 
 def test_select_min_accuracy_filters_on_accuracy(study: dict[str, Any]) -> None:
     floor = float(study["trials"][ACC].min())
     out, card = select(study, "--min-accuracy", str(floor))
-    assert f"{ACC} >= {floor}" in out
-    out, _ = select(study, "--min-accuracy", "1.01")
-    assert f"no trial met {ACC} >= 1.01" in out
+    assert card["feasible"] is True and f"{ACC} >= {floor}" in card["selection"]["rule"]
+    out, card = select(study, "--min-accuracy", "1.01")  # above any accuracy
+    assert card["feasible"] is False and f"{ACC} >= 1.01" in card["selection"]["rule"] and "1.01" in out
 
 
 def test_select_weighted_uses_the_weights(study: dict[str, Any]) -> None:
