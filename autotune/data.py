@@ -107,6 +107,11 @@ def _read_rows(config: DataConfig, where: str) -> list[dict[str, Any]]:
             raise DataError(str(path), f"not UTF-8 text (byte {exc.start})") from None
         if not content or (text is not None and not text.strip()):  # datasets raises a bare StopIteration on it
             raise DataError(str(path), "the data file is empty")
+    # datasets logs a parse failure at ERROR before raising it; the user gets it once, as the one-line
+    # error below (or, for a library failure, in the exception itself).
+    datasets_log = logging.getLogger("datasets")
+    level = datasets_log.level
+    datasets_log.setLevel(logging.CRITICAL)
     try:
         ds = datasets.load_dataset(
             config.data_name,
@@ -120,6 +125,8 @@ def _read_rows(config: DataConfig, where: str) -> list[dict[str, Any]]:
         if reason is None:  # not the file's fault (a library failure or a bug): keep its type and traceback
             raise
         raise DataError(str(config.data_files[0]), f"cannot read as {config.data_name}: {reason[:200]}") from None
+    finally:
+        datasets_log.setLevel(level)
     return [dict(row) for row in ds]
 
 

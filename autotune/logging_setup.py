@@ -60,8 +60,27 @@ def quiet_known_warnings() -> None:
             logger.addFilter(DropMessages(prefixes))
 
 
+class LastResort(logging.StreamHandler):
+    """stderr at WARNING for the records no handler of their own logger chain took: what Python's
+    ``logging.lastResort`` does, as a real root handler (a library that prints its own records, such
+    as datasets or transformers, is not printed twice)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setLevel(logging.WARNING)
+        self.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None and logger is not logging.root:
+            if logger.handlers:
+                return
+            logger = logger.parent
+        super().emit(record)
+
+
 def guard_root_logger() -> None:
-    """Give the root logger a stderr handler at WARNING, as Python's last resort would.
+    """Give the root logger a :class:`LastResort` handler.
 
     onnxruntime's ``matmul_nbits_quantizer`` (imported by the model builder) calls
     ``logging.basicConfig(level=INFO)`` at import; on a root without handlers that sends every
@@ -70,10 +89,7 @@ def guard_root_logger() -> None:
     """
     root = logging.getLogger()
     if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setLevel(logging.WARNING)
-        handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
-        root.addHandler(handler)
+        root.addHandler(LastResort())
 
 
 @contextlib.contextmanager

@@ -127,3 +127,22 @@ def test_the_cli_reports_a_library_failure_with_its_type_and_a_traceback_log(tmp
     logs = list((tmp_path / "logs").glob("*.log"))
     assert len(logs) == 1 and str(logs[0]) in proc.stderr
     assert "Traceback" in logs[0].read_text() and "in broken" in logs[0].read_text()
+
+
+def test_a_malformed_data_file_through_the_cli_is_exactly_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import tiny_config
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"phrase": "x", "tone": \n{{{\n')
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(tiny_config(tiny_model, broken, tmp_path)))
+    proc = subprocess.run([sys.executable, "-m", "autotune.cli", "run", "--config", str(path)], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "300"}, timeout=300)
+    assert proc.returncode == 2
+    # datasets logs the parse failure itself before raising it: the user sees it once, as autotune's line.
+    assert proc.stdout == "" and proc.stderr.strip().splitlines() == [
+        f"error: {broken}: cannot read as json: JSON parse error: Missing a name for object member. in row 0"]

@@ -44,7 +44,7 @@ def test_the_transformers_cache_deprecation_log_line_is_dropped_and_others_are_n
     ))
     assert proc.returncode == 0, proc.stderr
     assert "past_key_values" not in proc.stderr
-    assert "another transformers warning" in proc.stderr
+    assert proc.stderr.count("another transformers warning") == 1  # shown once, by transformers' own handler
 
 
 def test_the_quantizers_basicconfig_does_not_send_library_info_to_the_terminal() -> None:
