@@ -133,8 +133,8 @@ def accuracy_runs(steps: int, work: Path) -> dict[str, dict[str, Any]]:
         del cfg["passes"]["build"]
         began = time.perf_counter()
         result = autotune.run(cfg)
-        seconds = {p["name"]: p["seconds"] for p in result.record["passes"]}
-        metric = result.record["metrics"]["metrics"]["accuracy-accuracy"]
+        seconds = {p.name: p.seconds for p in result.record.passes}
+        metric = result.record.metrics["accuracy-accuracy"].model_dump()
         out[name] = {"lora_s": seconds["lora"], "run_s": time.perf_counter() - began, "accuracy": metric["value"],
                      "interval": metric.get("interval"), "n": metric.get("n")}
     return out

@@ -80,10 +80,10 @@ def build(model: str, work: Path) -> tuple[Path, Path, Any]:
     cfg_dict["engine"]["evaluator"] = None
     cfg = common.load(cfg_dict)
     result = autotune.run(cfg)
-    merge_key = next(p["key"] for p in result.record["passes"] if p["name"] == "merge")
+    merge_key = next(p.key for p in result.record.passes if p.name == "merge")
     merged = Cache(cfg.engine.cache_dir).get(merge_key)
     assert merged is not None
-    return Path(result.record["model_dir"]), merged[0], load_data(cfg.data_configs[0])
+    return result.report_dir / "model", merged[0], load_data(cfg.data_configs[0])
 
 
 def measure(folder: Path, kind: str, data: Any, with_accuracy: bool) -> dict[str, float]:

@@ -56,10 +56,11 @@ def uncached_runs(model: str, work: Path) -> tuple[float, float, int, int, dict[
         cfg = common.config(model, common.fresh(work / f"point-{i:02d}"), precision=precision, **point)
         result = autotune.run(common.load(cfg))
         fine_tunes += int(not bool(result.trials["cache_hit.lora"].iloc[0]))
-        own += result.record["seconds"]
-        for p in result.record["passes"]:
-            phases[p["name"]] += p["seconds"]
-        phases[PHASES[3]] += result.record["seconds"] - sum(p["seconds"] for p in result.record["passes"])
+        record = result.record
+        own += record.seconds
+        for p in record.passes:
+            phases[p.name] += p.seconds
+        phases[PHASES[3]] += record.seconds - sum(p.seconds for p in record.passes)
         done += 1
         print(f"uncached point {i + 1}/12 done ({time.perf_counter() - began:.0f} s)", flush=True)
     return time.perf_counter() - began, own, fine_tunes, done, phases

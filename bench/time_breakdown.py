@@ -34,7 +34,7 @@ def time_evaluators() -> None:
     import autotune.evaluation  # noqa: F401  (registers the evaluators)
     from autotune.evaluation.base import EVALUATOR_REGISTRY
 
-    for cls in set(EVALUATOR_REGISTRY.values()):
+    for cls in {cls for _, cls in EVALUATOR_REGISTRY.items()}:
         if "evaluate" in cls.__dict__:
             cls.evaluate = timed(cls.__dict__["evaluate"], cls.type_name)
 
@@ -64,7 +64,7 @@ def one_study(model: str, rep: int) -> dict[str, Any]:
     for key, name, seconds in TIMINGS:
         per_model[key][name] += seconds
     trials = []
-    frozen = {t.number: t for t in result.record["view"].study.get_trials(deepcopy=False)}
+    frozen = {t.number: t for t in result.view.study.get_trials(deepcopy=False)}
     for row in result.trials.to_dict("records"):
         metrics = {m: per_model[row["model_key"]].get(m, 0.0) for m in METRICS}
         glue = row["seconds.evaluation"] - sum(metrics.values())

@@ -112,6 +112,17 @@ class EarlyStopConfig(Strict):
     margin: float = Field(0.25, ge=0)
 
 
+class MultiFidelityConfig(Strict):
+    """Score accuracy on a first slice of the validation rows; a trial whose optimistic accuracy (the
+    slice's upper 95% bound) cannot reach the current Pareto front at its measured cost stops there."""
+
+    # Off for the grid sampler (whose point is to measure every point) unless set explicitly.
+    enabled: bool = True
+    # The slice: a share of the validation rows (< 1) or a count; at least min_rows rows.
+    first_rows: float = Field(0.3, gt=0)
+    min_rows: int = Field(30, ge=1)
+
+
 class SearchStrategyConfig(Strict):
     execution_order: Literal["joint"] = "joint"
     sampler: Literal["tpe", "nsga2", "random", "grid", "gp", "auto"] = "tpe"
@@ -120,6 +131,7 @@ class SearchStrategyConfig(Strict):
     seed: int = 0
     stop_when_goals_met: bool = False
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    multi_fidelity: MultiFidelityConfig = Field(default_factory=MultiFidelityConfig)
     # Name of a reusable space in search_spaces/<name>.yaml, merged under the passes' own values.
     search_space: str | None = None
 
@@ -161,6 +173,9 @@ class EngineConfig(Strict):
     # A worker writes a heartbeat this often; a RUNNING trial silent for 3x this is stale (failed, retried once).
     heartbeat_seconds: float = Field(20, gt=0)
     cache_max_gb: float | None = Field(None, gt=0)
+    # A store shared by every worker (a shared folder, file://PATH or s3://bucket/prefix): the cache reads
+    # through it and writes to it, and one worker builds each entry (autotune/artifacts.py).
+    artifact_store: str | None = None
     # Where LoRA/QLoRA train: auto = CUDA when torch sees a GPU, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -175,6 +190,13 @@ class EngineConfig(Strict):
             if reason:
                 raise ValueError(reason)
         return value
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        from autotune.artifacts import check_store_url
+
+        return check_store_url(value) if value else None
 
     @field_validator("search_strategy", mode="before")
     @classmethod

@@ -277,8 +277,16 @@ class Study:
         duplicates = Duplicates(space, seed=strategy.seed) if space and strategy is not None else None
         observer = self.ctx.observer
         say = observer.message if observer is not None and hasattr(observer, "message") else log.info
-        return TrialRunner(self.ctx, objectives=self.meta.objectives, bounds=self.bounds, early_stop=early_stop,
-                           log_dir=self.cfg.engine.output_dir / "logs", duplicates=duplicates, say=say)
+        runner = TrialRunner(self.ctx, objectives=self.meta.objectives, bounds=self.bounds, early_stop=early_stop,
+                             log_dir=self.cfg.engine.output_dir / "logs", duplicates=duplicates, say=say)
+        fidelity = strategy.multi_fidelity if strategy is not None else None
+        if fidelity is not None and self.grid is not None and "enabled" not in fidelity.model_fields_set:
+            fidelity = None  # like early stopping: a grid measures every point fully unless asked
+        if fidelity is not None and fidelity.enabled and runner.evaluator is not None:
+            from autotune.search.fidelity import FidelityRule
+
+            runner.fidelity = FidelityRule(self.ctx, runner.evaluator, fidelity, self.meta.objectives)
+        return runner
 
     def optimize(self, *, n_trials: int | None = None, timeout: float | None = None) -> None:
         from optuna.storages import fail_stale_trials

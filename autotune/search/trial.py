@@ -22,6 +22,7 @@ from autotune.fileio import write_text
 from autotune.plan import resolve
 from autotune.records import CONSTRAINTS_ATTR, MetricValue, ObjectiveSpec, Owner, PassSummary, TrialRecord, write_record
 from autotune.search.early_stop import MedianRule, TrialStopped
+from autotune.search.fidelity import SliceStopped
 from autotune.search.objectives import constraint_values
 from autotune.search.sampling import suggest_point
 
@@ -47,6 +48,7 @@ class TrialRunner:
         self.say = say or log.info
         self.user_error: UserError | None = None
         self.progress: Any = None  # search.stopping.StudyProgress, set by the study loop
+        self.fidelity: Any = None  # search.fidelity.FidelityRule, set by the study loop when multi-fidelity is on
 
     def __call__(self, trial: Any) -> tuple[float, ...]:
         import optuna
@@ -70,7 +72,7 @@ class TrialRunner:
             self.say(f"trial {trial.number}{where}: " + ", ".join(f"{k}={v}" for k, v in point.items()))
         try:
             values = self._measure(trial, point, record)
-        except TrialStopped as stop:
+        except (TrialStopped, SliceStopped) as stop:
             record.state, record.prune_reason = "PRUNED", stop.reason
             self._finish(trial, record, began)
             self.say(f"trial {trial.number}: stopped early: {stop.reason}")
@@ -118,12 +120,20 @@ class TrialRunner:
         record.passes = [PassSummary(name=p.name, type=p.type, key=p.key, seconds=p.seconds, cache_hit=p.cache_hit)
                          for p in result.passes]
         record.model_key = result.model.key
+        record.artifacts = {p.name: self.ctx.cache.location(p.key) for p in result.passes}
         if deadline and time.monotonic() > deadline:
             raise TrialTimeout(f"trial_timeout={timeout:g} s exceeded after the passes")
         values: dict[str, float] = {}
         if self.evaluator is not None:
             eval_began = time.perf_counter()
-            metrics = self.evaluator.evaluate(EvalModel(path=result.model.path, kind=result.model.kind, key=result.model.key))
+            model = EvalModel(path=result.model.path, kind=result.model.kind, key=result.model.key)
+            if self.fidelity is not None:
+                try:
+                    metrics = self.fidelity.evaluate(model, self._front(trial.study))
+                finally:
+                    record.evaluation_seconds = time.perf_counter() - eval_began
+            else:
+                metrics = self.evaluator.evaluate(model)
             record.evaluation_seconds = time.perf_counter() - eval_began
             record.metrics = {k: MetricValue.model_validate(m.to_dict()) for k, m in metrics.items()}
             values = {k: m.value for k, m in metrics.items()}
@@ -133,6 +143,18 @@ class TrialRunner:
         record.constraints = constraint_values(self.bounds, values)
         record.feasible = all(v <= 0 for v in record.constraints.values())
         return values
+
+    def _front(self, study: Any) -> list[TrialRecord]:
+        """The current Pareto front: feasible completed trials no other completed trial dominates."""
+        from optuna.trial import TrialState
+
+        from autotune.records import read_record
+        from autotune.selection.pareto import pareto_indices
+
+        done = [read_record(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        done = [r for r in done if r.feasible is not False and all(o.metric in r.objectives for o in self.objectives)]
+        points = [[r.objectives[o.metric] for o in self.objectives] for r in done]
+        return [done[i] for i in pareto_indices(points, [o.higher_is_better for o in self.objectives])]
 
     def _write_traceback(self, number: int, exc: BaseException) -> Path:
         path = self.log_dir / f"trial-{number}.log"

@@ -61,14 +61,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict[
 
 
 def test_untrained_model_is_near_chance(trained: dict[str, Any]) -> None:
-    baseline = trained["result"].record["metrics"]["baseline"]["acc-accuracy"]
+    baseline = trained["result"].view.meta.baseline_reference["acc-accuracy"].model_dump()
     assert baseline["value"] <= 0.45  # 4 balanced labels: chance is 0.25
     assert baseline["n"] == 80
     assert baseline["ci_low"] < baseline["value"] < baseline["ci_high"]
 
 
 def test_model_trained_on_an_easy_task_is_near_one(trained: dict[str, Any]) -> None:
-    metrics = trained["result"].record["metrics"]["metrics"]
+    metrics = {k: m.model_dump() for k, m in trained["result"].record.metrics.items()}
     assert metrics["acc-accuracy"]["value"] >= 0.9
     assert metrics["acc-macro_f1"]["value"] >= 0.85
     assert (Path(trained["config"]["engine"]["output_dir"]) / "metrics.json").is_file()
