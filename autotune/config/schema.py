@@ -166,6 +166,9 @@ class EngineConfig(Strict):
     log_severity_level: int = Field(1, ge=0, le=4)
     evaluator: str | None = None
     evaluate_input_model: bool = True
+    # Besides the like-for-like baseline (the input model as fp32 ONNX), also measure the input model
+    # in PyTorch eager as a labelled reference row (another runtime: never used for goals or ratios).
+    pytorch_reference: bool = True
     storage: str | None = None
     study_name: str | None = None
     selection: SelectionConfig = Field(default_factory=SelectionConfig)

@@ -182,7 +182,7 @@ class Study:
             return None, None, "none"
         source = self.ctx.pipeline.input_model()
         reference = None
-        if self.cfg.engine.evaluate_input_model:
+        if self.cfg.engine.evaluate_input_model and self.cfg.engine.pytorch_reference:
             log.info("evaluating the input model in PyTorch (reference)")
             reference = self.evaluator.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
         if not any(step.pass_cls.output_kind == "onnx" for step in all_steps(self.ctx.pipeline.slots)):
