@@ -149,3 +149,25 @@ def test_the_stored_config_never_holds_a_storage_password(tmp_path: Path, tiny_m
     assert "s3cr" not in stored and "p@ss" not in stored and "tuner:***@db.example" in stored
     # The fallback for what sqlalchemy cannot parse hides everything up to the host, '@' in the password included.
     assert redact_url("weird://user:pa@ss@host/x") == "weird://user:***@host/x"
+
+
+def test_opening_a_storage_refuses_the_users_url_in_one_line_and_keeps_a_library_error(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import optuna.storages
+
+    from autotune.errors import ConfigError
+    from autotune.search.storage import open_storage
+
+    with pytest.raises(ConfigError, match=r"engine.storage: expected a storage URL"):
+        open_storage("study.db")
+    with pytest.raises(ConfigError, match=r"engine.storage: cannot open nosuchdb://"):
+        open_storage("nosuchdb://x/y")
+    with pytest.raises(ConfigError, match=r"cannot open sqlite:////nonexistent-dir/x/study.db"):
+        open_storage("sqlite:////nonexistent-dir/x/study.db")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyError("a bug inside the storage library")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(KeyError, match="a bug inside the storage library"):  # not turned into the user's mistake
+        open_storage(f"sqlite:///{tmp_path / 'study.db'}")
