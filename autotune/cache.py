@@ -4,6 +4,10 @@ An entry is a folder ``models/<key>/`` holding ``model/`` and ``manifest.json`` 
 and sha256). It is written under ``tmp/`` and renamed into place, so a killed run never leaves a
 half entry that looks whole; a reader checks the manifest and discards an entry that does not match.
 Two writers of one key: the first rename wins, the second drops its copy and reuses the winner's.
+
+With a shared store (:mod:`autotune.artifacts`, ``engine.artifact_store``) this cache is a read-through
+layer: an entry missing here is downloaded once, verified against its manifest, and kept; an entry
+written here is uploaded. :meth:`Cache.claim` makes one worker, across machines, build each entry.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.models.handle import FileHasher
+
+if TYPE_CHECKING:
+    from autotune.artifacts import ArtifactStore
 
 log = logging.getLogger("autotune.cache")
 CACHE_FORMAT = 1
@@ -43,8 +50,11 @@ def hash_key(payload: dict[str, Any]) -> str:
 
 
 class Cache:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store: ArtifactStore | None = None, *, heartbeat: float = 20.0) -> None:
         self.root = root
+        self.store = store
+        # A claim's heartbeat period; a claim whose heartbeat stops for 3x this has expired.
+        self.heartbeat = heartbeat
         self.models = root / "models"
         self.evals = root / "evals"
         self.tmp = root / "tmp"
@@ -56,14 +66,19 @@ class Cache:
         return self.models / key
 
     def has(self, key: str) -> bool:
-        return (self.entry(key) / "manifest.json").is_file()
+        return (self.entry(key) / "manifest.json").is_file() or (self.store is not None and self.store.has(key))
+
+    def location(self, key: str) -> str:
+        """Where entry ``key`` can be found by any worker: the store's URL, else this machine's folder."""
+        return self.store.location(key) if self.store is not None else str(self.entry(key))
 
     def get(self, key: str) -> tuple[Path, dict[str, Any]] | None:
-        """(model folder, manifest) of a verified entry, or None (a corrupt entry is discarded)."""
+        """(model folder, manifest) of a verified entry, or None (a corrupt entry is discarded).
+        An entry only in the store is downloaded and verified first."""
         entry = self.entry(key)
         manifest_path = entry / "manifest.json"
         if not manifest_path.is_file():
-            return None
+            return self._pull(key) if self.store is not None else None
         try:
             manifest = json.loads(manifest_path.read_text())
             self._verify(entry / "model", manifest["files"])
@@ -74,14 +89,15 @@ class Cache:
         os.utime(manifest_path)  # last use, for LRU eviction
         return entry / "model", manifest
 
-    def _verify(self, folder: Path, files: dict[str, dict[str, Any]]) -> None:
+    def _verify(self, folder: Path, files: dict[str, dict[str, Any]], digest: Any = None) -> None:
+        digest = digest or self.hasher.file
         for rel, meta in files.items():
             path = folder / rel
             if not path.is_file():
                 raise ValueError(f"missing file {rel}")
             if path.stat().st_size != meta["size"]:
                 raise ValueError(f"{rel} has {path.stat().st_size} bytes, manifest says {meta['size']}")
-            if self.hasher.file(path) != meta["sha256"]:
+            if digest(path) != meta["sha256"]:
                 raise ValueError(f"{rel} does not match its sha256")
 
     @contextmanager
@@ -111,9 +127,91 @@ class Cache:
                 # a rename keeps sizes and mtimes: reading the entry back need not hash it again
                 model = self.entry(key) / "model"
                 self.hasher.remember({model / rel: meta["sha256"] for rel, meta in files.items()})
+            if self.store is not None:
+                self.store.upload(key, self.entry(key))
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def _pull(self, key: str) -> tuple[Path, dict[str, Any]] | None:
+        """Download entry ``key`` from the store into this cache (staged, verified, renamed in)."""
+        from autotune.data import file_sha256
+
+        assert self.store is not None
+        manifest = self.store.manifest(key)
+        if manifest is None:
+            return None
+        staging = self.tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.models.mkdir(parents=True, exist_ok=True)
+        (staging / "model").mkdir(parents=True)
+        try:
+            began = time.perf_counter()
+            self.store.download(key, manifest["files"], staging / "model")
+            self._verify(staging / "model", manifest["files"], file_sha256)  # hashed once, not remembered under tmp/
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+            try:
+                os.rename(staging, self.entry(key))
+            except OSError:
+                if not (self.entry(key) / "manifest.json").is_file():
+                    raise
+            else:
+                model = self.entry(key) / "model"
+                self.hasher.remember({model / rel: meta["sha256"] for rel, meta in manifest["files"].items()})
+            size = sum(meta["size"] for meta in manifest["files"].values())
+            log.info("cache entry %s downloaded from the store (%.1f MB in %.1f s)", key[:12], size / 1e6, time.perf_counter() - began)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("store entry %s is unreadable or corrupt (%s); it will be rebuilt", key[:12], exc)
+            if isinstance(exc, (ValueError, KeyError)):
+                self.store.forget(key)  # a bad copy in the store would fail every worker: let the rebuild replace it
+            return None
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return self.get(key) if (self.entry(key) / "manifest.json").is_file() else None
+
+    @contextmanager
+    def claim(self, key: str, *, deadline: float | None = None) -> Iterator[bool]:
+        """Yield True when this process should build entry ``key``, False when it exists (here or in the
+        store, built by another worker meanwhile). With a store, the first worker to claim ``key``
+        builds it; the others poll until it appears, its claim is released, or its heartbeat stops."""
+        if self.store is None or self.has(key):
+            yield self.store is None
+            return
+        from autotune.artifacts import Claim
+
+        claim: Claim | None = None
+        seen: tuple[int, bytes] | None = None
+        changed = time.monotonic()
+        ttl = 3 * self.heartbeat
+        while claim is None:
+            holder = self.store.holder(key)
+            if holder is None:
+                claim = self.store.claim(key, 0, self.heartbeat)
+            elif holder != seen:
+                if seen is None or seen[0] != holder[0]:
+                    log.info("entry %s is being built by another worker (%s); waiting", key[:12], holder[1].decode(errors="replace"))
+                seen, changed = holder, time.monotonic()  # a new claim or a fresh heartbeat
+            elif time.monotonic() - changed > ttl:
+                claim = self.store.claim(key, holder[0] + 1, self.heartbeat)
+                if claim is not None:
+                    log.warning("claim on %s expired (no heartbeat for %.0f s: %s); building it here",
+                                key[:12], ttl, holder[1].decode(errors="replace"))
+            if claim is None:
+                if self.store.has(key):
+                    yield False
+                    return
+                if deadline is not None and time.monotonic() > deadline:
+                    from autotune.context import TrialTimeout
+
+                    raise TrialTimeout(f"trial_timeout exceeded waiting for another worker to build {key[:12]}")
+                time.sleep(min(max(self.heartbeat / 2, 0.2), 5.0))
+        try:
+            if self.store.has(key):  # built and released between our look and our claim
+                yield False
+            else:
+                yield True
+        finally:
+            claim.release()
 
     def _discard(self, entry: Path) -> None:
         self.hasher.forget(entry)
@@ -200,9 +298,18 @@ class Cache:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
-            return None
+            pass
+        value = self.store.get_json(key) if self.store is not None else None
+        if value is not None:
+            self._write_json(key, value)  # read through: the next read is local
+        return value
 
     def put_json(self, key: str, value: dict[str, Any]) -> None:
+        self._write_json(key, value)
+        if self.store is not None:
+            self.store.put_json(key, value)
+
+    def _write_json(self, key: str, value: dict[str, Any]) -> None:
         path = self.evals / f"{key}.json"
         self.evals.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)

@@ -43,12 +43,24 @@ class RunContext:
     pipeline over it and the evaluator. Commands and the study take it instead of building their own."""
 
     def __init__(self, config: Any, *, observer: Any = None, cache: Any = None) -> None:
-        from autotune.cache import Cache
-
         self.config = config
         self.observer = observer
-        self.cache = cache if cache is not None else Cache(config.engine.cache_dir)
+        self.cache = cache if cache is not None else self._cache(config.engine)
         self._pipeline: Any = None
+
+    @staticmethod
+    def _cache(engine: Any) -> Any:
+        """This machine's cache, reading through ``engine.artifact_store`` when one is set (checked
+        reachable here: a one-line error before any work). ``AUTOTUNE_CACHE_DIR`` names this machine's
+        cache folder when the study's stored ``cache_dir`` is another machine's path (``select`` elsewhere)."""
+        import os
+
+        from autotune.artifacts import open_store
+        from autotune.cache import Cache
+
+        root = Path(os.environ["AUTOTUNE_CACHE_DIR"]) if os.environ.get("AUTOTUNE_CACHE_DIR") else engine.cache_dir
+        store = open_store(engine.artifact_store) if engine.artifact_store else None
+        return Cache(root, store, heartbeat=engine.heartbeat_seconds)
 
     @property
     def pipeline(self) -> Any:

@@ -171,9 +171,9 @@ class Pipeline:
                 from autotune.context import TrialTimeout
 
                 raise TrialTimeout(f"trial_timeout exceeded before pass {step.name}")
-            handle = self._run_pass(step, params, key, parent, report_intermediate, deadline)
+            handle, ran = self._run_pass(step, params, key, parent, report_intermediate, deadline)
             record = PassRecord(step.name, step.pass_cls.type_name, key, params.resolved(),
-                                time.perf_counter() - began, False, handle.kind)
+                                time.perf_counter() - began, not ran, handle.kind)
             result.passes.append(record)
             self.observer.pass_finished(record)
             handles.append(handle)
@@ -214,7 +214,20 @@ class Pipeline:
         return handles
 
     def _run_pass(self, step: Step, params: Any, key: str, parent: ModelHandle,
-                  report_intermediate: Callable[[int, float], None] | None, deadline: float | None = None) -> ModelHandle:
+                  report_intermediate: Callable[[int, float], None] | None, deadline: float | None = None) -> tuple[ModelHandle, bool]:
+        """The pass's output (built here, or by another worker that claimed it first) and whether it ran here."""
+        for _ in range(3):  # another worker's copy may prove corrupt on download: then claim and build it here
+            with self.cache.claim(key, deadline=deadline) as build_here:
+                if build_here:
+                    self._build(step, params, key, parent, report_intermediate, deadline)
+            got = self.cache.get(key)
+            if got is not None:
+                kind = step.pass_cls.output_kind
+                return ModelHandle(kind=kind, path=got[0], key=key, base=parent if kind == "adapter" else None), build_here
+        raise RuntimeError(f"cache entry {key} vanished after writing")  # pragma: no cover
+
+    def _build(self, step: Step, params: Any, key: str, parent: ModelHandle,
+               report_intermediate: Callable[[int, float], None] | None, deadline: float | None) -> None:
         work = self.cache.tmp / f"work-{os.getpid()}.{uuid.uuid4().hex[:12]}"
         self.cache.tmp.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True)
@@ -242,11 +255,6 @@ class Pipeline:
             shutil.rmtree(work, ignore_errors=True)
         if self.config.engine.cache_max_gb:
             self.cache.evict(int(self.config.engine.cache_max_gb * 1e9))
-        got = self.cache.get(key)
-        if got is None:  # pragma: no cover - just written
-            raise RuntimeError(f"cache entry {key} vanished after writing")
-        kind = step.pass_cls.output_kind
-        return ModelHandle(kind=kind, path=got[0], key=key, base=parent if kind == "adapter" else None)
 
 
 def check_input_model(config: RunConfig) -> None:

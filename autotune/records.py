@@ -211,6 +211,9 @@ class TrialRecord(_Stored):
     feasible: bool | None = None
     passes: list[PassSummary] = Field(default_factory=list)
     model_key: str | None = None
+    # Where each pass's output is, by pass name: the shared store's URL of the entry (engine.artifact_store),
+    # else the cache folder of the machine that ran the trial.
+    artifacts: dict[str, str] = Field(default_factory=dict)
     seconds: float = 0.0
     evaluation_seconds: float = 0.0
     orchestration_seconds: float = 0.0
