@@ -41,4 +41,6 @@ def run(
     study.prepare()
     logging.getLogger("autotune").info("study %s in %s", study.name, redact_url(study.storage_url))
     study.optimize(n_trials=n_trials, timeout=timeout)
-    return finish(StudyView.load(study.study), ctx=ctx, storage_url=study.storage_url, output_dir=cfg.engine.output_dir)
+    result = finish(StudyView.load(study.study), ctx=ctx, storage_url=study.storage_url, output_dir=cfg.engine.output_dir)
+    result.stopped_by = study.stopped_by
+    return result

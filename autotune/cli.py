@@ -103,6 +103,9 @@ def run(
                    "run the same command to resume", err=True)
         raise typer.Exit(130) from None
     result.print_summary()
+    if fail_fast and result.stopped_by and "--fail-fast" in result.stopped_by:
+        typer.echo(f"error: stopped: {result.stopped_by} (its traceback is in {cfg.engine.output_dir / 'logs'})", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -22,6 +22,7 @@ class StudyResult:
     view: StudyView
     selection: Any  # autotune.selection.Selection
     storage: str = ""  # the storage URL, password redacted
+    stopped_by: str | None = None  # the rule that ended the run's trials (e.g. "trial 3 failed (--fail-fast)")
 
     @property
     def record(self) -> TrialRecord | None:

@@ -229,6 +229,7 @@ def test_fail_fast_stops_at_the_first_failed_trial(study: dict[str, Any]) -> Non
     assert len(failed_trials(study, "failfast")) == 1, output  # the second grid point never ran
     assert "injected metric failure" in output
     assert "--fail-fast" in output  # said why the study stopped
+    assert proc.returncode == 1  # and the run failed, as the user asked it to
 
 
 def test_without_fail_fast_the_study_goes_on_after_a_failed_trial(study: dict[str, Any]) -> None:

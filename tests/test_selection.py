@@ -117,3 +117,9 @@ def test_report_from_storage_alone_rebuilds_identical_tables_and_best_reproduces
     again = autotune.run(reproduce)
     assert again.record.model_key == card["model_key"]
     assert all(p.cache_hit for p in again.record.passes)  # the very same passes, from the cache
+
+
+def test_filters_no_trial_meets_export_the_trial_nearest_to_them() -> None:
+    chosen = select(view(POINTS), policy="max-accuracy", latency_budget_ms=1.0)  # every trial is slower
+    assert chosen.feasible is False and chosen.record is not None and chosen.record.number == 2  # 5 ms: the nearest
+    assert chosen.missed_by == {"lat": pytest.approx(4.0)} and "missed by the least" in chosen.rule

@@ -15,7 +15,8 @@ from autotune.errors import ConfigError, did_you_mean
 ENGINE_KEYS = {
     "search_strategy", "execution_providers", "cache_dir", "output_dir", "log_severity_level",
     "evaluator", "evaluate_input_model", "storage", "study_name", "selection", "trial_timeout",
-    "cache_max_gb", "artifact_store", "device", "pytorch_reference", "host", "target", "clean_cache", "clean_evaluation_cache", "plot_pareto_frontier",
+    "cache_max_gb", "artifact_store", "device", "pytorch_reference", "host", "target", "clean_cache",
+    "clean_evaluation_cache", "plot_pareto_frontier",
 }
 # Olive keys with no meaning here; accepted so an Olive config runs unchanged.
 IGNORED_ENGINE_KEYS = {"host", "target", "clean_cache", "clean_evaluation_cache", "plot_pareto_frontier"}

@@ -138,9 +138,10 @@ class Study:
         self.cfg = ctx.config
         self.mode = "search" if self.cfg.engine.search_strategy is not None else "single"
         self.fail_fast = fail_fast
-        self.storage_url = storage or self.cfg.engine.storage or default_storage(self.cfg.engine.output_dir)
+        self.storage_url = storage or self.cfg.engine.storage or ""  # "" -> SQLite under output_dir, once inputs are checked
         self.name = safe_name(self.cfg.engine.study_name or self.cfg.engine.output_dir.name)
-        self.storage = open_storage(self.storage_url, heartbeat_seconds=self.cfg.engine.heartbeat_seconds)
+        if self.storage_url:  # a bad URL is refused before any work
+            self.storage = open_storage(self.storage_url, heartbeat_seconds=self.cfg.engine.heartbeat_seconds)
         self.evaluator = ctx.evaluator() if self.cfg.engine.evaluator else None
         self.meta = StudyMeta(mode=self.mode)
         self.grid: list[dict[str, Any]] | None = None
@@ -216,6 +217,9 @@ class Study:
         if self.mode == "search":
             self._check_selection(objectives)
         self.ctx.preflight()
+        if not self.storage_url:  # only now: a refused run leaves no output folder behind
+            self.storage_url = default_storage(self.cfg.engine.output_dir)
+            self.storage = open_storage(self.storage_url, heartbeat_seconds=self.cfg.engine.heartbeat_seconds)
         baseline, reference, baseline_kind = self._baselines()
         self.bounds = self.evaluator.bounds(baseline) if self.evaluator is not None else []
         sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds))

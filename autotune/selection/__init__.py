@@ -83,7 +83,13 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
         candidates = [r for r in candidates if r.objectives[latency.metric] <= latency_budget_ms]
         notes.append(f"{latency.metric} <= {latency_budget_ms} ms")
     if not candidates:
-        return least_infeasible(view, policy, extra=notes)
+        filters = {}
+        if min_accuracy is not None and accuracy is not None:
+            filters[accuracy.metric] = (min_accuracy, True)
+        if latency_budget_ms is not None and latency is not None:
+            filters[latency.metric] = (latency_budget_ms, False)
+        nearest = _nearest_to_filters([with_remeasured(r) for r in pareto_set(view)], filters, notes, policy)
+        return nearest or least_infeasible(view, policy, extra=notes)
     where = f"among {len(candidates)} feasible Pareto trial(s)" + (f" with {' and '.join(notes)}" if notes else "")
     best, rule = policy_cls().choose(candidates, view.objectives, weights=weights)
     rule = f"{rule}, {where}"
@@ -104,6 +110,31 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
     vs_baseline = paired_difference(best.metrics.get(accuracy.metric), view.baseline.get(accuracy.metric)) if accuracy else None
     return Selection(record=best, policy=policy, rule=rule, indistinguishable=sorted(r.number for r in same if r is not best),
                      vs_baseline=vs_baseline)
+
+
+def _nearest_to_filters(candidates: list[TrialRecord], filters: dict[str, tuple[float, bool]], notes: list[str],
+                        policy: str) -> Selection | None:
+    """No feasible Pareto trial passes the selection filters: the one that misses them by the least
+    (the sum of each filter's miss relative to its bound), with by how much."""
+    if not candidates or not filters:
+        return None
+
+    def misses(r: TrialRecord) -> dict[str, float]:
+        out = {}
+        for metric, (bound, at_least) in filters.items():
+            miss = (bound - r.objectives[metric]) if at_least else (r.objectives[metric] - bound)
+            if miss > 0:
+                out[metric] = miss
+        return out
+
+    def score(r: TrialRecord) -> tuple[float, int]:
+        return sum(m / (abs(filters[k][0]) or 1.0) for k, m in misses(r).items()), r.number
+
+    best = min(candidates, key=score)
+    missed = misses(best)
+    text = ", ".join(f"{m} by {v:.4g}" for m, v in missed.items())
+    rule = f"no feasible Pareto trial met {' and '.join(notes)}; exported trial {best.number}, which missed by the least ({text})"
+    return Selection(record=best, policy=policy, rule=rule, feasible=False, missed_by=missed)
 
 
 def least_infeasible(view: StudyView, policy: str, extra: list[str] | None = None) -> Selection:
