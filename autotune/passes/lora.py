@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -10,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from autotune.context import PassContext
 from autotune.data import encode_example
@@ -19,6 +18,17 @@ from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
 from autotune.models.loading import load_causal_lm, load_tokenizer
 from autotune.passes.base import Pass, PassParams, register_pass, searchable
+from autotune.passes.training_args import (  # noqa: F401  (re-exported: the training arguments of this pass)
+    OWN_TRAINING_ARGS,
+    RENAMED_TRAINING_ARGS,
+    TrainingArgs,
+    check_training_args,
+    mixed_precision,
+    refused_training_arg,
+    training_argument_names,
+    training_argument_values,
+    training_arguments,
+)
 
 log = logging.getLogger("autotune")
 
@@ -27,95 +37,6 @@ DEFAULT_TARGETS = ["q_proj", "v_proj"]
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class TrainingArgs(BaseModel):
-    """transformers ``TrainingArguments``: the common ones typed; any other valid field is passed on."""
-
-    model_config = ConfigDict(extra="allow")
-    seed: int = 42
-    data_seed: int | None = None
-    per_device_train_batch_size: int = Field(8, gt=0)
-    per_device_eval_batch_size: int = Field(8, gt=0)
-    gradient_accumulation_steps: int = Field(1, gt=0)
-    num_train_epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
-    logging_steps: float = Field(10, gt=0)
-    warmup_steps: float = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    lr_scheduler_type: str = "linear"
-    max_grad_norm: float = 1.0
-    optim: str = "adamw_torch"
-    gradient_checkpointing: bool = False
-    eval_steps: float | None = None
-
-    @field_validator("max_steps")
-    @classmethod
-    def _steps(cls, value: int) -> int:
-        if value == 0 or value < -1:
-            raise ValueError("expected a positive number of steps (or -1 for epochs)")
-        return value
-
-
-# TrainingArguments autotune cannot honour, each with the one-line reason a config using it is refused
-# (every other valid key is passed on to TrainingArguments as it is).
-_NO_CHECKPOINTS = "autotune keeps only the final adapter (in its cache); no checkpoints are saved"
-_OWN_OUTPUT = "autotune decides where outputs go (engine.cache_dir and engine.output_dir)"
-REFUSED_TRAINING_ARGS: dict[str, str] = {
-    "output_dir": _OWN_OUTPUT, "overwrite_output_dir": _OWN_OUTPUT, "logging_dir": _OWN_OUTPUT, "run_name": _OWN_OUTPUT,
-    "project": _OWN_OUTPUT,
-    "save_strategy": _NO_CHECKPOINTS, "save_steps": _NO_CHECKPOINTS, "save_total_limit": _NO_CHECKPOINTS,
-    "save_only_model": _NO_CHECKPOINTS, "save_on_each_node": _NO_CHECKPOINTS, "resume_from_checkpoint": _NO_CHECKPOINTS,
-    "restore_callback_states_from_checkpoint": _NO_CHECKPOINTS, "enable_jit_checkpoint": _NO_CHECKPOINTS,
-    "load_best_model_at_end": f"{_NO_CHECKPOINTS}; stop hopeless trials with engine.search_strategy.early_stop instead",
-    "metric_for_best_model": "only used with load_best_model_at_end, which autotune cannot honour (no checkpoints)",
-    "greater_is_better": "only used with load_best_model_at_end, which autotune cannot honour (no checkpoints)",
-    "push_to_hub": "autotune never uploads models", "hub_model_id": "autotune never uploads models",
-    "hub_token": "autotune never uploads models", "hub_strategy": "autotune never uploads models",
-    "hub_private_repo": "autotune never uploads models", "hub_always_push": "autotune never uploads models",
-    "hub_revision": "autotune never uploads models",
-    "report_to": "autotune records training in its own trial records (only 'none' is accepted)",
-    "use_cpu": "set engine.device (auto, cpu or cuda) instead",
-    "no_cuda": "set engine.device (auto, cpu or cuda) instead",
-    "disable_tqdm": "autotune shows training progress itself",
-    "remove_unused_columns": "autotune's collator needs the columns it builds",
-    "do_train": "has no effect in transformers' Trainer (only example scripts read it)",
-    "do_eval": "has no effect in transformers' Trainer; set eval_strategy",
-    "do_predict": "has no effect in transformers' Trainer (only example scripts read it)",
-    "train_sampling_strategy": "set by autotune from group_by_length (true: 'group_by_length'); use that key",
-}
-# Older spellings transformers 5 no longer has, renamed to its own key (the seed sample uses them).
-RENAMED_TRAINING_ARGS = {"evaluation_strategy": "eval_strategy"}
-# Keys autotune handles itself before TrainingArguments sees them.
-OWN_TRAINING_ARGS = {"group_by_length", "bf16", "fp16"}
-
-
-def refused_training_arg(key: str, value: Any) -> str | None:
-    """Why ``key: value`` cannot be honoured (None: it is passed on)."""
-    if key == "report_to" and value in ("none", [], None):
-        return None
-    return REFUSED_TRAINING_ARGS.get(key)
-
-
-def mixed_precision(args: TrainingArgs, device: str) -> Literal["fp32", "bf16", "fp16"]:
-    """transformers' own ``bf16``/``fp16`` when set; unset (auto): bf16 where the hardware has it and
-    it pays (GPUs that support it; the CPU only where measured faster at equal accuracy), else fp32."""
-    bf16, fp16 = getattr(args, "bf16", None), getattr(args, "fp16", None)
-    if bf16:
-        return "bf16"
-    if fp16:
-        return "fp16"
-    if bf16 is False:
-        return "fp32"
-    from autotune.device import bf16_supported
-
-    if device == "cuda":
-        return "bf16" if bf16_supported("cuda") else "fp32"
-    return "bf16" if CPU_BF16_BY_DEFAULT and bf16_supported("cpu") else "fp32"
-
-
-# bench/bench_bf16_cpu.py decides this: bf16 autocast on an AVX512-BF16/AMX CPU (see bench/README.md).
-CPU_BF16_BY_DEFAULT = False
 
 
 class LoRAParams(PassParams):
@@ -162,58 +83,6 @@ class LoRAParams(PassParams):
             params["learning_rate"] = args.pop("learning_rate")
             params["training_args"] = args
         return params
-
-
-@functools.cache
-def training_argument_names() -> frozenset[str]:
-    """Field names of transformers' TrainingArguments, read from its source so that validating a
-    config does not import transformers, peft and torch (seconds); falls back to importing it."""
-    import ast
-    import importlib.util
-
-    spec = importlib.util.find_spec("transformers")
-    if spec and spec.submodule_search_locations:
-        source = Path(next(iter(spec.submodule_search_locations))) / "training_args.py"
-        try:
-            tree = ast.parse(source.read_text())
-            for node in tree.body:
-                if isinstance(node, ast.ClassDef) and node.name == "TrainingArguments":
-                    names = {n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
-                    if names:
-                        return frozenset(names)
-        except (OSError, SyntaxError):
-            pass
-    import dataclasses
-
-    from transformers import TrainingArguments
-
-    return frozenset(f.name for f in dataclasses.fields(TrainingArguments))
-
-
-def check_training_args(params: LoRAParams, origin: str) -> None:
-    """Every training_args key is passed on to TrainingArguments or refused here with its reason."""
-    from autotune.errors import did_you_mean
-
-    valid = training_argument_names()
-    values = params.training_args.model_dump(exclude_none=True)
-    for key, value in values.items():
-        where = f"{origin}.training_args.{key}"
-        reason = refused_training_arg(key, value)
-        if reason:
-            raise ConfigError(where, f"cannot be honoured: {reason}")
-        if key not in valid and key not in OWN_TRAINING_ARGS and key not in RENAMED_TRAINING_ARGS:
-            raise ConfigError(where, f"unknown training argument{did_you_mean(key, valid)}")
-        if key in OWN_TRAINING_ARGS and not isinstance(value, bool):
-            raise ConfigError(where, f"expected true or false, got {value!r}")
-    for old, new in RENAMED_TRAINING_ARGS.items():
-        if old in values and new in values:
-            raise ConfigError(f"{origin}.training_args.{old}", f"is transformers' older name of '{new}', which is also set; keep one")
-    if values.get("bf16") and values.get("fp16"):
-        raise ConfigError(f"{origin}.training_args.fp16", "bf16 and fp16 are both true; keep one")
-    strategy = values.get("eval_strategy", values.get("evaluation_strategy", "no"))
-    if strategy != "no" and params.validation_size == 0:
-        raise ConfigError(f"{origin}.training_args.eval_strategy",
-                          f"'{strategy}' needs validation rows, but validation_size is 0")
 
 
 def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
@@ -263,50 +132,6 @@ class PadToLongest:
             labels[i, :n] = torch.tensor(b["labels"])
             mask[i, :n] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str, device: str = "cpu") -> Any:
-    from transformers import TrainingArguments
-
-    return TrainingArguments(**training_argument_values(args, params, output, origin=origin, device=device))
-
-
-def training_argument_values(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str, device: str = "cpu") -> dict[str, Any]:
-    """The keyword arguments of TrainingArguments: the user's, renamed where transformers renamed them,
-    and autotune's own (output, device, mixed precision)."""
-    valid = training_argument_names()
-    values = args.model_dump(exclude_none=True)
-    for old, new in RENAMED_TRAINING_ARGS.items():
-        if old in values:
-            values[new] = values.pop(old)
-    for key in list(values):
-        reason = refused_training_arg(key, values[key])
-        if reason:
-            raise ConfigError(f"{origin}.training_args.{key}", f"cannot be honoured: {reason}")
-        if key not in valid and key not in OWN_TRAINING_ARGS:
-            raise ConfigError(f"{origin}.training_args.{key}", "unknown training argument")
-    values.pop("report_to", None)
-    if values.pop("group_by_length", False):  # transformers 5's spelling of the same sampler
-        values["train_sampling_strategy"] = "group_by_length"
-    values.pop("bf16", None)
-    values.pop("fp16", None)
-    precision = mixed_precision(args, device)
-    # A NaN/inf loss must fail the trial, not be averaged away in the logs.
-    values.setdefault("logging_nan_inf_filter", False)
-    if "activation_checkpointing" in valid and "gradient_checkpointing" in values:  # transformers 5's name
-        values["activation_checkpointing"] = values.pop("gradient_checkpointing")
-    return {
-        "output_dir": str(output),
-        "learning_rate": params.learning_rate,
-        "report_to": "none",
-        "save_strategy": "no",
-        "disable_tqdm": True,
-        "remove_unused_columns": False,
-        "use_cpu": device == "cpu",
-        "bf16": precision == "bf16",
-        "fp16": precision == "fp16",
-        **values,
-    }
 
 
 @register_pass("lora")

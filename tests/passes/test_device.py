@@ -108,7 +108,7 @@ def test_an_onnxruntime_gpu_that_falls_back_to_the_cpu_is_detected(monkeypatch: 
 
 def test_the_device_enters_training_keys_only_where_it_changes_the_result(tmp_path: Path, tiny_model: Path, tone_file: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import autotune.passes.lora as lora
+    import autotune.passes.training_args as training_args
 
     config = load_config(tiny_config(tiny_model, tone_file, tmp_path))
     pipeline = Pipeline(config, cache=Cache(config.engine.cache_dir))
@@ -130,8 +130,8 @@ def test_the_device_enters_training_keys_only_where_it_changes_the_result(tmp_pa
     # bf16 picked by default (auto on a GPU that supports it; on the CPU only if made the default) differs too.
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: True)
     assert keys("cuda")[0] not in (cuda[0], cpu[0])
-    assert keys("cpu")[0] == cpu[0] or lora.CPU_BF16_BY_DEFAULT
-    monkeypatch.setattr(lora, "CPU_BF16_BY_DEFAULT", True)
+    assert keys("cpu")[0] == cpu[0] or training_args.CPU_BF16_BY_DEFAULT
+    monkeypatch.setattr("autotune.passes.training_args.CPU_BF16_BY_DEFAULT", True)
     assert keys("cpu")[0] != cpu[0]
-    monkeypatch.setattr(lora, "CPU_BF16_BY_DEFAULT", False)
+    monkeypatch.setattr("autotune.passes.training_args.CPU_BF16_BY_DEFAULT", False)
     assert keys("cpu")[0] == cpu[0]

@@ -90,7 +90,6 @@ def test_eval_strategy_without_validation_rows_is_refused(tmp_path: Path, tiny_m
 
 def test_mixed_precision_follows_transformers_own_arguments_and_the_device(tmp_path: Path, tiny_model: Path, tone_file: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import autotune.passes.lora as lora
 
     def args(device: str, **training: Any) -> Any:
         config = tiny_config(tiny_model, tone_file, tmp_path)
@@ -101,7 +100,7 @@ def test_mixed_precision_follows_transformers_own_arguments_and_the_device(tmp_p
                                                           device=device))
 
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: True)
-    monkeypatch.setattr(lora, "CPU_BF16_BY_DEFAULT", False)
+    monkeypatch.setattr("autotune.passes.training_args.CPU_BF16_BY_DEFAULT", False)
     cpu = args("cpu")
     assert cpu.use_cpu and not cpu.bf16  # the CPU default is fp32 unless measured better
     assert args("cpu", bf16=True).bf16
