@@ -118,7 +118,8 @@ def test_a_worker_killed_while_holding_a_claim_does_not_stall_the_others(tmp_pat
     for name in ("a", "b"):
         path = worker_config(tiny_model, tone_file, tmp_path, name, store, evaluate_input_model=False)
         config = json.loads(path.read_text())
-        config["passes"]["lora"].update({"r": 4, "training_args": {**config["passes"]["lora"]["training_args"], "max_steps": 300}})
+        # long enough to be killed mid-fine-tune; two grid points that share it, which the survivor must finish
+        config["passes"]["lora"].update({"r": 4, "training_args": {**config["passes"]["lora"]["training_args"], "max_steps": 20}})
         config["passes"]["build"]["precision"] = ["int4", "fp32"]
         path.write_text(json.dumps(config))
         configs.append(path)
@@ -134,7 +135,8 @@ def test_a_worker_killed_while_holding_a_claim_does_not_stall_the_others(tmp_pat
     assert "expired" in out  # the dead worker's claim was taken over once its heartbeat stopped
     study = optuna.load_study(study_name="shared", storage=storage)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len({tuple(sorted(t.params.items())) for t in complete}) == 2  # both points done by the survivor
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 2  # both points, done by the survivor
+    assert {t.user_attrs["autotune_record"]["owner"]["pid"] for t in complete} == {second.pid}
     ran = [p for t in complete for p in t.user_attrs["autotune_record"]["passes"] if p["name"] == "lora" and not p["cache_hit"]]
     assert len(ran) == 1
 
