@@ -85,7 +85,7 @@ class Cache:
         except (OSError, ValueError, KeyError) as exc:
             log.warning("cache entry %s is corrupt (%s); discarding it and rebuilding", key[:12], exc)
             self._discard(entry)
-            return None
+            return self._pull(key) if self.store is not None else None  # the store's copy, if it has one
         os.utime(manifest_path)  # last use, for LRU eviction
         return entry / "model", manifest
 

@@ -75,6 +75,9 @@ def test_an_entry_written_on_one_machine_is_read_through_on_another(store_url: s
     a.put_json("e" * 64, {"accuracy": 0.5})
     assert b.get_json("e" * 64) == {"accuracy": 0.5} and (b.evals / f"{'e' * 64}.json").is_file()
     assert b.location(KEY).endswith(f"/models/{KEY}") and "?" not in b.location(KEY)
+    (got[0] / "model.onnx").write_bytes(b"damaged on this machine")
+    again = b.get(KEY)  # a corrupt local copy is replaced by the store's
+    assert again is not None and (again[0] / "model.onnx").read_bytes() == (a.entry(KEY) / "model" / "model.onnx").read_bytes()
 
 
 def test_a_corrupt_store_entry_is_refused_and_hidden_for_the_rebuild(store_url: str, tmp_path: Path) -> None:
@@ -194,3 +197,19 @@ def test_store_layout_is_plain_files(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "store" / "models" / KEY / "manifest.json").read_text())
     assert set(manifest["files"]) == {"model.onnx", "sub/config.json"}
     assert not [p for p in (tmp_path / "store").rglob("*") if ".tmp-" in p.name]  # no temporary left behind
+
+
+def test_the_run_context_builds_the_cache_over_the_configured_store(store_url: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune.config.loader import load_config
+    from autotune.context import RunContext
+
+    (tmp_path / "m").mkdir()
+    raw = {"input_model": {"type": "HfModel", "model_path": str(tmp_path / "m")},
+           "engine": {"artifact_store": store_url, "cache_dir": str(tmp_path / "cache"), "heartbeat_seconds": 2}}
+    ctx = RunContext(load_config(raw, base_dir=tmp_path))
+    assert ctx.cache.store is not None and ctx.cache.store.local == store_url.startswith("/") and ctx.cache.heartbeat == 2
+    fill(ctx.cache)
+    monkeypatch.setenv("AUTOTUNE_CACHE_DIR", str(tmp_path / "elsewhere"))  # another machine's own cache folder
+    other = RunContext(load_config(raw, base_dir=tmp_path))
+    assert other.cache.root == tmp_path / "elsewhere" and other.cache.get(KEY) is not None
