@@ -60,7 +60,7 @@ def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if "://" not in url:
         raise ConfigError("engine.storage", f"expected a storage URL such as sqlite:///study.db, got \"{redact_url(url)}\"")
-    try:
+    def connect() -> Any:
         return RDBStorage(
             url,
             heartbeat_interval=max(1, round(heartbeat_seconds)),
@@ -69,6 +69,19 @@ def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
             # SQLite: several workers on one host wait for the write lock instead of failing.
             engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})},
         )
+
+    try:
+        try:
+            return connect()
+        except Exception as exc:
+            # Two workers creating a new database's tables at once: the second's CREATE fails with
+            # "already exists"; the tables are there now, so connecting again succeeds.
+            if "already exists" not in str(exc):
+                raise
+            import time
+
+            time.sleep(0.5)
+            return connect()
     except Exception as exc:
         cause = exc.__cause__ or exc
         reason = _user_error(exc) or _user_error(cause)

@@ -110,8 +110,9 @@ def test_a_killed_worker_leaves_a_stale_trial_that_is_failed_and_retried(tmp_pat
     deadline = time.time() + 120
     while time.time() < deadline:
         if (tmp_path / "out" / "study.db").exists():
-            trials = optuna.load_study(study_name="out", storage=storage).trials if _has_study(storage) else []
-            if trials and trials[0].state == optuna.trial.TrialState.RUNNING and list((tmp_path / "cache" / "tmp").glob("work-*")):
+            # Read-only, through sqlite3: opening an Optuna storage here would create its tables, racing the worker's own.
+            states = _trial_states(tmp_path / "out" / "study.db")
+            if states and states[0] == "RUNNING" and list((tmp_path / "cache" / "tmp").glob("work-*")):
                 break
         time.sleep(0.5)
     time.sleep(2)
@@ -130,8 +131,11 @@ def test_a_killed_worker_leaves_a_stale_trial_that_is_failed_and_retried(tmp_pat
     assert not any(p.name.endswith(".tmp") or "." in p.name for p in (tmp_path / "cache" / "models").iterdir())
 
 
-def _has_study(storage: str) -> bool:
+def _trial_states(db: Path) -> list[str]:
+    import sqlite3
+
     try:
-        return bool(optuna.get_all_study_summaries(storage))
-    except Exception:
-        return False
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            return [row[0] for row in connection.execute("SELECT state FROM trials ORDER BY number")]
+    except sqlite3.Error:  # no tables yet
+        return []
