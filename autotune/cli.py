@@ -134,9 +134,11 @@ def evaluate(
         if baseline:
             source = ctx.pipeline.input_model()
             base = runner.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
+        # Without the baseline, goals relative to it cannot be resolved: only the absolute ones are checked.
+        bounds = runner.bounds(base) if base is not None else runner.bounds(None, relative=False)
     except UserError as exc:
         _fail(exc)
-    record = metrics_record(metrics, base, runner.bounds(base))
+    record = metrics_record(metrics, base, bounds)
     Console(width=max(140, Console().width)).print(metrics_table(record, title=f"{model}"))
     env = record["environment"]
     typer.echo(f"provider {cfg.engine.provider}; " + ", ".join(f"{k} {v}" for k, v in env.items()))

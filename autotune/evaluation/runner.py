@@ -146,10 +146,11 @@ class ModelEvaluator:
         """The metrics that read data rows (whose value depends on the split)."""
         return {i for i, m in enumerate(self.evaluator.metrics) if m.data_config is not None or get_evaluator(m.type, where="").needs_data}
 
-    def bounds(self, baseline: dict[str, Metric] | None) -> list[Bound]:
+    def bounds(self, baseline: dict[str, Metric] | None, *, relative: bool = True) -> list[Bound]:
+        """Each goal as a bound; ``relative=False`` leaves out the goals relative to the baseline."""
         out = []
         for spec in self.specs:
-            if spec.goal is None:
+            if spec.goal is None or (not relative and spec.goal.type != "threshold"):
                 continue
             base = baseline[spec.key].value if baseline and spec.key in baseline else None
             try:

@@ -102,3 +102,49 @@ def space_size(slots: list[Slot]) -> int | None:
         return len(grid_points(slots))
     except ConfigError:
         return None
+
+
+def distributions(slots: list[Slot]) -> dict[str, Any]:
+    """The Optuna distribution of every parameter the space may ask for, by its point key."""
+    import optuna
+
+    out: dict[str, Any] = {}
+    for slot in slots:
+        steps = list(slot.options.values()) if isinstance(slot, Choice) else [slot]
+        if isinstance(slot, Choice) and len(slot.options) > 1:
+            out[slot.key] = optuna.distributions.CategoricalDistribution(list(slot.options))
+        for step in steps:
+            for name, spec in step.space.items():
+                out[step.key(name)] = spec.distribution()
+    return out
+
+
+def check_space_against_study(slots: list[Slot], study: Any, study_name: str) -> None:
+    """Refuse a space whose parameter an earlier trial of the study searched over other values: Optuna
+    cannot change a parameter's values within a study (an added parameter is fine)."""
+    import optuna
+
+    planned = distributions(slots)
+    seen: set[str] = set()
+    for trial in study.get_trials(deepcopy=False):
+        for name, old in trial.distributions.items():
+            if name in seen or name not in planned:
+                continue
+            seen.add(name)
+            try:
+                optuna.distributions.check_distribution_compatibility(old, planned[name])
+            except ValueError:
+                if old == planned[name]:
+                    continue
+                raise ConfigError(f"passes.{name}", f"study '{study_name}' searched it over {_values_text(old)}; another set of "
+                                  "values needs a new study (set engine.study_name), or keep the old values") from None
+            if isinstance(old, optuna.distributions.CategoricalDistribution) and old != planned[name]:
+                raise ConfigError(f"passes.{name}", f"study '{study_name}' searched it over {_values_text(old)}; another set of "
+                                  "values needs a new study (set engine.study_name), or keep the old values")
+
+
+def _values_text(distribution: Any) -> str:
+    choices = getattr(distribution, "choices", None)
+    if choices is not None:
+        return "[" + ", ".join(str(c) for c in choices) + "]"
+    return f"[{distribution.low}, {distribution.high}]"

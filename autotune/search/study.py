@@ -30,7 +30,7 @@ from autotune.records import (
     write_meta,
 )
 from autotune.search.objectives import ConstraintsFunc, objectives_from
-from autotune.search.sampling import grid_points, space_size
+from autotune.search.sampling import check_space_against_study, grid_points, space_size
 from autotune.search.stopping import Duplicates, StopRules, StudyProgress
 from autotune.search.storage import default_storage, open_storage, redact_url, safe_name
 from autotune.search.trial import INTERRUPTED, TrialRunner
@@ -224,6 +224,7 @@ class Study:
         self.bounds = self.evaluator.bounds(baseline) if self.evaluator is not None else []
         sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds))
         study = self._create([o.direction for o in objectives], sampler)
+        check_space_against_study(self.ctx.pipeline.slots, study, self.name)
         previous = read_meta(study) if study.user_attrs else None
         study.set_metric_names([o.metric for o in objectives])
         self.meta = StudyMeta(
@@ -236,11 +237,13 @@ class Study:
             config=stored_config(self.cfg), provider=self.cfg.engine.provider, versions=environment(),
             device=_device_info(self.cfg), grid_enqueued=bool(previous and previous.grid_enqueued),
         )
-        if enqueue and not self.meta.grid_enqueued:
-            # Once per study: a second worker finds the points already queued (skip_if_exists
-            # covers two workers starting in the same instant).
+        if enqueue:
+            # Every grid point no trial holds yet: a second worker finds them queued, and a grid that
+            # grew (a value added to a list) gets its new points (skip_if_exists: none twice).
+            held = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)}
             for point in enqueue:
-                study.enqueue_trial(point, skip_if_exists=True)
+                if tuple(sorted(point.items())) not in held:
+                    study.enqueue_trial(point, skip_if_exists=True)
             self.meta.grid_enqueued = True
         write_meta(study, self.meta)
         self.grid = enqueue or None

@@ -171,3 +171,27 @@ def test_opening_a_storage_refuses_the_users_url_in_one_line_and_keeps_a_library
     monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
     with pytest.raises(KeyError, match="a bug inside the storage library"):  # not turned into the user's mistake
         open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_a_grid_that_grew_runs_its_new_points_and_evaluate_without_baseline_skips_relative_goals(
+        tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    config = study_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["r"] = 2
+    config["passes"]["build"]["precision"] = ["int4", "fp32"]
+    config["evaluators"]["tiny"]["metrics"][0]["sub_types"][0]["goal"] = {"type": "min-improvement", "value": 0.0}
+    autotune.run(config)
+    config["passes"]["build"]["accuracy_level"] = [0, 4]  # a parameter added to the grid: its new points run
+    autotune.run(config)
+    trials = optuna.load_study(study_name="out", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}").trials
+    assert sorted(t.params.get("build.accuracy_level", -1) for t in trials) == [-1, -1, 0, 4]  # fp32 has no accuracy level
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    config["passes"]["build"]["precision"] = ["int4", "fp32", "int8"]  # other values of a searched parameter
+    with pytest.raises(autotune.ConfigError, match=r"passes.build.precision: study 'out' searched it over \[int4, fp32\]"):
+        autotune.run(config)
+
+    config["passes"]["build"]["precision"] = ["int4", "fp32"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["evaluate", "--config", str(path), "--model", str(tmp_path / "out" / "best"), "--no-baseline"])
+    assert result.exit_code == 0, result.output
+    assert "accuracy-accuracy" in result.output
