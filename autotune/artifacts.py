@@ -30,12 +30,12 @@ import os
 import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from autotune.errors import ConfigError
+from autotune.fileio import atomic_write
 
 __all__ = ["ArtifactStore", "Claim", "check_store_url", "open_store"]
 
@@ -131,10 +131,7 @@ class ArtifactStore:
         if not self.local:
             self.fs.pipe_file(path, data)  # one PUT: atomic
             return
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        Path(tmp).write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
 
     def _create(self, rel: str, data: bytes) -> bool:
         """Write ``rel`` only if it does not exist; True when this call created it."""
@@ -194,11 +191,7 @@ class ArtifactStore:
                 continue
             rel = f"models/{key}/model/{path.relative_to(model).as_posix()}"
             if self.local:
-                target = Path(self._path(rel))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-                self.fs.put_file(str(path), str(tmp))
-                os.replace(tmp, target)
+                atomic_write(Path(self._path(rel)), lambda tmp, source=path: self.fs.put_file(str(source), str(tmp)))
             else:
                 self.fs.put_file(str(path), self._path(rel))
         self._write(f"models/{key}/manifest.json", (entry / "manifest.json").read_bytes())

@@ -116,17 +116,8 @@ class Cache:
                 if p.is_file()
             }
             manifest = {"key": key, "created": time.time(), "files": files, **info}
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-            try:
-                os.rename(staging, self.entry(key))
-            except OSError:
-                if not self.has(key):
-                    raise
+            if not self._install(staging, key, manifest):
                 log.info("cache entry %s was written by another worker; reusing it", key[:12])
-            else:
-                # a rename keeps sizes and mtimes: reading the entry back need not hash it again
-                model = self.entry(key) / "model"
-                self.hasher.remember({model / rel: meta["sha256"] for rel, meta in files.items()})
             if self.store is not None:
                 self.store.upload(key, self.entry(key))
         finally:
@@ -148,15 +139,7 @@ class Cache:
             began = time.perf_counter()
             self.store.download(key, manifest["files"], staging / "model")
             self._verify(staging / "model", manifest["files"], file_sha256)  # hashed once, not remembered under tmp/
-            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-            try:
-                os.rename(staging, self.entry(key))
-            except OSError:
-                if not (self.entry(key) / "manifest.json").is_file():
-                    raise
-            else:
-                model = self.entry(key) / "model"
-                self.hasher.remember({model / rel: meta["sha256"] for rel, meta in manifest["files"].items()})
+            self._install(staging, key, manifest)
             size = sum(meta["size"] for meta in manifest["files"].values())
             log.info("cache entry %s downloaded from the store (%.1f MB in %.1f s)", key[:12], size / 1e6, time.perf_counter() - began)
         except (OSError, ValueError, KeyError) as exc:
@@ -168,6 +151,21 @@ class Cache:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
         return self.get(key) if (self.entry(key) / "manifest.json").is_file() else None
+
+    def _install(self, staging: Path, key: str, manifest: dict[str, Any]) -> bool:
+        """Write the manifest and rename a finished staging folder into entry ``key``; False when another
+        writer's copy got there first (kept: the key is the content). Checks this machine's folder only."""
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+        try:
+            os.rename(staging, self.entry(key))
+        except OSError:
+            if not (self.entry(key) / "manifest.json").is_file():
+                raise
+            return False
+        # a rename keeps sizes and mtimes: reading the entry back need not hash it again
+        model = self.entry(key) / "model"
+        self.hasher.remember({model / rel: meta["sha256"] for rel, meta in manifest["files"].items()})
+        return True
 
     @contextmanager
     def claim(self, key: str, *, deadline: float | None = None) -> Iterator[bool]:

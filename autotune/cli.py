@@ -223,11 +223,12 @@ def select_cmd(
                                                       latency_budget_ms=latency_budget, weights=weights or None,
                                                       prefer_cheaper=prefer_cheaper))
         ctx = RunContext(view.meta.run_config())
+        rebuild = rebuilder(ctx)
         if selection.record is not None:  # a newly chosen trial is scored on the test split once, like the study's finalists
             chosen = next(r for r in view.records if r.number == selection.record.number)
-            evaluate_test(view, ctx, [chosen], rebuild=rebuilder(ctx))
+            evaluate_test(view, ctx, [chosen], rebuild=rebuild)
             selection.record.test_metrics = chosen.test_metrics
-        best = export_best(view, selection, out, cache=ctx.cache, rebuild=rebuilder(ctx))  # raises and changes nothing
+        best = export_best(view, selection, out, cache=ctx.cache, rebuild=rebuild)  # raises and changes nothing
         write_results(view, selection, out)
     except UserError as exc:
         _fail(exc)

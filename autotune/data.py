@@ -73,12 +73,16 @@ class Dataset:
     def is_classification(self) -> bool:
         return self.labels is not None
 
+    def with_eval(self, rows: list[dict[str, Any]], tag: str) -> Dataset:
+        """The same data set with ``rows`` where evaluators read (``eval``), under its own key (``tag``
+        says which rows: a cached score of one set of rows is never read back for another)."""
+        return replace(self, eval=rows, key=hashlib.sha256(f"{self.key}:{tag}".encode()).hexdigest())
+
     def on_test(self) -> Dataset:
-        """The same data set with the test rows where evaluators read (``eval``), under its own key."""
+        """The test rows where evaluators read."""
         if not self.test:
             raise DataError(self.name, "has no test split (set test_dataset_size)")
-        key = hashlib.sha256(f"{self.key}:test".encode()).hexdigest()
-        return replace(self, eval=self.test, key=key)
+        return self.with_eval(self.test, "test")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -65,9 +65,9 @@ class PipelineObserver:
 
 
 class Pipeline:
-    def __init__(self, config: RunConfig, *, cache: Cache | None = None, observer: PipelineObserver | None = None) -> None:
+    def __init__(self, config: RunConfig, *, cache: Cache, observer: PipelineObserver | None = None) -> None:
         self.config = config
-        self.cache = cache or Cache(config.engine.cache_dir)
+        self.cache = cache  # the run's cache (RunContext builds it, over the artifact store when one is set)
         self.observer = observer or PipelineObserver()
         self.slots = build_plan(config)
         self._input: ModelHandle | None = None

@@ -166,9 +166,12 @@ class Owner(_Stored):
     def this_process(cls) -> Owner:
         return cls(host=socket.gethostname(), boot_id=_boot_id(), pid=os.getpid())
 
+    def on_this_host(self) -> bool:
+        return self.host == socket.gethostname()
+
     def is_dead_here(self) -> bool:
         """True when the owner ran on this host and is surely gone (rebooted since, or no such pid)."""
-        if self.host != socket.gethostname():
+        if not self.on_this_host():
             return False
         if self.boot_id != _boot_id():
             return True

@@ -67,12 +67,13 @@ class ModelEvaluator:
         self.evaluator = config.evaluators[name]
         self.specs = metric_specs(self.evaluator, where=f"evaluators.{name}")
 
-    def _data_for(self, index: int) -> Any:
+    def _reads_data(self, index: int) -> bool:
+        """Metric ``index`` reads data rows (its value depends on the data and the split)."""
         metric = self.evaluator.metrics[index]
-        cls = get_evaluator(metric.type, where="")
-        if not cls.needs_data and metric.data_config is None:
-            return None
-        return self.data_loader(self.data_name(index))
+        return metric.data_config is not None or get_evaluator(metric.type, where="").needs_data
+
+    def _data_for(self, index: int) -> Any:
+        return self.data_loader(self.data_name(index)) if self._reads_data(index) else None
 
     def data_name(self, index: int) -> str:
         """The data config metric ``index`` reads (named, or the only one)."""
@@ -83,8 +84,7 @@ class ModelEvaluator:
 
     def data_names(self) -> list[str]:
         """Every data config this evaluator reads (for the run's preflight)."""
-        return [self.data_name(i) for i, m in enumerate(self.evaluator.metrics)
-                if m.data_config is not None or get_evaluator(m.type, where="").needs_data]
+        return [self.data_name(i) for i in range(len(self.evaluator.metrics)) if self._reads_data(i)]
 
     def cache_key(self, index: int, model: EvalModel, data: Any) -> str:
         """What changes a measurement: the evaluator type, its version and user_config, the data, the model
@@ -144,7 +144,7 @@ class ModelEvaluator:
 
     def data_metric_indices(self) -> set[int]:
         """The metrics that read data rows (whose value depends on the split)."""
-        return {i for i, m in enumerate(self.evaluator.metrics) if m.data_config is not None or get_evaluator(m.type, where="").needs_data}
+        return {i for i in range(len(self.evaluator.metrics)) if self._reads_data(i)}
 
     def bounds(self, baseline: dict[str, Metric] | None, *, relative: bool = True) -> list[Bound]:
         """Each goal as a bound; ``relative=False`` leaves out the goals relative to the baseline."""

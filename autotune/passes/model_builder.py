@@ -13,10 +13,10 @@ from autotune.errors import ConfigError
 from autotune.logging_setup import routed_loggers
 from autotune.models.handle import ModelHandle
 from autotune.passes.base import Pass, PassParams, register_pass, searchable
+from autotune.providers import provider as provider_row
 
 log = logging.getLogger("autotune")
 
-BUILDER_EP = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "DmlExecutionProvider": "dml"}
 QUANTIZED = ("int4", "int8")
 
 
@@ -98,7 +98,7 @@ BUILDER_LOGGERS = ("onnxruntime.quantization", "onnxruntime_genai", "onnx_ir", "
 def build_onnx(source: Path, output: Path, params: ModelBuilderParams, *, provider: str, work_dir: Path) -> None:
     from onnxruntime_genai.models import builder
 
-    ep = BUILDER_EP[provider]
+    ep = provider_row(provider).builder
     scratch = work_dir / "builder_cache"
     scratch.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "model_builder.log"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import math
-from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -135,7 +134,7 @@ def _warning(view: StudyView, selection: Selection) -> str:
 
 
 def _states_section(view: StudyView) -> str:
-    counts = Counter(r.state for r in view.records)
+    counts = view.states()
     html = rows_table(["state", "trials"], [[s, n] for s, n in sorted(counts.items())] + [["total", len(view.records)]],
                       table_id="state-counts")
     for state, attr, title in (("FAIL", "fail_reason", "Failed trials"), ("PRUNED", "prune_reason", "Pruned trials")):

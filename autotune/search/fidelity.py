@@ -10,7 +10,6 @@ same evaluator and cache key as without this rule: their values are exactly what
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from autotune.records import ObjectiveSpec, TrialRecord
@@ -84,16 +83,13 @@ class FidelityRule:
 
     def _sliced_evaluator(self) -> Any:
         """The same evaluator reading only the first rows of each validation split (its own cache keys)."""
-        import hashlib
-
         pipeline = self.ctx.pipeline
         evaluator = self.ctx.evaluator()
 
         def first_rows(name: str) -> Any:
             data = pipeline.data(name)
             rows = self._slice_rows(len(data.eval))
-            key = hashlib.sha256(f"{data.key}:first:{rows}".encode()).hexdigest()
-            return replace(data, eval=data.eval[:rows], key=key)
+            return data.with_eval(data.eval[:rows], f"first:{rows}")
 
         sizes = [len(pipeline.data(n).eval) for n in evaluator.data_names()]
         if not sizes or all(self._slice_rows(n) >= n for n in sizes):

@@ -12,7 +12,8 @@ import logging
 import time
 from typing import Any
 
-from autotune.errors import ConfigError, UserError
+from autotune.device import device_info
+from autotune.errors import ConfigError
 from autotune.evaluation.base import EvalModel, environment
 from autotune.evaluation.goals import Bound
 from autotune.plan import all_steps
@@ -24,7 +25,6 @@ from autotune.records import (
     ObjectiveSpec,
     StudyMeta,
     TrialRecord,
-    metric_kind,
     read_meta,
     read_record,
     write_meta,
@@ -160,7 +160,7 @@ class Study:
             return [WALL_TIME]
         specs = {s.key: s for s in self.evaluator.specs}  # what each metric measures, as its evaluator declares
         return [ObjectiveSpec(metric=o.metric, higher_is_better=o.higher_is_better, unit=o.unit,
-                              kind=specs[o.metric].kind or metric_kind(o.metric), label=specs[o.metric].label)
+                              kind=specs[o.metric].kind, label=specs[o.metric].label)
                 for o in objectives_from(self.evaluator.specs, where=where)]
 
     def _check_selection(self, objectives: list[ObjectiveSpec]) -> None:
@@ -235,7 +235,7 @@ class Study:
             baseline_reference={k: MetricValue.model_validate(v.to_dict()) for k, v in (reference or {}).items()},
             data=self._data_summaries(),
             config=stored_config(self.cfg), provider=self.cfg.engine.provider, versions=environment(),
-            device=_device_info(self.cfg), grid_enqueued=bool(previous and previous.grid_enqueued),
+            device=device_info(self.ctx.pipeline.device), grid_enqueued=bool(previous and previous.grid_enqueued),
         )
         if enqueue:
             # Every grid point no trial holds yet: a second worker finds them queued, and a grid that
@@ -275,25 +275,34 @@ class Study:
 
     def _trial_runner(self) -> TrialRunner:
         strategy = self.cfg.engine.search_strategy
-        early_stop = strategy.early_stop if strategy is not None else None
-        if early_stop is not None and self.grid is not None and "enabled" not in early_stop.model_fields_set:
-            early_stop = None  # a grid measures every point, unless the user asked for early stopping
-        elif early_stop is not None and not early_stop.enabled:
-            early_stop = None
+        early_stop = self._opt_out_rule(strategy.early_stop if strategy is not None else None)
         space = grid_points(self.ctx.pipeline.slots) if self.mode == "search" and space_size(self.ctx.pipeline.slots) else None
         duplicates = Duplicates(space, seed=strategy.seed) if space and strategy is not None else None
         observer = self.ctx.observer
         say = observer.message if observer is not None and hasattr(observer, "message") else log.info
         runner = TrialRunner(self.ctx, objectives=self.meta.objectives, bounds=self.bounds, early_stop=early_stop,
                              log_dir=self.cfg.engine.output_dir / "logs", duplicates=duplicates, say=say)
-        fidelity = strategy.multi_fidelity if strategy is not None else None
-        if fidelity is not None and self.grid is not None and "enabled" not in fidelity.model_fields_set:
-            fidelity = None  # like early stopping: a grid measures every point fully unless asked
-        if fidelity is not None and fidelity.enabled and runner.evaluator is not None:
+        fidelity = self._opt_out_rule(strategy.multi_fidelity if strategy is not None else None)
+        if fidelity is not None and runner.evaluator is not None:
             from autotune.search.fidelity import FidelityRule
 
             runner.fidelity = FidelityRule(self.ctx, runner.evaluator, fidelity, self.meta.objectives)
         return runner
+
+    def _opt_out_rule(self, setting: Any) -> Any:
+        """An early-stopping or multi-fidelity setting if it applies, else None: off when disabled, and
+        off for a grid (whose point is to measure every point fully) unless ``enabled`` was set."""
+        if setting is None or not setting.enabled:
+            return None
+        if self.grid is not None and "enabled" not in setting.model_fields_set:
+            return None
+        return setting
+
+    def _run_trials(self, runner: TrialRunner, rules: StopRules) -> None:
+        # A single run's failure is the run's: it propagates (its traceback also kept in the trial's log).
+        catch = (Exception,) if self.mode == "search" else ()
+        self.study.optimize(runner, n_trials=None, timeout=None, catch=catch, callbacks=[rules, collect_garbage],
+                            gc_after_trial=False)  # collect_garbage does it, without rescanning the import-time heap
 
     def optimize(self, *, n_trials: int | None = None, timeout: float | None = None) -> None:
         from optuna.storages import fail_stale_trials
@@ -310,10 +319,7 @@ class Study:
             runner.progress = StudyProgress(rules.planned(study), rules.deadline)
         frozen_before = gc.get_freeze_count()
         try:
-            # A single run's failure is the run's: it propagates (its traceback also kept in the trial's log).
-            catch = (Exception,) if self.mode == "search" else ()
-            study.optimize(runner, n_trials=None, timeout=None, catch=catch, callbacks=[rules, collect_garbage],
-                           gc_after_trial=False)  # collect_garbage does it, without rescanning the import-time heap
+            self._run_trials(runner, rules)
             if runner.user_error is None and self.mode == "search":
                 self._wait_for_silent_trials(runner, rules)
         finally:
@@ -333,7 +339,7 @@ class Study:
             out = []
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 r = read_record(t)
-                if r.owner is None or (r.owner.host != _hostname()):
+                if r.owner is None or not r.owner.on_this_host():
                     out.append(r)
             return out
 
@@ -347,8 +353,7 @@ class Study:
         while time.monotonic() < deadline and silent():
             time.sleep(min(self.cfg.engine.heartbeat_seconds, max(0.1, deadline - time.monotonic())))
             if fail_stale_trials(self.study) or self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                self.study.optimize(runner, n_trials=None, catch=(Exception,), callbacks=[rules, collect_garbage],
-                                    gc_after_trial=False)
+                self._run_trials(runner, rules)
         left = silent()
         if left:
             log.info("trial(s) %s are alive on another worker (fresh heartbeat): not waiting for them", [r.number for r in left])
@@ -360,22 +365,6 @@ def _example(data: Any) -> str:
     return str(data.train[0].get(inputs[0], "")) if data.train and len(inputs) == 1 else ""
 
 
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()
-
-
-def _device_info(cfg: Any) -> dict[str, str]:
-    try:
-        from autotune.device import device_info, resolve_device
-    except ImportError:  # the device module is optional until the GPU work lands
-        return {}
-    setting = getattr(cfg.engine, "device", "cpu")
-    try:
-        return device_info(resolve_device(setting))
-    except UserError:
-        return {"device": str(setting)}
 
 
 def collect_garbage(study: Any, trial: Any) -> None:

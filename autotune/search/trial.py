@@ -148,13 +148,12 @@ class TrialRunner:
         """The current Pareto front: feasible completed trials no other completed trial dominates."""
         from optuna.trial import TrialState
 
-        from autotune.records import read_record
-        from autotune.selection.pareto import pareto_indices
+        from autotune.records import StudyMeta, StudyView, read_record
+        from autotune.selection.pareto import pareto_set
 
         done = [read_record(t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        done = [r for r in done if r.feasible is not False and all(o.metric in r.objectives for o in self.objectives)]
-        points = [[r.objectives[o.metric] for o in self.objectives] for r in done]
-        return [done[i] for i in pareto_indices(points, [o.higher_is_better for o in self.objectives])]
+        done = [r for r in done if all(o.metric in r.objectives for o in self.objectives)]
+        return pareto_set(StudyView(study.study_name, StudyMeta(objectives=self.objectives), done))
 
     def _write_traceback(self, number: int, exc: BaseException) -> Path:
         path = self.log_dir / f"trial-{number}.log"
