@@ -64,7 +64,10 @@ def run_study(tiny_model: Path, tone_file: Path, tmp_path: Path, n_workers: int,
     store = tmp_path / "store"
     store.mkdir(parents=True)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    configs = [worker_config(tiny_model, tone_file, tmp_path, f"w{i}", store, latency=latency) for i in range(n_workers)]
+    # No baseline: each worker would build and score it before its first trial, and the first worker could
+    # finish the grid before the others joined.
+    configs = [worker_config(tiny_model, tone_file, tmp_path, f"w{i}", store, latency=latency, evaluate_input_model=False)
+               for i in range(n_workers)]
     began = time.perf_counter()
     procs = [worker(configs[0], "--storage", storage)]
     wait_for(lambda: grid_queued(storage), what="the first worker to queue the grid")  # as test_workers does
