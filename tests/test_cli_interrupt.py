@@ -15,8 +15,8 @@ import signal, sys, time
 from autotune import cli
 cli.INTERRUPT_GRACE_SECONDS = float(sys.argv[1])
 signal.signal(signal.SIGINT, cli._on_interrupt)
-print("ready", flush=True)
-try:
+try:  # "ready" inside the try: a Ctrl-C that lands during the print is still handled
+    print("ready", flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     time.sleep(60)  # a cleanup that never finishes

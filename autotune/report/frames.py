@@ -16,8 +16,7 @@ def trial_row(record: TrialRecord) -> dict[str, Any]:
         if metric.ci_low is not None:
             row[f"{key}.ci_low"] = metric.ci_low
             row[f"{key}.ci_high"] = metric.ci_high
-        if metric.flag:
-            row[f"{key}.flag"] = metric.flag
+        row[f"{key}.flag"] = metric.flag  # always a column, so one table's schema never depends on its noise
     for key, metric in record.test_metrics.items():  # scored once, after the study: validation and test side by side
         row[f"test.{key}"] = metric.value
         if key in record.metrics:
