@@ -72,7 +72,7 @@ def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
 
     try:
         try:
-            return connect()
+            storage = connect()
         except Exception as exc:
             # Two workers creating a new database's tables at once: the second's CREATE fails with
             # "already exists"; the tables are there now, so connecting again succeeds.
@@ -81,13 +81,37 @@ def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
             import time
 
             time.sleep(0.5)
-            return connect()
+            storage = connect()
     except Exception as exc:
         cause = exc.__cause__ or exc
         reason = _user_error(exc) or _user_error(cause)
         if reason is None:
             raise  # not the user's URL: a library failure keeps its type and traceback
         raise ConfigError("engine.storage", f"cannot open {redact_url(url)}: {_without_password(reason, url)}") from None
+    if url.startswith("sqlite"):
+        _serialize_sqlite(storage.engine)
+    return storage
+
+
+def _serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Python's sqlite3 driver opens a transaction only at the first write, so Optuna's pop of a queued
+    trial (read WAITING, then write RUNNING) is two steps another process can interleave: two workers
+    on one host then both run the same trial. Serialized transactions make the pop atomic (PostgreSQL
+    locks the row itself). This is SQLAlchemy's documented recipe for pysqlite transactions.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy, not the driver, begins transactions
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna created the tables predate the hooks
 
 
 def _without_password(text: str, url: str) -> str:
