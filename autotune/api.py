@@ -26,21 +26,46 @@ def run(
     storage: str | None = None,
     fail_fast: bool = False,
     observer: PipelineObserver | None = None,
+    jobs: int = 1,
 ) -> StudyResult:
-    """Run a config: the passes once (``search_strategy: false``) or a study over its search space."""
+    """Run a config: the passes once (``search_strategy: false``) or a study over its search space.
+    ``jobs`` > 1 runs that many trials at once, in separate processes (:mod:`autotune.search.jobs`)."""
     import logging
 
     from autotune.finish import finish
     from autotune.records import StudyView
+    from autotune.search.jobs import Jobs, check_jobs, limit_threads, split_trials
     from autotune.search.storage import redact_url
     from autotune.search.study import Study
 
     cfg = config if isinstance(config, RunConfig) else load_config(config)
+    check_jobs(jobs, search=cfg.engine.search_strategy is not None)
     ctx = RunContext(cfg, observer=observer)
-    study = Study(ctx, storage=storage, fail_fast=fail_fast)
+    study = Study(ctx, storage=storage, fail_fast=fail_fast, jobs=jobs)
     study.prepare()
     logging.getLogger("autotune").info("study %s in %s", study.name, redact_url(study.storage_url))
-    study.optimize(n_trials=n_trials, timeout=timeout)
+    if jobs == 1:
+        study.optimize(n_trials=n_trials, timeout=timeout)
+    else:
+        if any(o.kind == "latency" for o in study.meta.objectives):
+            logging.getLogger("autotune").warning(
+                "--jobs %d: latency measured while trials share the cores is noisy; the Pareto set's latency is "
+                "measured again, alone, before selection (engine.selection.remeasure_rounds: %d)", jobs,
+                cfg.engine.selection.remeasure_rounds)
+        shares = split_trials(n_trials, jobs)
+        extra = Jobs(cfg, storage_url=study.storage_url, jobs=jobs, n_trials=shares, timeout=timeout, fail_fast=fail_fast)
+        all_threads = limit_threads(extra.threads)
+        extra.start()
+        try:
+            if shares[0] != 0:
+                study.optimize(n_trials=shares[0], timeout=timeout)
+        except BaseException:
+            extra.stop()
+            raise
+        finally:
+            limit_threads(all_threads)  # selection re-measures latency alone, with every core
+        for problem in extra.wait():
+            logging.getLogger("autotune").warning("%s; its trials are recorded in the study (see logs/)", problem)
     result = finish(StudyView.load(study.study), ctx=ctx, storage_url=study.storage_url, output_dir=cfg.engine.output_dir)
     result.stopped_by = study.stopped_by
     return result

@@ -172,8 +172,12 @@ class Cache:
         """Yield True when this process should build entry ``key``, False when it exists (here or in the
         store, built by another worker meanwhile). With a store, the first worker to claim ``key``
         builds it; the others poll until it appears, its claim is released, or its heartbeat stops."""
-        if self.store is None or self.has(key):
-            yield self.store is None
+        if self.store is None:
+            with self._local_claim(key, deadline) as build_here:
+                yield build_here
+            return
+        if self.has(key):
+            yield False
             return
         from autotune.artifacts import Claim
 
@@ -210,6 +214,35 @@ class Cache:
                 yield True
         finally:
             claim.release()
+
+    @contextmanager
+    def _local_claim(self, key: str, deadline: float | None) -> Iterator[bool]:
+        """Processes sharing this cache folder (``run --jobs N``) build each entry once: an exclusive
+        ``flock`` per key, which the kernel releases if its holder dies. True: build it here; False:
+        another process built it while this one waited."""
+        import fcntl
+
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / key, "a") as handle:
+            waited = False
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waited:
+                        log.info("entry %s is being built by another process; waiting", key[:12])
+                        waited = True
+                    if deadline is not None and time.monotonic() > deadline:
+                        from autotune.context import TrialTimeout
+
+                        raise TrialTimeout(f"trial_timeout exceeded waiting for another process to build {key[:12]}") from None
+                    time.sleep(0.2)
+            try:
+                yield not (self.entry(key) / "manifest.json").is_file()
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _discard(self, entry: Path) -> None:
         self.hasher.forget(entry)

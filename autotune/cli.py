@@ -86,6 +86,8 @@ def run(
     timeout: Annotated[float | None, typer.Option("--timeout", help="Stop starting trials after S seconds.")] = None,
     storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL (default: SQLite under the output folder).")] = None,
     fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop the study at the first failed trial.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Trials at once, in separate processes sharing the cache "
+                                      "and the study (the cores are divided between them).")] = 1,
 ) -> None:
     """Run a config: the passes once (search_strategy: false) or an Optuna study."""
     from autotune.api import run as run_api
@@ -95,7 +97,8 @@ def run(
         cfg = _load(config)
         setup_logging(cfg.engine.log_severity_level)
         with RichObserver() as observer:
-            result = run_api(cfg, n_trials=n_trials, timeout=timeout, storage=storage, fail_fast=fail_fast, observer=observer)
+            result = run_api(cfg, n_trials=n_trials, timeout=timeout, storage=storage, fail_fast=fail_fast, observer=observer,
+                             jobs=jobs)
     except UserError as exc:
         _fail(exc)
     except KeyboardInterrupt:

@@ -148,3 +148,17 @@ def _values_text(distribution: Any) -> str:
     if choices is not None:
         return "[" + ", ".join(str(c) for c in choices) + "]"
     return f"[{distribution.low}, {distribution.high}]"
+
+
+def interleave_prefixes(points: list[dict[str, Any]], slots: list[Slot]) -> list[dict[str, Any]]:
+    """The grid reordered so that consecutive points differ in the earliest pass they vary: parallel
+    jobs (``run --jobs``) then start on different fine-tunes instead of waiting for one another's."""
+    for slot in slots:
+        prefix = (slot.prefix if isinstance(slot, Step) else slot.name) + "."
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for point in points:
+            groups.setdefault(tuple(sorted((k, v) for k, v in point.items() if k.startswith(prefix))), []).append(point)
+        if len(groups) > 1:
+            queues = list(groups.values())
+            return [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
+    return points

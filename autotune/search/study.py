@@ -30,7 +30,7 @@ from autotune.records import (
     write_meta,
 )
 from autotune.search.objectives import ConstraintsFunc, objectives_from
-from autotune.search.sampling import check_space_against_study, grid_points, space_size
+from autotune.search.sampling import check_space_against_study, grid_points, interleave_prefixes, space_size
 from autotune.search.stopping import Duplicates, StopRules, StudyProgress
 from autotune.search.storage import default_storage, open_storage, redact_url, safe_name
 from autotune.search.trial import INTERRUPTED, TrialRunner
@@ -49,13 +49,16 @@ def stored_config(cfg: Any) -> dict[str, Any]:
     return data
 
 
-def make_sampler(cfg: Any, slots: list[Any], n_bounds: int) -> tuple[Any, list[dict[str, Any]]]:
-    """The Optuna sampler for ``engine.search_strategy.sampler`` and any points to enqueue first."""
+def make_sampler(cfg: Any, slots: list[Any], n_bounds: int, *, job: int = 0) -> tuple[Any, list[dict[str, Any]]]:
+    """The Optuna sampler for ``engine.search_strategy.sampler`` and any points to enqueue first.
+    ``job`` k > 0 (``run --jobs``) offsets the seed, so parallel jobs do not propose the same points."""
     import optuna
 
     strategy = cfg.engine.search_strategy
     if strategy is None:  # a single run: one fixed point, nothing to sample
         return optuna.samplers.RandomSampler(seed=0), []
+    if job:
+        strategy = strategy.model_copy(update={"seed": strategy.seed + 1009 * job})
     name = strategy.sampler
     constraints = ConstraintsFunc(n_bounds) if n_bounds else None
     if name == "auto":
@@ -125,7 +128,7 @@ def fail_dead_owners(study: Any) -> list[int]:
 class Study:
     """One config's study: its meta, sampler, stopping rules and trial loop."""
 
-    def __init__(self, ctx: Any, *, storage: str | None = None, fail_fast: bool = False) -> None:
+    def __init__(self, ctx: Any, *, storage: str | None = None, fail_fast: bool = False, jobs: int = 1) -> None:
         import warnings
 
         import optuna
@@ -138,6 +141,7 @@ class Study:
         self.cfg = ctx.config
         self.mode = "search" if self.cfg.engine.search_strategy is not None else "single"
         self.fail_fast = fail_fast
+        self.jobs = jobs  # processes running this study's trials at once on this machine (run --jobs)
         self.storage_url = storage or self.cfg.engine.storage or ""  # "" -> SQLite under output_dir, once inputs are checked
         self.name = safe_name(self.cfg.engine.study_name or self.cfg.engine.output_dir.name)
         if self.storage_url:  # a bad URL is refused before any work
@@ -237,6 +241,8 @@ class Study:
             config=stored_config(self.cfg), provider=self.cfg.engine.provider, versions=environment(),
             device=device_info(self.ctx.pipeline.device), grid_enqueued=bool(previous and previous.grid_enqueued),
         )
+        if enqueue and self.jobs > 1:
+            enqueue = interleave_prefixes(enqueue, self.ctx.pipeline.slots)
         if enqueue:
             # Every grid point no trial holds yet: a second worker finds them queued, and a grid that
             # grew (a value added to a list) gets its new points (skip_if_exists: none twice).
@@ -249,6 +255,22 @@ class Study:
         self.grid = enqueue or None
         fail_dead_owners(study)
         requeue_interrupted(study)
+        self.study = study
+        return study
+
+    def join(self, *, job: int) -> Any:
+        """Join the study another process of this run prepared (``run --jobs``): its objectives, bounds
+        and baseline as stored, nothing measured again; ``job`` offsets the sampler's seed."""
+        import optuna
+
+        from autotune.evaluation.goals import Bound
+
+        study = optuna.load_study(study_name=self.name, storage=self.storage)
+        self.meta = read_meta(study)
+        self.bounds = [Bound(metric=b.metric, value=b.value, higher_is_better=b.higher_is_better, goal=b.goal)
+                       for b in self.meta.bounds]
+        study.sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds), job=job)
+        self.grid = enqueue or None
         self.study = study
         return study
 

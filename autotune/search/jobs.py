@@ -1,0 +1,131 @@
+"""``run --jobs N``: N trials at once on one machine, in separate processes.
+
+The run's own process prepares the study (meta, baseline, grid queue) and runs trials itself; N-1
+more processes join that study and run trials beside it. They share the storage (a queued trial is
+taken by one process only) and the cache folder (an entry is built by one process; the others wait
+for it, see :meth:`autotune.cache.Cache.claim`). The machine's cores are divided between the jobs.
+Selection, export and the report run once, in the run's process, after every job has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from typing import Any
+
+from autotune.errors import ConfigError
+
+__all__ = ["Jobs", "check_jobs", "split_trials", "threads_per_job"]
+
+log = logging.getLogger("autotune")
+
+
+def check_jobs(jobs: int, *, search: bool) -> None:
+    if jobs < 1:
+        raise ConfigError("--jobs", f"expected a number of parallel trials >= 1, got {jobs}")
+    if jobs > 1 and not search:
+        raise ConfigError("--jobs", "a single run (search_strategy: false) has one trial; --jobs applies to a search")
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_job(jobs: int) -> int:
+    """Each job's share of the cores (at least one): N jobs of all cores each would oversubscribe."""
+    return max(1, usable_cpus() // jobs)
+
+
+def split_trials(n_trials: int | None, jobs: int) -> list[int | None]:
+    """``--n-trials`` divided between the jobs (the total stays what the user asked); None: no limit."""
+    if n_trials is None:
+        return [None] * jobs
+    return [n_trials // jobs + (1 if i < n_trials % jobs else 0) for i in range(jobs)]
+
+
+def limit_threads(threads: int) -> int:
+    """Give this process ``threads`` threads (torch now, and the variables its child processes read);
+    returns torch's previous count, to restore with a second call."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return previous
+
+
+def _job_main(config: Any, *, storage_url: str, job: int, n_trials: int | None, timeout: float | None,
+              fail_fast: bool, threads: int) -> None:
+    """One extra job: join the prepared study and run trials until a stopping rule says stop."""
+    from autotune.errors import UserError
+    from autotune.logging_setup import OLIVE_SEVERITY, go_offline, quiet_known_warnings
+
+    go_offline()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"[job {job + 1}] %(message)s"))
+    root = logging.getLogger("autotune")
+    root.handlers[:] = [handler]
+    root.setLevel(OLIVE_SEVERITY.get(config.engine.log_severity_level, logging.INFO))
+    root.propagate = False
+    for noisy in ("transformers", "datasets", "peft", "onnxruntime", "optuna", "accelerate", "torch"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    quiet_known_warnings()
+    limit_threads(threads)
+
+    from autotune.context import RunContext
+    from autotune.search.study import Study
+
+    try:
+        study = Study(RunContext(config), storage=storage_url, fail_fast=fail_fast)
+        study.join(job=job)
+        study.optimize(n_trials=n_trials, timeout=timeout)
+    except UserError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C reaches every job: the cut trial is recorded and queued again
+        sys.exit(130)
+
+
+class Jobs:
+    """The extra jobs of a run: started after the study is prepared, waited for before it finishes."""
+
+    def __init__(self, config: Any, *, storage_url: str, jobs: int, n_trials: list[int | None], timeout: float | None,
+                 fail_fast: bool) -> None:
+        self.threads = threads_per_job(jobs)
+        context = multiprocessing.get_context("spawn")  # fork would copy the parent's torch threads and locks
+        self.procs = [
+            context.Process(target=_job_main, name=f"autotune-job-{job + 1}", args=(config,),
+                            kwargs={"storage_url": storage_url, "job": job, "n_trials": n_trials[job], "timeout": timeout,
+                                    "fail_fast": fail_fast, "threads": self.threads})
+            for job in range(1, jobs) if n_trials[job] != 0
+        ]
+
+    def start(self) -> None:
+        for proc in self.procs:
+            proc.start()
+        if self.procs:
+            log.info("%d more job(s) started (pids %s), %d thread(s) each", len(self.procs),
+                     [p.pid for p in self.procs], self.threads)
+
+    def wait(self) -> list[str]:
+        """Wait for every job; what went wrong in any, one line each."""
+        problems = []
+        for proc in self.procs:
+            while proc.is_alive():
+                proc.join(timeout=0.5)
+            if proc.exitcode not in (0, None):
+                problems.append(f"{proc.name} (pid {proc.pid}) ended with exit code {proc.exitcode}")
+        return problems
+
+    def stop(self) -> None:
+        """After a Ctrl-C or an error in the run's process: give the jobs a moment to record their
+        cut trials, then end them."""
+        deadline = time.monotonic() + 30
+        for proc in self.procs:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.terminate()
