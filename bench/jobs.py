@@ -36,7 +36,8 @@ def run_side(model: str, work: Path, jobs: int) -> dict[str, Any]:
         raise RuntimeError(f"autotune run --jobs {jobs} failed ({proc.returncode}); see {work / 'stderr.log'}")
     study = optuna.load_study(study_name="out", storage=f"sqlite:///{work / 'out' / 'study.db'}")
     records = [t.user_attrs["autotune_record"] for t in study.trials]
-    return {"seconds": seconds, "trials": len(records),
+    return {"seconds": seconds, "trials": sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE),
+            "duplicates": sum(1 for r in records if r.get("duplicate_of") is not None),
             "fine_tunes": sum(1 for r in records for p in r["passes"] if p["name"] == "lora" and not p["cache_hit"]),
             "owners": len({r["owner"]["pid"] for r in records if r.get("owner")}),
             "trial_seconds": sum(r["seconds"] for r in records)}
@@ -65,12 +66,15 @@ def main() -> None:
         f"baseline off; each side `autotune run --jobs J` in a fresh cache, {args.repeats} repeat(s), order alternating. "
         f"Usable cores: {report.data['machine']['cpus_usable']}; with --jobs {args.jobs} each job gets cores / {args.jobs} threads."))
     last = runs[-1]
+    columns = ["trials", "duplicates", "fine_tunes", "owners", "trial_seconds"]
     report.section("Result", common.table(
-        ["", "wall s", "trials", "fine-tunes that ran", "processes that ran trials", "trials' own s (summed)"],
-        [["--jobs 1", one, last[1]["trials"], last[1]["fine_tunes"], last[1]["owners"], last[1]["trial_seconds"]],
-         [f"--jobs {args.jobs}", many, last[args.jobs]["trials"], last[args.jobs]["fine_tunes"], last[args.jobs]["owners"],
-          last[args.jobs]["trial_seconds"]],
-         [f"ratio --jobs {args.jobs} / --jobs 1", ratio, "", "", "", ""]]))
+        ["", "wall s", "trials completed", "duplicates pruned", "fine-tunes that ran", "processes that ran trials",
+         "trials' own s (summed)"],
+        [["--jobs 1", one, *(last[1][c] for c in columns)],
+         [f"--jobs {args.jobs}", many, *(last[args.jobs][c] for c in columns)],
+         [f"ratio --jobs {args.jobs} / --jobs 1", ratio, "", "", "", "", ""]]) + (
+        "\n\nA duplicate is a job that found the grid's queue empty while the other's last trial ran: its sampled "
+        "point is pruned as a duplicate and the study stops (not counted against --n-trials or max_samples)."))
     report.write()
 
 
