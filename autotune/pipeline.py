@@ -7,10 +7,14 @@ and only the passes after it run: trials that share fine-tune parameters fine-tu
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
+import gc
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -253,8 +257,40 @@ class Pipeline:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            release_memory()
         if self.config.engine.cache_max_gb:
             self.cache.evict(int(self.config.engine.cache_max_gb * 1e9))
+
+
+def release_memory() -> None:
+    """Hand back what a pass that just ran left behind, before the next one starts.
+
+    Passes run in this process, one after the other. A pass's models are held by reference cycles
+    (the training callback's closure and peft's wrappers hold the trained model; the builder's ONNX
+    graph holds the weights it read), which only a full collection frees; and glibc keeps freed heap
+    pages (the training activations) resident until told to return them. Without both, the trained
+    model and the training heap (1.3 GB for SmolLM2-135M) stayed resident under the merge and the
+    build, whose own peaks stacked on top: 2.62 GB where the LoRA pass alone peaks at 2.23 GB.
+    Costs ~0.35 s (the full collection).
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")  # only if a pass imported it (importing it here would cost, not free)
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()  # cached GPU blocks of a GPU training, back to the driver
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (another libc, another OS: nothing to call)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and others have no libc.so.6 / no malloc_trim
+        return None
 
 
 def check_input_model(config: RunConfig) -> None:
@@ -303,6 +339,7 @@ def resolve_input_model(config: RunConfig, cache: Cache) -> ModelHandle:
         with cache.put(key, {"pass": "GGUFImport", "source": str(gguf), "kind": "hf"}) as output:
             convert_gguf(gguf, output, trust_remote_code=spec.trust_remote_code)
         log.info("converted %s to safetensors in %.1f s (cached)", gguf.name, time.perf_counter() - began)
+        release_memory()  # the dequantized model, before the first pass loads its own
         got = cache.get(key)
         assert got is not None
     return ModelHandle(kind="hf", path=got[0], key=key)
