@@ -57,6 +57,7 @@ def run(
         all_threads = limit_threads(extra.threads)
         extra.start()
         try:
+            extra.wait_ready()
             if shares[0] != 0:
                 study.optimize(n_trials=shares[0], timeout=timeout)
         except BaseException:

@@ -59,7 +59,7 @@ def limit_threads(threads: int) -> int:
 
 
 def _job_main(config: Any, *, storage_url: str, job: int, n_trials: int | None, timeout: float | None,
-              fail_fast: bool, threads: int) -> None:
+              fail_fast: bool, threads: int, ready: Any) -> None:
     """One extra job: join the prepared study and run trials until a stopping rule says stop."""
     from autotune.errors import UserError
     from autotune.logging_setup import OLIVE_SEVERITY, go_offline, quiet_known_warnings
@@ -82,6 +82,7 @@ def _job_main(config: Any, *, storage_url: str, job: int, n_trials: int | None, 
     try:
         study = Study(RunContext(config), storage=storage_url, fail_fast=fail_fast)
         study.join(job=job)
+        ready.set()
         study.optimize(n_trials=n_trials, timeout=timeout)
     except UserError as exc:
         log.error("%s", exc)
@@ -97,11 +98,13 @@ class Jobs:
                  fail_fast: bool) -> None:
         self.threads = threads_per_job(jobs)
         context = multiprocessing.get_context("spawn")  # fork would copy the parent's torch threads and locks
+        wanted = [job for job in range(1, jobs) if n_trials[job] != 0]
+        self.ready = [context.Event() for _ in wanted]
         self.procs = [
             context.Process(target=_job_main, name=f"autotune-job-{job + 1}", args=(config,),
                             kwargs={"storage_url": storage_url, "job": job, "n_trials": n_trials[job], "timeout": timeout,
-                                    "fail_fast": fail_fast, "threads": self.threads})
-            for job in range(1, jobs) if n_trials[job] != 0
+                                    "fail_fast": fail_fast, "threads": self.threads, "ready": ready})
+            for job, ready in zip(wanted, self.ready)
         ]
 
     def start(self) -> None:
@@ -110,6 +113,14 @@ class Jobs:
         if self.procs:
             log.info("%d more job(s) started (pids %s), %d thread(s) each", len(self.procs),
                      [p.pid for p in self.procs], self.threads)
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Until every job has joined the study (its imports and data take seconds): the jobs then take
+        their first trials together instead of this process running the queue alone meanwhile."""
+        deadline = time.monotonic() + timeout
+        for proc, ready in zip(self.procs, self.ready):
+            while not ready.wait(0.2) and proc.is_alive() and time.monotonic() < deadline:
+                pass
 
     def wait(self) -> list[str]:
         """Wait for every job; what went wrong in any, one line each."""
