@@ -11,8 +11,9 @@ import logging
 import statistics
 from typing import Any
 
+from autotune.errors import UserError
 from autotune.evaluation.base import EvalModel
-from autotune.records import MetricValue, StudyView, TrialRecord, write_final
+from autotune.records import MetricValue, StudyView, TrialRecord, write_final, write_final_baseline
 
 __all__ = ["evaluate_test", "remeasure_latency"]
 
@@ -28,38 +29,72 @@ def _model(ctx: Any, record: TrialRecord, rebuild: Any) -> EvalModel | None:
     return EvalModel.from_folder(got[0], key=record.model_key) if got is not None else None
 
 
+def _baseline_model(view: StudyView, ctx: Any) -> EvalModel | None:
+    """The like-for-like baseline (the input model as fp32 ONNX), when the study measured one."""
+    if view.meta.baseline_kind != "onnx-fp32" or not view.meta.baseline:
+        return None
+    try:
+        built = ctx.pipeline.run_baseline_build().model  # a cache hit, unless evicted
+    except UserError as exc:  # e.g. the input model is not on this machine: its first value stays
+        log.warning("baseline latency not re-measured: %s", exc)
+        return None
+    return EvalModel(path=built.path, kind=built.kind, key=built.key)
+
+
 def remeasure_latency(view: StudyView, ctx: Any, records: list[TrialRecord], *, rounds: int, rebuild: Any = None) -> None:
-    """Re-measure every latency metric of ``records`` in ``rounds`` interleaved rounds (fresh, uncached);
-    the median of the rounds replaces the first value in selection, the rounds and spread are kept."""
+    """Re-measure every latency metric of ``records`` and of the baseline in ``rounds`` interleaved rounds
+    (fresh, uncached); the median of the rounds replaces the first value in selection and in every ratio
+    to the baseline; the rounds, the spread and the first value are kept."""
+    # One trial has nothing to be ranked against; its study (like a single run) keeps its first values.
     if rounds <= 0 or len(records) < 2 or ctx.config.engine.evaluator is None:
         return
     evaluator = ctx.evaluator(use_cache=False)
     latency = {s.metric_index for s in evaluator.specs if s.kind == "latency"}
     if not latency:
         return
-    models = [(r, _model(ctx, r, rebuild)) for r in records]
+    models: list[tuple[TrialRecord | None, EvalModel | None]] = [(r, _model(ctx, r, rebuild)) for r in records]
+    models.append((None, _baseline_model(view, ctx)))  # None: the baseline
     models = [(r, m) for r, m in models if m is not None]
-    log.info("re-measuring the latency of %d Pareto trial(s), %d rounds interleaved", len(models), rounds)
-    values: dict[int, dict[str, list[MetricValue]]] = {r.number: {} for r, _ in models}
+    log.info("re-measuring the latency of %d Pareto trial(s)%s, %d rounds interleaved", sum(1 for r, _ in models if r),
+             " and the baseline" if any(r is None for r, _ in models) else "", rounds)
+    values: dict[int | None, dict[str, list[MetricValue]]] = {(r.number if r else None): {} for r, _ in models}
     for _ in range(rounds):
         for record, model in models:
+            assert model is not None
             for key, metric in evaluator.evaluate(model, only=latency).items():
-                values[record.number].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
+                values[record.number if record else None].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
     for record, _ in models:
-        remeasured = {}
-        for key, measured in values[record.number].items():
-            rounds_values = [m.value for m in measured]
-            median = statistics.median(rounds_values)
-            spread = max(rounds_values) - min(rounds_values)
-            first = measured[0]
-            noisy = bool(median) and spread > NOISY_SPREAD * median
-            flag = f"re-measured spread {spread:.3g} {first.unit} over {rounds} rounds" if noisy else None
-            remeasured[key] = first.model_copy(update={
-                "value": median, "flag": flag or first.flag,
-                "details": {**first.details, "rounds": rounds_values, "spread": spread, "interleaved": True,
-                            "first_value": record.metrics[key].value if key in record.metrics else None}})
-        record.remeasured = remeasured
-        write_final(view.study, record.number, remeasured=remeasured)
+        first_values = record.metrics if record is not None else view.meta.baseline
+        remeasured = _medians(values[record.number if record else None], first_values, rounds)
+        if record is None:
+            view.meta.baseline.update({k: v for k, v in remeasured.items() if k in view.meta.baseline})
+            write_final_baseline(view.study, remeasured)
+        else:
+            record.remeasured = remeasured
+            write_final(view.study, record.number, remeasured=remeasured)
+
+
+def _first_value(metric: MetricValue | None) -> float | None:
+    """The value measured first (during the study), also when ``metric`` was itself re-measured before."""
+    if metric is None:
+        return None
+    return metric.details.get("first_value", metric.value) if metric.details.get("interleaved") else metric.value
+
+
+def _medians(values: dict[str, list[MetricValue]], first_values: dict[str, MetricValue], rounds: int) -> dict[str, MetricValue]:
+    remeasured = {}
+    for key, measured in values.items():
+        rounds_values = [m.value for m in measured]
+        median = statistics.median(rounds_values)
+        spread = max(rounds_values) - min(rounds_values)
+        first = measured[0]
+        noisy = bool(median) and spread > NOISY_SPREAD * median
+        flag = f"re-measured spread {spread:.3g} {first.unit} over {rounds} rounds" if noisy else None
+        remeasured[key] = first.model_copy(update={
+            "value": median, "flag": flag or first.flag,
+            "details": {**first.details, "rounds": rounds_values, "spread": spread, "interleaved": True,
+                        "first_value": _first_value(first_values.get(key))}})
+    return remeasured
 
 
 def evaluate_test(view: StudyView, ctx: Any, records: list[TrialRecord], *, rebuild: Any = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from autotune.selection import paired_difference, select
 from tests.search.test_study import EVALUATOR, study_config
 
 ACC, SIZE = "accuracy-accuracy", "footprint-size_mb"
+LAT = "latency-decode_ms_per_token_p50"
 
 
 def split_config(model: Path, data: Path, root: Path) -> dict[str, Any]:
@@ -159,3 +161,26 @@ def test_the_card_is_a_deployment_document_whose_snippet_gives_the_evaluator_ans
     prompt, _ = encode_example(tok, usage["prompt_template"].format(phrase=usage["example"]), None, max_len=64)
     (scores, _), = backend.score_labels([prompt], answers)
     assert printed.stdout.strip() == labels[max(range(len(labels)), key=scores.__getitem__)]
+
+
+def test_the_baseline_latency_is_re_measured_in_the_pareto_rounds(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    # A ratio to the baseline must compare measurements of the same rounds: the baseline was measured
+    # once, at the study's start, under whatever load the machine had then.
+    from autotune.config.loader import load_config
+    from autotune.context import RunContext
+    from autotune.records import META_ATTR
+    from autotune.search.final import remeasure_latency
+
+    config = study_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["r"] = 2
+    config["engine"].update({"pytorch_reference": False, "selection": {"remeasure_rounds": 0}})
+    autotune.run(config)
+    study = optuna.load_study(study_name="out", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}")
+    view = StudyView.load(study)
+    assert "interleaved" not in view.baseline[LAT].details  # rounds 0: the first values stand
+    remeasure_latency(view, RunContext(load_config(config)), view.records, rounds=2)  # both trials, as finish does a front
+    first = study.user_attrs[META_ATTR]["baseline"][LAT]["value"]  # as measured at the start, never overwritten
+    baseline = StudyView.load(study).baseline[LAT]
+    assert baseline.details["interleaved"] and len(baseline.details["rounds"]) == 2
+    assert baseline.details["first_value"] == first
+    assert baseline.value == statistics.median(baseline.details["rounds"])
