@@ -117,11 +117,13 @@ def routed_loggers(names: Iterable[str], sink: TextIO, level: int = logging.INFO
             logger.propagate = propagate
 
 
-def setup_logging(level: int = 1) -> None:
+def setup_logging(level: int = 1, *, prefix: str = "") -> None:
+    """autotune's console logging at Olive's severity ``level``; ``prefix`` marks each line (a parallel
+    job's, e.g. ``[job 2] ``)."""
     from rich.logging import RichHandler
 
     handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(logging.Formatter(f"{prefix}%(message)s"))
     root = logging.getLogger("autotune")
     root.handlers[:] = [handler]
     root.setLevel(OLIVE_SEVERITY.get(level, logging.INFO))

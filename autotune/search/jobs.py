@@ -18,7 +18,7 @@ from typing import Any
 
 from autotune.errors import ConfigError
 
-__all__ = ["Jobs", "check_jobs", "split_trials", "threads_per_job"]
+__all__ = ["Jobs", "check_jobs", "optimize_in_jobs", "split_trials", "threads_per_job"]
 
 log = logging.getLogger("autotune")
 
@@ -62,18 +62,10 @@ def _job_main(config: Any, *, storage_url: str, job: int, n_trials: int | None, 
               fail_fast: bool, threads: int, ready: Any) -> None:
     """One extra job: join the prepared study and run trials until a stopping rule says stop."""
     from autotune.errors import UserError
-    from autotune.logging_setup import OLIVE_SEVERITY, go_offline, quiet_known_warnings
+    from autotune.logging_setup import go_offline, setup_logging
 
     go_offline()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"[job {job + 1}] %(message)s"))
-    root = logging.getLogger("autotune")
-    root.handlers[:] = [handler]
-    root.setLevel(OLIVE_SEVERITY.get(config.engine.log_severity_level, logging.INFO))
-    root.propagate = False
-    for noisy in ("transformers", "datasets", "peft", "onnxruntime", "optuna", "accelerate", "torch"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    quiet_known_warnings()
+    setup_logging(config.engine.log_severity_level, prefix=f"[job {job + 1}] ")
     limit_threads(threads)
 
     from autotune.context import RunContext
@@ -140,3 +132,27 @@ class Jobs:
             proc.join(timeout=max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.terminate()
+
+
+def optimize_in_jobs(study: Any, *, jobs: int, n_trials: int | None, timeout: float | None, fail_fast: bool) -> None:
+    """Run the prepared ``study``'s trials in this process and ``jobs`` - 1 more; returns when all have ended."""
+    cfg = study.cfg
+    if any(o.kind == "latency" for o in study.meta.objectives):
+        log.warning("--jobs %d: latency measured while trials share the cores is noisy; the Pareto set's latency is "
+                    "measured again, alone, before selection (engine.selection.remeasure_rounds: %d)", jobs,
+                    cfg.engine.selection.remeasure_rounds)
+    shares = split_trials(n_trials, jobs)
+    extra = Jobs(cfg, storage_url=study.storage_url, jobs=jobs, n_trials=shares, timeout=timeout, fail_fast=fail_fast)
+    all_threads = limit_threads(extra.threads)
+    extra.start()
+    try:
+        extra.wait_ready()
+        if shares[0] != 0:
+            study.optimize(n_trials=shares[0], timeout=timeout)
+    except BaseException:
+        extra.stop()
+        raise
+    finally:
+        limit_threads(all_threads)  # selection re-measures latency alone, with every core
+    for problem in extra.wait():
+        log.warning("%s; its trials are recorded in the study (see logs/)", problem)

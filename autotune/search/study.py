@@ -217,12 +217,9 @@ class Study:
         and baseline as stored, nothing measured again; ``job`` offsets the sampler's seed."""
         import optuna
 
-        from autotune.evaluation.goals import Bound
-
         study = optuna.load_study(study_name=self.name, storage=self.storage)
         self.meta = read_meta(study)
-        self.bounds = [Bound(metric=b.metric, value=b.value, higher_is_better=b.higher_is_better, goal=b.goal)
-                       for b in self.meta.bounds]
+        self.bounds = [Bound(**b.model_dump()) for b in self.meta.bounds]
         study.sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds), job=job)
         self.grid = enqueue or None
         self.study = study
