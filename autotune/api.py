@@ -34,7 +34,7 @@ def run(
 
     from autotune.finish import finish
     from autotune.records import StudyView
-    from autotune.search.jobs import Jobs, check_jobs, limit_threads, split_trials
+    from autotune.search.jobs import check_jobs, optimize_in_jobs
     from autotune.search.storage import redact_url
     from autotune.search.study import Study
 
@@ -47,26 +47,7 @@ def run(
     if jobs == 1:
         study.optimize(n_trials=n_trials, timeout=timeout)
     else:
-        if any(o.kind == "latency" for o in study.meta.objectives):
-            logging.getLogger("autotune").warning(
-                "--jobs %d: latency measured while trials share the cores is noisy; the Pareto set's latency is "
-                "measured again, alone, before selection (engine.selection.remeasure_rounds: %d)", jobs,
-                cfg.engine.selection.remeasure_rounds)
-        shares = split_trials(n_trials, jobs)
-        extra = Jobs(cfg, storage_url=study.storage_url, jobs=jobs, n_trials=shares, timeout=timeout, fail_fast=fail_fast)
-        all_threads = limit_threads(extra.threads)
-        extra.start()
-        try:
-            extra.wait_ready()
-            if shares[0] != 0:
-                study.optimize(n_trials=shares[0], timeout=timeout)
-        except BaseException:
-            extra.stop()
-            raise
-        finally:
-            limit_threads(all_threads)  # selection re-measures latency alone, with every core
-        for problem in extra.wait():
-            logging.getLogger("autotune").warning("%s; its trials are recorded in the study (see logs/)", problem)
+        optimize_in_jobs(study, jobs=jobs, n_trials=n_trials, timeout=timeout, fail_fast=fail_fast)
     result = finish(StudyView.load(study.study), ctx=ctx, storage_url=study.storage_url, output_dir=cfg.engine.output_dir)
     result.stopped_by = study.stopped_by
     return result

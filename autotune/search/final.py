@@ -52,26 +52,30 @@ def remeasure_latency(view: StudyView, ctx: Any, records: list[TrialRecord], *, 
     latency = {s.metric_index for s in evaluator.specs if s.kind == "latency"}
     if not latency:
         return
-    models: list[tuple[TrialRecord | None, EvalModel | None]] = [(r, _model(ctx, r, rebuild)) for r in records]
-    models.append((None, _baseline_model(view, ctx)))  # None: the baseline
-    models = [(r, m) for r, m in models if m is not None]
-    log.info("re-measuring the latency of %d Pareto trial(s)%s, %d rounds interleaved", sum(1 for r, _ in models if r),
-             " and the baseline" if any(r is None for r, _ in models) else "", rounds)
-    values: dict[int | None, dict[str, list[MetricValue]]] = {(r.number if r else None): {} for r, _ in models}
+    # (trial number, or None for the baseline; its record; its model), for those whose model is at hand
+    entries: list[tuple[int | None, TrialRecord | None, EvalModel]] = []
+    for record in records:
+        model = _model(ctx, record, rebuild)
+        if model is not None:
+            entries.append((record.number, record, model))
+    baseline = _baseline_model(view, ctx)
+    if baseline is not None:
+        entries.append((None, None, baseline))
+    log.info("re-measuring the latency of %d Pareto trial(s)%s, %d rounds interleaved", len(entries) - (baseline is not None),
+             " and the baseline" if baseline is not None else "", rounds)
+    values: dict[int | None, dict[str, list[MetricValue]]] = {number: {} for number, _, _ in entries}
     for _ in range(rounds):
-        for record, model in models:
-            assert model is not None
+        for number, _, model in entries:
             for key, metric in evaluator.evaluate(model, only=latency).items():
-                values[record.number if record else None].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
-    for record, _ in models:
-        first_values = record.metrics if record is not None else view.meta.baseline
-        remeasured = _medians(values[record.number if record else None], first_values, rounds)
+                values[number].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
+    for number, record, _ in entries:
         if record is None:
+            remeasured = _medians(values[number], view.meta.baseline, rounds)
             view.meta.baseline.update({k: v for k, v in remeasured.items() if k in view.meta.baseline})
             write_final_baseline(view.study, remeasured)
         else:
-            record.remeasured = remeasured
-            write_final(view.study, record.number, remeasured=remeasured)
+            record.remeasured = _medians(values[number], record.metrics, rounds)
+            write_final(view.study, record.number, remeasured=record.remeasured)
 
 
 def _first_value(metric: MetricValue | None) -> float | None:
