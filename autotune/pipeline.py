@@ -126,7 +126,7 @@ class Pipeline:
             payload: dict[str, Any] = {"parent": parent, "pass": step.pass_cls.type_name, "params": params.resolved()}
             if step.pass_cls.provider_in_key:
                 payload["provider"] = self.config.engine.provider
-            if step.pass_cls.uses_data and step.data_name:
+            if step.data_name and step.pass_cls().reads_data(params):
                 payload["data"] = self.data(step.data_name).key
             if step.pass_cls.device_in_key:
                 runtime = step.pass_cls().device_key(params, self.device)
@@ -238,7 +238,7 @@ class Pipeline:
         ctx = PassContext(
             provider=self.config.engine.provider,
             work_dir=work,
-            data=self.data(step.data_name) if step.data_name else None,
+            data=self.data(step.data_name) if step.data_name and step.pass_cls().reads_data(params) else None,
             trust_remote_code=self.config.input_model.trust_remote_code,
             report_intermediate=report_intermediate,
             progress=self.observer.training_step,

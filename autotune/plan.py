@@ -73,6 +73,10 @@ def build_step(name: str, ptype: str, raw: dict[str, Any], origin: str, config: 
     if pass_cls.uses_data:
         data_name = resolve_data_name(config, fixed.get("train_data_config"), where=f"{origin}.train_data_config",
                                       missing="name the data config to train on")
+    elif pass_cls.may_use_data and (fixed.get("train_data_config") or len(config.data_configs) == 1):
+        data_name = resolve_data_name(config, fixed.get("train_data_config"), where=f"{origin}.train_data_config",
+                                      missing="name the data config to calibrate on")
+        fixed["train_data_config"] = data_name  # the params know calibration data is at hand (data-aware defaults)
     return Step(name=name, pass_cls=pass_cls, fixed=fixed, space=space, origin=origin, user_keys=user_keys, data_name=data_name)
 
 

@@ -107,6 +107,9 @@ class Pass(ABC):
     accepts: ClassVar[tuple[str, ...]] = ("hf",)
     output_kind: ClassVar[str] = "hf"
     uses_data: ClassVar[bool] = False
+    # A pass that reads data only for some settings (the builder's int4 calibrated by GPTQ): the plan
+    # resolves its data config when one is at hand, and :meth:`reads_data` says whether it is read.
+    may_use_data: ClassVar[bool] = False
     provider_in_key: ClassVar[bool] = False
     # Whether the output depends on the device the pass runs on (training: GPU and CPU numerics differ).
     device_in_key: ClassVar[bool] = False
@@ -114,6 +117,10 @@ class Pass(ABC):
     def device_key(self, params: PassParams, device: str) -> dict[str, Any]:
         """What of the resolved ``engine.device`` enters the cache key (only when ``device_in_key``)."""
         return {"device": device}
+
+    def reads_data(self, params: PassParams) -> bool:
+        """Whether these settings read the data config (its key then enters the cache key)."""
+        return self.uses_data
 
     def check(self, params: PassParams, *, provider: str, origin: str) -> None:  # noqa: B027
         """Refuse, before any work starts, what cannot run here (raise :class:`ConfigError`)."""
