@@ -1,68 +1,126 @@
-"""Multi-fidelity evaluation: a slice of the validation rows stops a trial only when even its
-optimistic accuracy cannot reach the front; survivors get exactly the values of a full evaluation."""
+"""Multi-fidelity evaluation: a slice of the validation rows stops a trial only when even the exact
+optimistic bound of a metric with per-row outcomes cannot reach the front; a metric without an interval
+is never a pruning ground; survivors get exactly the values of a full evaluation."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 import autotune
 from autotune.config import load_config
+from autotune.config.schema import MultiFidelityConfig
 from autotune.context import RunContext
 from autotune.evaluation.base import EvalModel
 from autotune.records import ObjectiveSpec, TrialRecord
-from autotune.search.fidelity import FidelityRule, SliceStopped, front_that_dominates, optimistic_point
+from autotune.search.fidelity import ALPHA, FidelityRule, SliceStopped, exact_bound, optimistic_point, slice_rules_out
 from tests.conftest import tiny_config
 from tests.search.test_study import EVALUATOR
 
 ACC, SIZE = "acc-accuracy", "size-size_mb"
-OBJECTIVES = [ObjectiveSpec(metric=ACC, higher_is_better=True, kind="accuracy"),
-              ObjectiveSpec(metric=SIZE, higher_is_better=False, unit="MB", kind="size")]
+OBJECTIVES = [ObjectiveSpec(metric=ACC, higher_is_better=True, kind="accuracy", label="accuracy"),
+              ObjectiveSpec(metric=SIZE, higher_is_better=False, unit="MB", kind="size", label="size (MB)")]
 
 
 class Measured:
-    def __init__(self, value: float, ci_low: float | None = None, ci_high: float | None = None) -> None:
-        self.value, self.ci_low, self.ci_high = value, ci_low, ci_high
+    def __init__(self, value: float, ci_low: float | None = None, ci_high: float | None = None, correct: str | None = None) -> None:
+        self.value, self.ci_low, self.ci_high, self.n = value, ci_low, ci_high, len(correct) if correct else None
+        self.details = {} if correct is None else {"correct": correct}
+
+
+def accuracy(successes: int, rows: int) -> Measured:
+    """An accuracy slice as the accuracy evaluator returns it: value, an interval and per-row outcomes."""
+    return Measured(successes / rows, 0.0, 1.0, "1" * successes + "0" * (rows - successes))
+
+
+def size(mb: float) -> dict[str, Measured]:
+    return {SIZE: Measured(mb)}
 
 
 def front(*points: tuple[float, float]) -> list[TrialRecord]:
     return [TrialRecord(number=i, state="COMPLETE", feasible=True, objectives={ACC: a, SIZE: s}) for i, (a, s) in enumerate(points)]
 
 
-def test_the_front_never_loses_a_point_a_full_evaluation_would_have_kept() -> None:
-    current = front((0.90, 400.0), (0.70, 100.0))
-    # Full evaluation: 0.80 at 100 MB would join the front (it beats trial 1). Its slice read 0.72 with
-    # an upper bound of 0.86: optimistic (0.86, 100) is not dominated, so the trial goes on.
-    kept = optimistic_point(OBJECTIVES, {ACC: Measured(0.72, 0.58, 0.86), SIZE: Measured(100.0)})
-    assert kept == [0.86, 100.0] and front_that_dominates(kept, OBJECTIVES, current) is None
-    # Even the bound of a hopeless slice (0.55 [0.40, 0.69] at 120 MB) sits under trial 1: stopped.
-    hopeless = optimistic_point(OBJECTIVES, {ACC: Measured(0.55, 0.40, 0.69), SIZE: Measured(120.0)})
-    assert front_that_dominates(hopeless, OBJECTIVES, current).number == 1  # type: ignore[union-attr]
-    # A point cheaper than the whole front is always kept, however bad its slice.
-    cheap = optimistic_point(OBJECTIVES, {ACC: Measured(0.1, 0.0, 0.3), SIZE: Measured(50.0)})
-    assert front_that_dominates(cheap, OBJECTIVES, current) is None
-    # A data metric without an interval gives no optimistic bound: never stopped on it.
-    assert optimistic_point(OBJECTIVES, {ACC: Measured(0.5), SIZE: Measured(120.0)}) is None
+def test_the_exact_bound_matches_clopper_pearson_and_its_edges() -> None:
+    # Clopper-Pearson 97.5% one-sided bounds (scipy.stats.beta.ppf(0.975, k + 1, n - k) and ppf(0.025, k, n - k + 1)).
+    assert exact_bound(5, 30, upper=True) == pytest.approx(0.3472116988341438, abs=1e-12)
+    assert exact_bound(5, 30, upper=False) == pytest.approx(0.0564216964680715, abs=1e-12)
+    assert exact_bound(0, 30, upper=True) == pytest.approx(0.1157033082220278, abs=1e-12)
+    assert exact_bound(900, 1000, upper=True) == pytest.approx(0.91789466564442, abs=1e-12)
+    assert exact_bound(30, 30, upper=True) == 1.0 and exact_bound(0, 30, upper=False) == 0.0
+
+
+def test_a_slice_whose_optimistic_bound_reaches_the_front_goes_on_to_the_full_evaluation() -> None:
+    # 21 of 30 right (0.70): the exact upper bound is 0.85, above trial 1's 0.70 at the same size.
+    assert slice_rules_out(OBJECTIVES, costs=size(100.0), sliced={ACC: accuracy(21, 30)}, front=front((0.9, 400.0), (0.7, 100.0))) is None
+
+
+def test_a_slice_whose_optimistic_bound_is_dominated_by_a_front_point_is_pruned_with_the_reason() -> None:
+    # 12 of 30 right (0.40): the upper bound 0.59 at 120 MB sits under trial 1 (0.70 at 100 MB).
+    reason = slice_rules_out(OBJECTIVES, costs=size(120.0), sliced={ACC: accuracy(12, 30)}, front=front((0.9, 400.0), (0.7, 100.0)))
+    assert reason is not None and "first 30 validation rows" in reason and "dominated by trial 1" in reason
+    assert "accuracy 0.5" in reason and "acc-accuracy" not in reason  # labels, as in the trials table
+
+
+def test_a_trial_cheaper_than_the_whole_front_is_never_pruned_however_bad_its_slice() -> None:
+    assert slice_rules_out(OBJECTIVES, costs=size(50.0), sliced={ACC: accuracy(0, 30)}, front=front((0.9, 400.0), (0.7, 100.0))) is None
+
+
+def test_a_slice_metric_without_an_interval_or_row_outcomes_is_never_a_pruning_ground() -> None:
+    hopeless = front((1.0, 0.0))  # perfect and free: it dominates any point
+    # A custom data metric: a point value, no interval, no outcomes.
+    score = ObjectiveSpec(metric="mine-score", higher_is_better=True, kind="other")
+    assert optimistic_point([score, OBJECTIVES[1]], costs=size(10.0), sliced={"mine-score": Measured(0.0)}) is None
+    perfect = TrialRecord(number=0, state="COMPLETE", feasible=True, objectives={"mine-score": 1.0, SIZE: 0.0})
+    assert slice_rules_out([score, OBJECTIVES[1]], costs=size(10.0), sliced={"mine-score": Measured(0.0)}, front=[perfect]) is None
+    # An accuracy-kind metric without an interval (macro F1 carries the rows' outcomes, but they are not its value).
+    assert slice_rules_out(OBJECTIVES, costs=size(10.0), sliced={ACC: Measured(0.2, correct="1" * 15 + "0" * 15)}, front=hopeless) is None
+    # Outcomes whose mean is not the value are no ground either, even with an interval.
+    assert slice_rules_out(OBJECTIVES, costs=size(10.0), sliced={ACC: Measured(0.2, 0.1, 0.3, "1" * 15 + "0" * 15)}, front=hopeless) is None
+
+
+@pytest.mark.parametrize("rows", [30, 100])
+def test_false_prune_rate_in_a_binomial_simulation_is_at_most_half_alpha(rows: int) -> None:
+    """A trial exactly as good as a front point (true accuracy p, same size): a full evaluation would not
+    be dominated, so every prune is false. Over 20,000 synthetic slices per p the observed rate stays
+    within alpha/2 (2.5 %) up to Monte Carlo noise, at every p, including near 1 where Wilson's does not."""
+    rng = np.random.default_rng(0)
+    trials = 20_000
+    slack = 3 * math.sqrt(ALPHA / 2 * (1 - ALPHA / 2) / trials)
+    rates = {}
+    for p in (0.3, 0.5, 0.7, 0.8, 0.9, 0.95):
+        current = front((p, 100.0))
+        pruned_at = {k: slice_rules_out(OBJECTIVES, costs=size(100.0), sliced={ACC: accuracy(k, rows)}, front=current) is not None
+                     for k in range(rows + 1)}
+        rates[p] = float(np.mean([pruned_at[int(k)] for k in rng.binomial(rows, p, trials)]))
+    assert all(rate <= ALPHA / 2 + slack for rate in rates.values()), rates
+    assert max(rates.values()) > 0.005, rates  # the rule does prune: the bound is not vacuous
 
 
 @pytest.fixture()
-def built(tmp_path: Path, tiny_model: Path, tone_file: Path) -> tuple[RunContext, EvalModel]:
+def built(tmp_path: Path, tiny_model: Path, tone_file: Path) -> tuple[dict[str, Any], EvalModel]:
     config = tiny_config(tiny_model, tone_file, tmp_path)
     config["data_configs"][0]["eval_dataset_size"] = 90
-    size = {**EVALUATOR["metrics"][2], "name": "size", "sub_types": [{"name": "size_mb", "priority": 2}]}
-    config["evaluators"] = {"e": {"metrics": [{**EVALUATOR["metrics"][0], "name": "acc"}, size]}}
+    size_metric = {**EVALUATOR["metrics"][2], "name": "size", "sub_types": [{"name": "size_mb", "priority": 2}]}
+    config["evaluators"] = {"e": {"metrics": [{**EVALUATOR["metrics"][0], "name": "acc"}, size_metric]}}
     config["engine"].update({"evaluator": "e", "evaluate_input_model": False})
     result = autotune.run(config)
+    return config, EvalModel.from_folder(result.report_dir / "model", key=result.record.model_key)  # type: ignore[union-attr]
+
+
+def context(config: dict[str, Any]) -> RunContext:
     ctx = RunContext(load_config(config))
     ctx.preflight()
-    return ctx, EvalModel.from_folder(result.report_dir / "model", key=result.record.model_key)  # type: ignore[union-attr]
+    return ctx
 
 
-def test_survivors_get_exactly_the_full_evaluation_and_a_dominated_slice_stops(built: tuple[RunContext, EvalModel]) -> None:
-    from autotune.config.schema import MultiFidelityConfig
-
-    ctx, model = built
+def test_survivors_get_exactly_the_full_evaluation_and_a_dominated_slice_stops(built: tuple[dict[str, Any], EvalModel]) -> None:
+    config, model = built
+    ctx = context(config)
     evaluator = ctx.evaluator()
     full = evaluator.evaluate(model)
     rule = FidelityRule(ctx, evaluator, MultiFidelityConfig(first_rows=30), OBJECTIVES)
@@ -70,3 +128,21 @@ def test_survivors_get_exactly_the_full_evaluation_and_a_dominated_slice_stops(b
     assert {k: m.to_dict() for k, m in survived.items()} == {k: m.to_dict() for k, m in full.items()}
     with pytest.raises(SliceStopped, match="first 30 validation rows.*dominated by trial 0"):
         rule.evaluate(model, front((1.0, 0.0)))  # perfect and free: nothing can reach it
+
+
+CONSTANT_METRIC = "def score(model_dir, data):\n    return {'score': 0.1}\n"
+
+
+def test_a_custom_data_metric_is_never_pruned_on_its_slice_value(built: tuple[dict[str, Any], EvalModel], tmp_path: Path) -> None:
+    config, model = built
+    (tmp_path / "mine.py").write_text(CONSTANT_METRIC)
+    custom = {"name": "mine", "type": "custom", "data_config": "tones", "sub_types": [{"name": "score", "priority": 1}],
+              "user_config": {"function": f"{tmp_path / 'mine.py'}:score"}}
+    config["evaluators"]["e"]["metrics"] = [custom, config["evaluators"]["e"]["metrics"][1]]
+    ctx = context(config)
+    evaluator = ctx.evaluator()
+    objectives = [ObjectiveSpec(metric="mine-score", higher_is_better=True), OBJECTIVES[1]]
+    rule = FidelityRule(ctx, evaluator, MultiFidelityConfig(first_rows=30), objectives)
+    perfect = TrialRecord(number=0, state="COMPLETE", feasible=True, objectives={"mine-score": 1.0, SIZE: 0.0})
+    metrics = rule.evaluate(model, [perfect])  # its slice value 0.1 is dominated, but it has no interval: full evaluation
+    assert metrics["mine-score"].value == 0.1 and SIZE in metrics
