@@ -21,15 +21,19 @@ VERSION_PACKAGES = ("torch", "transformers", "peft", "optuna", "onnxruntime", "o
                     "onnxruntime-genai-cuda")
 
 
+# The distribution's name on PyPI: "autotune" there is another project, whose version must never be read as ours.
+DISTRIBUTION = "autotune-slm"
+
+
 def _versions(verbose: bool) -> list[str]:
     import importlib.metadata as md
     import platform
 
     try:
-        own = md.version("autotune")
+        own = md.version(DISTRIBUTION)
     except md.PackageNotFoundError:  # a source tree that was never installed
         from autotune import __version__ as own
-    lines = [f"autotune {own}"]
+    lines = [f"{DISTRIBUTION} {own}"]
     if verbose:
         lines.append(f"python {platform.python_version()}")
         for package in VERSION_PACKAGES:
@@ -71,8 +75,12 @@ def _load(config: Path) -> Any:
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a config without running it."""
+    from autotune.models.source import check_input_model, names_a_hub_model
+
     try:
         cfg = _load(config)
+        if names_a_hub_model(cfg.input_model):  # in the cache, or looked up on the Hub (not downloaded)
+            check_input_model(cfg, download=False)
     except UserError as exc:
         _fail(exc)
     mode = "search" if cfg.engine.search_strategy else "single run"
