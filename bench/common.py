@@ -124,10 +124,10 @@ class Report:
 
 # -- models, data and configs -----------------------------------------------------------------------
 def tiny_model() -> Path:
-    """The tests' tiny Llama (hidden 64, 2 layers), built once into results/bench/tiny-model."""
+    """The tests' tiny Llama (hidden 64, 2 layers, autotune.testing), built once into results/bench/tiny-model."""
     folder = RESULTS / "tiny-model"
     if not (folder / "config.json").is_file():
-        from tests.conftest import make_tiny_llama
+        from autotune.testing import make_tiny_llama
 
         rows = [json.loads(line) for line in TONES.read_text().splitlines() if line.strip()]
         make_tiny_llama(folder, [r["phrase"] for r in rows])

@@ -9,6 +9,11 @@ from typing import Any
 
 import pytest
 
+# The tiny model is built by the package (the benchmarks use it too, without pytest); re-exported here.
+from autotune.testing import TEMPLATE, make_tiny_llama
+
+__all__ = ["TEMPLATE", "make_tiny_llama"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -17,35 +22,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 TONES = ROOT / "configs" / "data" / "tones.jsonl"
 SHARED_TONES = ROOT.parent / "shared" / "data" / "tone-classification.jsonl"
-TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"
-
-
-def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0, tie_word_embeddings: bool = False) -> Path:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator([*texts, TEMPLATE, "joy surprise fear sadness"], trainer)
-    hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    hf_tok.save_pretrained(folder)
-    config = LlamaConfig(
-        vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-        tie_word_embeddings=tie_word_embeddings,
-    )
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    return folder
 
 
 @pytest.fixture(scope="session")

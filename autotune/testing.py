@@ -1,0 +1,45 @@
+"""A tiny Llama for tests and benchmarks: hidden 64, 2 layers, a 512-token byte-level BPE tokenizer.
+
+Random weights (seeded), so it learns nothing useful; what it gives is a real Hugging Face folder
+(safetensors, tokenizer files) that every pass and evaluator handles as it would a real model, in
+seconds on a CPU. ``tests/conftest.py`` and ``bench/common.py`` both build it from here (the
+benchmarks must not need pytest or the test tree).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["TEMPLATE", "make_tiny_llama"]
+
+# The tone data's prompt template (configs/data/tones.jsonl): its text is in the tokenizer's training set.
+TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"
+
+
+def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0, tie_word_embeddings: bool = False) -> Path:
+    """Write a tiny ``LlamaForCausalLM`` and its tokenizer (trained on ``texts``) into ``folder``; returns it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator([*texts, TEMPLATE, "joy surprise fear sadness"], trainer)
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    hf_tok.save_pretrained(folder)
+    config = LlamaConfig(
+        vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0,
+        tie_word_embeddings=tie_word_embeddings,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    return folder
