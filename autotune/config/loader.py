@@ -94,14 +94,18 @@ def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = 
 
 
 def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
+    from autotune.passes.lora import check_targets_before_running
     from autotune.plan import check_passes
 
     legacy.check_top_keys(raw)
     model = legacy.convert_input_model(raw["input_model"])
     from autotune.models.fetch import find_demo
+    from autotune.models.hub import looks_like_hub_id
 
     model_path = model.get("model_path")
-    if isinstance(model_path, str) and model_path and (not find_demo(model_path) or (base / model_path).exists()):
+    # A path that exists is a path; else an org/name id (or the demo's name) stays as written, for the Hub.
+    if isinstance(model_path, str) and model_path and (
+            (base / model_path).exists() or not (looks_like_hub_id(model_path) or find_demo(model_path))):
         model["model_path"] = _resolve(base, model_path)
     input_model = _validate_located(InputModelConfig, model)
 
@@ -170,6 +174,7 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
     )
     check_passes(config)
     _check_metrics(config, evaluator_origins)
+    check_targets_before_running(config)
     return config
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -85,20 +86,62 @@ class LoRAParams(PassParams):
         return params
 
 
+def target_matches(target: str, module_name: str) -> bool:
+    """peft's rule for a list of targets (``check_target_module_exists``): the full name or its last dotted parts."""
+    return module_name == target or module_name.endswith(f".{target}")
+
+
+def unmatched_target(targets: list[str] | str, module_names: Iterable[str]) -> str | None:
+    """The first target that matches no module name (``all-linear`` is peft's own choice: always None)."""
+    if not isinstance(targets, list):
+        return None
+    names = list(module_names)
+    return next((t for t in targets if not any(target_matches(t, name) for name in names)), None)
+
+
+def no_match_error(where: str, target: str, layers: Iterable[str]) -> ConfigError:
+    return ConfigError(where, f"'{target}' matches no module of this model (its layers with a weight matrix: {', '.join(layers)})")
+
+
 def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
     """Each LoRA target must match a module (peft silently skips one that does not while another matches)."""
-    if not isinstance(targets, list):
-        return  # "all-linear": peft's own choice
-    import torch
-
-    # peft's own matching (the full name or its last dotted parts) over every module, so that layers of
-    # other kinds peft adapts (GPT-2's Conv1D, embeddings) still count; the message lists the linear ones.
+    # peft's own matching over every module, so that layers of other kinds peft adapts (GPT-2's Conv1D,
+    # embeddings) still count; the message lists those with a weight matrix (as validate reads them).
     modules = dict(model.named_modules())
-    for target in targets:
-        if not any(name == target or name.endswith(f".{target}") for name in modules):
-            linear = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear) or type(m).__name__ == "Conv1D"]
-            leaves = sorted({name.rsplit(".", 1)[-1] for name in linear})
-            raise ConfigError(where, f"'{target}' matches no module of this model (its linear layers: {', '.join(leaves)})")
+    target = unmatched_target(targets, modules)
+    if target is not None:
+        raise no_match_error(where, target, matrix_leaves(modules))
+
+
+def matrix_leaves(modules: dict[str, Any]) -> list[str]:
+    """The last name part of every module holding a 2-D weight (linear, Conv1D, embedding layers), sorted."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in modules.items()
+                   if name and getattr(getattr(module, "weight", None), "ndim", 0) == 2})
+
+
+def check_targets_before_running(config: Any) -> None:
+    """Every LoRA/QLoRA target (each choice of a searched ``target_modules`` too) against the input
+    model's module names, read without loading its weights: the same rule as :func:`check_targets`
+    at training, so ``validate`` and the run agree. A model not on this machine yet is checked when trained."""
+    from autotune.models.module_names import local_model_file, module_names
+    from autotune.plan import all_steps, build_plan
+    from autotune.search.space import Categorical, encode_choice
+
+    steps = [s for s in all_steps(build_plan(config)) if issubclass(s.pass_cls.Params, LoRAParams)]
+    path = local_model_file(config.input_model) if steps else None
+    if path is None:
+        return
+    names = module_names(path, trust_remote_code=config.input_model.trust_remote_code)
+    for step in steps:
+        spec = step.space.get("target_modules")
+        points = [{step.key("target_modules"): encode_choice(c)} for c in spec.choices] if isinstance(spec, Categorical) else [{}]
+        for point in points:
+            params = step.params(point)
+            assert isinstance(params, LoRAParams)
+            target = unmatched_target(params.target_modules, names.names)
+            if target is not None:
+                raise no_match_error(f"{step.origin}.{step.user_keys.get('target_modules', 'target_modules')}", target,
+                                     names.matrices)
 
 
 def tokenize_rows(tokenizer: Any, data: Any, rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, list[int]]]:

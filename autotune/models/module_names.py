@@ -1,0 +1,120 @@
+"""A model's module names, read without loading its weights (for checks at ``validate``).
+
+A Hugging Face folder: the tensor names in its safetensors headers (no torch import). A GGUF file: the
+model transformers converts it into (what :mod:`autotune.models.gguf` does: the config from the GGUF's
+metadata), built on the meta device, so no weight is read or allocated.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotune.errors import ModelError
+
+__all__ = ["ModuleNames", "local_model_file", "module_names"]
+
+
+@dataclass(frozen=True)
+class ModuleNames:
+    """Every module name (dotted, as ``named_modules`` gives them) and the leaves that hold a weight matrix."""
+
+    names: frozenset[str]
+    matrices: tuple[str, ...]  # last name parts of the modules with a 2-D weight, sorted
+
+
+def local_model_file(spec: object) -> Path | None:
+    """The input model's folder or GGUF file when it is on this machine now (nothing downloaded):
+    a folder, ``gguf_file`` inside ``model_path``, or the demo model once fetched. None otherwise
+    (a missing model is the run's preflight error to report)."""
+    from autotune.models.fetch import autotune_home, find_demo
+
+    path = Path(spec.model_path)  # type: ignore[attr-defined]
+    gguf_file = spec.gguf_file  # type: ignore[attr-defined]
+    if gguf_file:
+        return path / gguf_file if (path / gguf_file).is_file() else None
+    if path.is_dir():
+        return path if (path / "config.json").is_file() else None
+    demo = find_demo(str(spec.model_path))  # type: ignore[attr-defined]
+    if demo is not None and not path.exists():
+        fetched = autotune_home() / "models" / demo.name / demo.gguf_file
+        return fetched if fetched.is_file() else None
+    return None
+
+
+def module_names(path: Path, *, trust_remote_code: bool = False) -> ModuleNames:
+    """The module names of the model at ``path`` (a safetensors folder or a GGUF file)."""
+    stat = path.stat()
+    return _cached_names(path.resolve(), stat.st_size, stat.st_mtime_ns, trust_remote_code)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_names(path: Path, _size: int, _mtime: int, trust_remote_code: bool) -> ModuleNames:
+    if path.is_dir():
+        return _folder_names(path)
+    return _gguf_names(path, trust_remote_code=trust_remote_code)
+
+
+def _parents(weight_name: str) -> list[str]:
+    """``a.b.c.weight`` -> ``a``, ``a.b``, ``a.b.c``: the modules that hold the tensor."""
+    parts = weight_name.split(".")[:-1]
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _folder_names(folder: Path) -> ModuleNames:
+    names: set[str] = set()
+    matrices: set[str] = set()
+    for file in sorted(folder.glob("*.safetensors")):
+        for tensor, info in _safetensors_header(file).items():
+            if tensor == "__metadata__" or not isinstance(info, dict):
+                continue
+            names.update(_parents(tensor))
+            if tensor.endswith(".weight") and len(info.get("shape") or []) == 2:
+                matrices.add(tensor.rsplit(".", 2)[-2])
+    # A tied output layer is saved under the input embedding's name only; the module is still there.
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if config.get("tie_word_embeddings", True) and "lm_head" not in names:
+        names.add("lm_head")
+        matrices.add("lm_head")
+    return ModuleNames(frozenset(names), tuple(sorted(matrices)))
+
+
+def _safetensors_header(file: Path) -> dict[str, object]:
+    """The JSON header of a safetensors file (tensor name -> dtype, shape, offsets)."""
+    try:
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > file.stat().st_size - 8:
+                raise ValueError("header runs past the end of the file")
+            header = json.loads(handle.read(length))
+    except (struct.error, ValueError, OSError) as exc:
+        raise ModelError(str(file), f"not a valid safetensors file: {exc}") from None
+    if not isinstance(header, dict):
+        raise ModelError(str(file), "not a valid safetensors file: its header is not a mapping")
+    return header
+
+
+def _gguf_names(file: Path, *, trust_remote_code: bool) -> ModuleNames:
+    """The modules of the model transformers converts the GGUF into (config from the GGUF's metadata,
+    read by the ``gguf`` package), built on the meta device: the names peft will match against."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from autotune.models.gguf import check_gguf
+    from autotune.passes.lora import matrix_leaves
+
+    try:  # the GGUF is parsed once here (a few seconds for a tokenizer's worth of metadata)
+        config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name, trust_remote_code=trust_remote_code)
+    except Exception:
+        check_gguf(file)  # the file's fault: one line naming it; otherwise the library's error, as it was
+        raise
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    modules = dict(model.named_modules())
+    return ModuleNames(frozenset(name for name in modules if name), tuple(matrix_leaves(modules)))
