@@ -4,7 +4,10 @@ and data (issue 12 item 7; goal on a GPU: autotune >= 0.95 of plain).
 The model is random weights of SmolLM2-135M's shape (``--shape smollm2``; ``tiny`` for a quick check)
 with the tests' small tokenizer; the data are the tone rows tokenised by autotune (both sides get the same
 features). Each side trains ``--steps`` steps of batch 8 in turn, ``--repeats`` times, alternating; steps/s
-come from the Trainer's own ``train_runtime``. The header records ``autotune.device.device_info``.
+come from the Trainer's own ``train_runtime``. Before each kind's runs, one untimed plain run of ``--warmup``
+steps pays the process's one-time costs (CUDA context, cuBLAS handles, bitsandbytes' library), which would
+otherwise land on whichever side runs first; between runs, the previous run's memory is released so that
+each run's GPU peak is its own. The header records ``autotune.device.device_info``.
 
     .venv/bin/python bench/bench_gpu_steps.py --device cuda [--shape smollm2] [--steps 30] [--repeats 2] [--kinds lora,qlora]
     .venv/bin/python bench/bench_gpu_steps.py --device cpu --shape tiny --steps 4 --repeats 1     # the machinery, on a CPU
@@ -113,8 +116,9 @@ def tone_features(model: Path) -> list[dict[str, list[int]]]:
 
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0], repeats=2,
-                             extra={"device": "cuda", "shape": "smollm2", "steps": 30, "kinds": "lora,qlora"})
+                             extra={"device": "cuda", "shape": "smollm2", "steps": 30, "kinds": "lora,qlora", "warmup": 5})
     from autotune.device import device_info, resolve_device
+    from autotune.pipeline import release_memory
 
     device = resolve_device(args.device)
     report = common.Report("bench_gpu_steps", f"{args.shape}-{device}", "LoRA/QLoRA steps/s: autotune vs plain peft + Trainer")
@@ -126,8 +130,11 @@ def main() -> None:
     rows = []
     for kind in args.kinds.split(","):
         runs: dict[str, list[dict[str, Any]]] = {"plain": [], "autotune": []}
+        if args.warmup:
+            plain_side(kind, model, device, args.warmup, common.fresh(work / f"{kind}-warmup"), features)
         for i in range(args.repeats):
             for side in (("plain", "autotune") if i % 2 == 0 else ("autotune", "plain")):
+                release_memory()  # the previous run's model and optimizer state: not part of this run's peak
                 began = time.perf_counter()
                 if side == "plain":
                     got = plain_side(kind, model, device, args.steps, common.fresh(work / f"{kind}-plain-{i}"), features)
@@ -135,13 +142,15 @@ def main() -> None:
                     got = autotune_side(kind, model, device, args.steps, work / f"{kind}-autotune-{i}")
                 got["wall_s"] = time.perf_counter() - began
                 runs[side].append(got)
+                print(f"{kind} {side} repeat {i}: {got}", flush=True)  # partial results survive a timeout
         report.data[kind] = runs
         rate = {side: statistics.median(r["steps_per_s"] for r in got_runs) for side, got_runs in runs.items()}
         peak = {side: max((r.get("gpu_peak_mib", 0) for r in got_runs), default=0) for side, got_runs in runs.items()}
         rows.append([kind, rate["plain"], rate["autotune"], rate["autotune"] / rate["plain"],
                      peak["plain"] or "-", peak["autotune"] or "-"])
     report.section(
-        f"{args.shape} shape, batch 8, {args.steps} steps x {args.repeats} repeats (median), {len(features)} tone rows",
+        f"{args.shape} shape, batch 8, {args.steps} steps x {args.repeats} repeats (median, after {args.warmup} warm-up steps), "
+        f"{len(features)} tone rows",
         common.table(["kind", "plain steps/s", "autotune steps/s", "autotune / plain (goal >= 0.95)", "plain GPU peak MiB",
                       "autotune GPU peak MiB"], rows),
     )
