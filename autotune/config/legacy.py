@@ -111,10 +111,12 @@ def _loading_args(out: Located, value: Any, path: str) -> None:
     for key, val in args.items():
         if key == "trust_remote_code":
             out.put("trust_remote_code", val, join_path(path, key))
-        elif key in ("torch_dtype", "dtype", "revision"):
-            continue  # autotune loads fp32 on CPU; a hub revision has no meaning offline
+        elif key == "revision":
+            out.put("revision", val, join_path(path, key))
+        elif key in ("torch_dtype", "dtype"):
+            continue  # autotune loads fp32 on CPU
         else:
-            raise ConfigError(join_path(path, key), f"unknown key{did_you_mean(key, ['trust_remote_code'])}")
+            raise ConfigError(join_path(path, key), f"unknown key{did_you_mean(key, ['trust_remote_code', 'revision'])}")
 
 
 def convert_data_config(raw: Any, index: int) -> Located:

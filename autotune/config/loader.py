@@ -100,9 +100,12 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
     legacy.check_top_keys(raw)
     model = legacy.convert_input_model(raw["input_model"])
     from autotune.models.fetch import find_demo
+    from autotune.models.hub import looks_like_hub_id
 
     model_path = model.get("model_path")
-    if isinstance(model_path, str) and model_path and (not find_demo(model_path) or (base / model_path).exists()):
+    # A path that exists is a path; else an org/name id (or the demo's name) stays as written, for the Hub.
+    if isinstance(model_path, str) and model_path and (
+            (base / model_path).exists() or not (looks_like_hub_id(model_path) or find_demo(model_path))):
         model["model_path"] = _resolve(base, model_path)
     input_model = _validate_located(InputModelConfig, model)
 

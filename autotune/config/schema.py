@@ -21,11 +21,13 @@ class Strict(BaseModel):
 
 
 class InputModelConfig(Strict):
-    """A Hugging Face folder (safetensors) or a GGUF file converted once to one."""
+    """A Hugging Face folder (safetensors) or a GGUF file converted once to one; or a Hugging Face id
+    (``org/name``, see :mod:`autotune.models.source`) at ``revision`` (a branch, tag or commit)."""
 
     type: Literal["HfModel", "GGUFModel"] = "HfModel"
     model_path: Path
     gguf_file: str | None = None
+    revision: str = Field("main", min_length=1)
     task: Literal["text-generation"] = "text-generation"
     trust_remote_code: bool = False
 

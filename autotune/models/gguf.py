@@ -53,3 +53,26 @@ def convert_gguf(gguf_path: Path, output: Path, *, trust_remote_code: bool = Fal
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(output, safe_serialization=True)
     tokenizer.save_pretrained(output)
+
+
+def gguf_source_id(path: Path) -> str | None:
+    """The Hugging Face id a GGUF file names as its source (``general.source.huggingface.repository`` or a
+    huggingface.co ``general.source.url``), or None. ``general.basename``/``name`` are not ids, and
+    ``general.base_model.*`` names the model this one was made from, not this one."""
+    from gguf import GGUFReader
+
+    from autotune.models.hub import id_from_url, looks_like_hub_id
+
+    try:
+        fields = GGUFReader(str(path)).fields
+    except (OSError, ValueError, IndexError, KeyError, OverflowError, struct.error):
+        return None  # an unreadable file: check_gguf reports it where it matters
+    for key in ("general.source.huggingface.repository", "general.source.url"):
+        field = fields.get(key)
+        value = field.contents() if field is not None else None
+        if isinstance(value, str):
+            value = value.strip()
+            found = value if looks_like_hub_id(value) else id_from_url(value)
+            if found:
+                return found
+    return None

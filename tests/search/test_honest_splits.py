@@ -143,7 +143,8 @@ def test_the_card_is_a_deployment_document_whose_snippet_gives_the_evaluator_ans
 
     best = split_study / "out" / "best"
     readme = (best / "README.md").read_text()
-    assert readme.startswith("---\nbase_model: ") and "model-index:" in readme and "(test)" in readme
+    assert readme.startswith("---\n") and "model-index:" in readme and "(test)" in readme
+    assert "base_model" not in readme.split("\n---\n")[0]  # a local folder without a Hub id: no local path published
     card = json.loads((best / "model_card.json").read_text())
     usage = card["usage"]
     assert usage["labels"] and usage["prompt_template"].startswith("### Text: {phrase}")
