@@ -17,6 +17,7 @@ from autotune.report.results import write_results
 from autotune.result import StudyResult
 from autotune.search.storage import redact_url
 from autotune.selection import Selection, pareto_set, select
+from autotune.selection.pareto import remeasure_candidates
 
 __all__ = ["finish", "rebuilder", "selection_settings"]
 
@@ -56,7 +57,10 @@ def finish(view: StudyView, *, ctx: Any, storage_url: str, output_dir: Path | No
     rebuild = rebuilder(ctx)
     if view.meta.mode == "search":
         settings = selection_settings(view, **selection)
-        remeasure_latency(view, ctx, pareto_set(view), rounds=ctx.config.engine.selection.remeasure_rounds, rebuild=rebuild)
+        # Every trial whose latency could change the Pareto set, not only the set as measured during the study
+        # (under --jobs, with contention): after the re-measure, pareto_set ranks by the re-measured values.
+        remeasure_latency(view, ctx, remeasure_candidates(view), rounds=ctx.config.engine.selection.remeasure_rounds,
+                          rebuild=rebuild)
     else:
         settings = {"policy": "max-accuracy"}
     chosen = select(view, **settings)

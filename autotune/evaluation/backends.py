@@ -22,6 +22,7 @@ import numpy as np
 from autotune.evaluation.base import EvalModel
 from autotune.evaluation.scoring import OrtLabelScorer, UnsupportedGraph, chunk_rows, log_probs_at, prefill_batch, prompt_scores
 from autotune.providers import provider as provider_row
+from autotune.threads import genai_session_overlay
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -76,6 +77,9 @@ class GenaiBackend(Backend):
     def genai_model(self) -> Any:
         # Loaded on first use: batched label scoring runs on its own onnxruntime session and never needs it.
         config = self.og.Config(str(self.model.path))
+        overlay = genai_session_overlay()
+        if overlay is not None:  # run --jobs: this job's share of the cores, not every core
+            config.overlay(overlay)
         config.clear_providers()
         ep = provider_row(self.provider).genai
         if ep:

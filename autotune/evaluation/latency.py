@@ -20,6 +20,7 @@ from autotune.evaluation.base import (
     environment,
     register_evaluator,
 )
+from autotune.threads import session_threads, usable_cpus
 
 # ctx.shared key of the fresh process's result (latency samples and peak memory) for this model.
 PROBE_KEY = "fresh_process_probe"
@@ -94,6 +95,10 @@ class LatencyEvaluator(Evaluator):
             "generate_tokens": params.generate_tokens,
             "warmup": params.warmup,
             "repeats": params.repeats,
+            # run --jobs: measured with this share of the cores while other jobs ran (the final re-measure
+            # widens its candidates by cpus / cpu_share, see autotune.selection.pareto.latency_uncertainty)
+            "cpu_share": session_threads(),
+            "cpus": usable_cpus(),
             **environment(),
         }
         metrics: dict[str, Metric] = {}

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from autotune.providers import provider as provider_row
+from autotune.threads import ort_session_options
 
 __all__ = ["OrtLabelScorer", "UnsupportedGraph", "chunk_rows", "decode_mask", "log_probs_at", "prefill_batch", "prompt_scores"]
 
@@ -137,7 +138,7 @@ class OrtLabelScorer:
                          outputs.get("present_value_names", "present.%d.value") % i) for i in range(self.layers)]
         ep = provider_row(provider).ort_name
         providers = [ep] if ep == "CPUExecutionProvider" else [ep, "CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), providers=providers)
+        self.session = ort.InferenceSession(str(path), ort_session_options(), providers=providers)  # run --jobs: its core share
         types = {i.name: i.type for i in self.session.get_inputs()}
         self.kv_dtype = np.float16 if types.get(self.past[0][0]) == "tensor(float16)" else np.float32
         self.output_names = [self.names["logits"], *(n for pair in self.present for n in pair)]

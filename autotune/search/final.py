@@ -1,5 +1,6 @@
-"""Measurements after the trials, for the trials that may be chosen: the Pareto set's latency
-re-measured interleaved (A B C A B C ..., so machine drift hits all alike), and the test split.
+"""Measurements after the trials, for the trials that may be chosen: the latency of every trial that could
+be on the Pareto set (:func:`autotune.selection.pareto.remeasure_candidates`) re-measured interleaved
+(A B C A B C ..., so machine drift hits all alike), and the test split.
 
 The test split is touched here only, after every objective and before nothing that selects: its
 rows never reach a trial's objectives, so a study's choice cannot depend on them.
@@ -61,8 +62,8 @@ def remeasure_latency(view: StudyView, ctx: Any, records: list[TrialRecord], *, 
     baseline = _baseline_model(view, ctx)
     if baseline is not None:
         entries.append((None, None, baseline))
-    log.info("re-measuring the latency of %d Pareto trial(s)%s, %d rounds interleaved", len(entries) - (baseline is not None),
-             " and the baseline" if baseline is not None else "", rounds)
+    log.info("re-measuring the latency of %d trial(s) that could be on the Pareto set%s, %d rounds interleaved",
+             len(entries) - (baseline is not None), " and the baseline" if baseline is not None else "", rounds)
     values: dict[int | None, dict[str, list[MetricValue]]] = {number: {} for number, _, _ in entries}
     for _ in range(rounds):
         for number, _, model in entries:

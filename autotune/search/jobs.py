@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import sys
 import time
 from typing import Any
 
 from autotune.errors import ConfigError
+from autotune.threads import cpu_share, usable_cpus
 
 __all__ = ["Jobs", "check_jobs", "optimize_in_jobs", "split_trials", "threads_per_job"]
 
@@ -28,10 +28,6 @@ def check_jobs(jobs: int, *, search: bool) -> None:
         raise ConfigError("--jobs", f"expected a number of parallel trials >= 1, got {jobs}")
     if jobs > 1 and not search:
         raise ConfigError("--jobs", "a single run (search_strategy: false) has one trial; --jobs applies to a search")
-
-
-def usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -46,18 +42,6 @@ def split_trials(n_trials: int | None, jobs: int) -> list[int | None]:
     return [n_trials // jobs + (1 if i < n_trials % jobs else 0) for i in range(jobs)]
 
 
-def limit_threads(threads: int) -> int:
-    """Give this process ``threads`` threads (torch now, and the variables its child processes read);
-    returns torch's previous count, to restore with a second call."""
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = str(threads)
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    return previous
-
-
 def _job_main(config: Any, *, storage_url: str, job: int, n_trials: int | None, timeout: float | None,
               fail_fast: bool, threads: int, ready: Any) -> None:
     """One extra job: join the prepared study and run trials until a stopping rule says stop."""
@@ -66,16 +50,16 @@ def _job_main(config: Any, *, storage_url: str, job: int, n_trials: int | None, 
 
     go_offline()
     setup_logging(config.engine.log_severity_level, prefix=f"[job {job + 1}] ")
-    limit_threads(threads)
 
     from autotune.context import RunContext
     from autotune.search.study import Study
 
     try:
-        study = Study(RunContext(config), storage=storage_url, fail_fast=fail_fast)
-        study.join(job=job)
-        ready.set()
-        study.optimize(n_trials=n_trials, timeout=timeout)
+        with cpu_share(threads):
+            study = Study(RunContext(config), storage=storage_url, fail_fast=fail_fast)
+            study.join(job=job)
+            ready.set()
+            study.optimize(n_trials=n_trials, timeout=timeout)
     except UserError as exc:
         log.error("%s", exc)
         sys.exit(2)
@@ -138,21 +122,20 @@ def optimize_in_jobs(study: Any, *, jobs: int, n_trials: int | None, timeout: fl
     """Run the prepared ``study``'s trials in this process and ``jobs`` - 1 more; returns when all have ended."""
     cfg = study.cfg
     if any(o.kind == "latency" for o in study.meta.objectives):
-        log.warning("--jobs %d: latency measured while trials share the cores is noisy; the Pareto set's latency is "
+        log.warning("--jobs %d: latency measured while trials share the machine is noisy; every trial that could be on the Pareto set is "
                     "measured again, alone, before selection (engine.selection.remeasure_rounds: %d)", jobs,
                     cfg.engine.selection.remeasure_rounds)
     shares = split_trials(n_trials, jobs)
     extra = Jobs(cfg, storage_url=study.storage_url, jobs=jobs, n_trials=shares, timeout=timeout, fail_fast=fail_fast)
-    all_threads = limit_threads(extra.threads)
-    extra.start()
-    try:
-        extra.wait_ready()
-        if shares[0] != 0:
-            study.optimize(n_trials=shares[0], timeout=timeout)
-    except BaseException:
-        extra.stop()
-        raise
-    finally:
-        limit_threads(all_threads)  # selection re-measures latency alone, with every core
+    # The share ends with the trials: selection re-measures latency alone, with every core.
+    with cpu_share(extra.threads):
+        extra.start()
+        try:
+            extra.wait_ready()
+            if shares[0] != 0:
+                study.optimize(n_trials=shares[0], timeout=timeout)
+        except BaseException:
+            extra.stop()
+            raise
     for problem in extra.wait():
         log.warning("%s; its trials are recorded in the study (see logs/)", problem)
