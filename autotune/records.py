@@ -85,6 +85,11 @@ class ObjectiveSpec(_Stored):
     def direction(self) -> str:
         return "maximize" if self.higher_is_better else "minimize"
 
+    @property
+    def title(self) -> str:
+        """The readable name the trials table shows ("decode p50 (ms/token)"); the id stays in the CSVs."""
+        return self.label or self.metric
+
 
 class BoundSpec(_Stored):
     """A goal resolved to a bound: ``metric`` must be >= ``value`` (higher is better) or <= it."""
@@ -334,6 +339,17 @@ class StudyView:
     @property
     def provider(self) -> str:
         return self.meta.provider
+
+    def title(self, metric: str) -> str:
+        """The readable name of metric id ``metric``, as the trials table shows it: the objective's label,
+        else the label its measurements carry (a bound on a metric that is no objective), else the id."""
+        objective = next((o for o in self.objectives if o.metric == metric), None)
+        if objective is not None and objective.label:
+            return objective.label
+        for measured in (self.baseline, *(r.metrics for r in self.records)):
+            if metric in measured and measured[metric].label:
+                return measured[metric].label  # type: ignore[return-value]
+        return metric
 
     def completed(self) -> list[TrialRecord]:
         return [r for r in self.records if r.state == "COMPLETE" and r.objectives]

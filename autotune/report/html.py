@@ -10,7 +10,7 @@ from typing import Any
 
 from autotune.fileio import write_text
 from autotune.records import StudyView
-from autotune.report.plots import pretty, write_plots
+from autotune.report.plots import write_plots
 from autotune.selection import Selection
 
 CSS = """
@@ -128,7 +128,8 @@ def _warning(view: StudyView, selection: Selection) -> str:
         return ('<div class="warning" id="infeasible-warning"><strong>No trial met the constraints.</strong> '
                 f"No trial completed, so nothing was selected ({escape(selection.rule)}).</div>")
     bounds = {b.metric: f" (bound {'≥' if b.higher_is_better else '≤'} {b.value:.4g})" for b in view.bounds}
-    missed = ", ".join(f"{escape(m)} by {v:.4g}{bounds.get(m, '')}" for m, v in selection.missed_by.items()) or "no bound (see the rule)"
+    missed = (", ".join(f"{escape(view.title(m))} by {v:.4g}{bounds.get(m, '')}" for m, v in selection.missed_by.items())
+              or "no bound (see the rule)")
     return ('<div class="warning" id="infeasible-warning"><strong>No trial met the constraints.</strong> '
             f"The nearest one, trial {selection.record.number}, was exported anyway; it missed {missed}.</div>")
 
@@ -155,7 +156,7 @@ def _image(path: Path, ident: str, alt: str, caption: str) -> str:
 def render(view: StudyView, selection: Selection, trials: Any, pareto: Any, plots: dict[str, Path]) -> str:
     record = selection.record
     chosen = record.number if record is not None else None
-    objectives = ", ".join(f"{pretty(o.metric)} ({'max' if o.higher_is_better else 'min'}imise, {o.unit or 'no unit'})"
+    objectives = ", ".join(f"{o.title} ({'max' if o.higher_is_better else 'min'}imise, {o.unit or 'no unit'})"
                            for o in view.objectives) or "none recorded"
     headline = (f"Selected trial {chosen} by the {selection.policy} policy: {selection.rule}." if chosen is not None
                 else f"No trial was selected: {selection.rule}.")

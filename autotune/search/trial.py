@@ -101,7 +101,7 @@ class TrialRunner:
         record.state = "COMPLETE"
         trial.set_user_attr(CONSTRAINTS_ATTR, [record.constraints[b.metric] for b in self.bounds])
         self._finish(trial, record, began)
-        summary = ", ".join(f"{o.metric}={values[o.metric]:.4g}" for o in self.objectives)
+        summary = ", ".join(f"{o.title} {values[o.metric]:.4g}" for o in self.objectives)  # the table's labels, not ids
         self.say(f"trial {trial.number}: {summary}{'' if record.feasible else ' (infeasible)'} in {record.seconds:.1f} s")
         return tuple(values[o.metric] for o in self.objectives)
 

@@ -6,6 +6,7 @@ report`` and ``autotune select`` work without rerunning anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autotune.errors import ConfigError
@@ -78,17 +79,17 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
     notes = []
     if min_accuracy is not None and accuracy is not None:
         candidates = [r for r in candidates if r.objectives[accuracy.metric] >= min_accuracy]
-        notes.append(f"{accuracy.metric} >= {min_accuracy}")
+        notes.append(f"{accuracy.title} >= {min_accuracy}")
     if latency_budget_ms is not None and latency is not None:
         candidates = [r for r in candidates if r.objectives[latency.metric] <= latency_budget_ms]
-        notes.append(f"{latency.metric} <= {latency_budget_ms} ms")
+        notes.append(f"{latency.title} <= {latency_budget_ms} ms")
     if not candidates:
         filters = {}
         if min_accuracy is not None and accuracy is not None:
             filters[accuracy.metric] = (min_accuracy, True)
         if latency_budget_ms is not None and latency is not None:
             filters[latency.metric] = (latency_budget_ms, False)
-        nearest = _nearest_to_filters([with_remeasured(r) for r in pareto_set(view)], filters, notes, policy)
+        nearest = _nearest_to_filters([with_remeasured(r) for r in pareto_set(view)], filters, notes, policy, title=view.title)
         return nearest or least_infeasible(view, policy, extra=notes)
     where = f"among {len(candidates)} feasible Pareto trial(s)" + (f" with {' and '.join(notes)}" if notes else "")
     best, rule = policy_cls().choose(candidates, view.objectives, weights=weights)
@@ -103,7 +104,7 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
                                                 -r.objectives[accuracy.metric] if accuracy.higher_is_better
                                                 else r.objectives[accuracy.metric], r.number))
             if cheapest.number != best.number:
-                rule += (f"; then trial {cheapest.number}, whose {accuracy.metric} a paired bootstrap on the same rows cannot "
+                rule += (f"; then trial {cheapest.number}, whose {accuracy.title} a paired bootstrap on the same rows cannot "
                          f"tell from trial {best.number}'s, because it is cheaper (prefer_cheaper)")
                 best = cheapest
                 same = _indistinguishable(best, candidates, accuracy.metric)
@@ -113,7 +114,7 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
 
 
 def _nearest_to_filters(candidates: list[TrialRecord], filters: dict[str, tuple[float, bool]], notes: list[str],
-                        policy: str) -> Selection | None:
+                        policy: str, *, title: Callable[[str], str]) -> Selection | None:
     """No feasible Pareto trial passes the selection filters: the one that misses them by the least
     (the sum of each filter's miss relative to its bound), with by how much."""
     if not candidates or not filters:
@@ -132,7 +133,7 @@ def _nearest_to_filters(candidates: list[TrialRecord], filters: dict[str, tuple[
 
     best = min(candidates, key=score)
     missed = misses(best)
-    text = ", ".join(f"{m} by {v:.4g}" for m, v in missed.items())
+    text = ", ".join(f"{title(m)} by {v:.4g}" for m, v in missed.items())
     rule = f"no feasible Pareto trial met {' and '.join(notes)}; exported trial {best.number}, which missed by the least ({text})"
     return Selection(record=best, policy=policy, rule=rule, feasible=False, missed_by=missed)
 
@@ -152,6 +153,6 @@ def least_infeasible(view: StudyView, policy: str, extra: list[str] | None = Non
     if extra and not missed:
         rule = f"no trial met {' and '.join(extra)}; exported trial {best.number}, the nearest"
     else:
-        text = ", ".join(f"{m} by {v:.4g}" for m, v in missed.items())
+        text = ", ".join(f"{view.title(m)} by {v:.4g}" for m, v in missed.items())
         rule = f"no trial met the constraints; exported trial {best.number}, which missed by the least ({text})"
     return Selection(record=best, policy=policy, rule=rule, feasible=False, missed_by=missed)

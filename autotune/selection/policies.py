@@ -76,8 +76,8 @@ class MaxAccuracy(Policy):
                weights: dict[str, float] | None = None) -> tuple[TrialRecord, str]:
         # The accuracy objective, or (a study without one) the first objective that is maximised.
         first = _first_of(objectives, "accuracy") or next((o for o in objectives if o.higher_is_better), objectives[0])
-        others = ", ".join(o.metric for o in objectives if o is not first) or "nothing else"
-        return _best_by(first, candidates, objectives), f"highest {first.metric}; ties broken by {others}, then lower trial number"
+        others = ", ".join(o.title for o in objectives if o is not first) or "nothing else"
+        return _best_by(first, candidates, objectives), f"highest {first.title}; ties broken by {others}, then lower trial number"
 
 
 @register_policy
@@ -93,7 +93,7 @@ class MinLatency(Policy):
 
             raise ConfigError("selection.policy", "min-latency needs a latency objective, and this study has none")
         return (_best_by(latency, candidates, objectives),
-                f"lowest {latency.metric}; ties broken by the other objectives, then lower trial number")
+                f"lowest {latency.title}; ties broken by the other objectives, then lower trial number")
 
 
 @register_policy
@@ -126,4 +126,5 @@ class Weighted(Policy):
         scaled = _normalised(candidates, objectives)
         score = [sum(weights.get(o.metric, 0.0) * s[j] for j, o in enumerate(objectives)) for s in scaled]
         best = max(zip(score, [-r.number for r in candidates], candidates), key=lambda t: (t[0], t[1]))[2]
-        return best, f"highest weighted sum of scaled objectives (weights {weights}); ties: lower trial number"
+        shown = ", ".join(f"{o.title} {weights.get(o.metric, 0.0):g}" for o in objectives)
+        return best, f"highest weighted sum of scaled objectives (weights: {shown}); ties: lower trial number"
