@@ -116,7 +116,8 @@ class EarlyStopConfig(Strict):
 
 class MultiFidelityConfig(Strict):
     """Score accuracy on a first slice of the validation rows; a trial whose optimistic accuracy (the
-    slice's upper 95% bound) cannot reach the current Pareto front at its measured cost stops there."""
+    slice's exact one-sided 97.5% bound from its per-row outcomes) cannot reach the current Pareto front
+    at its measured cost stops there. A metric without an interval never stops a trial (search/fidelity.py)."""
 
     # Off for the grid sampler (whose point is to measure every point) unless set explicitly.
     enabled: bool = True
