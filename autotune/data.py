@@ -97,7 +97,6 @@ def _read_rows(config: DataConfig, where: str) -> list[dict[str, Any]]:
     import datasets
 
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
     for path in config.data_files:
         if not path.is_file():
             raise DataError(f"{where}.data_files", f"no such file: {path}")

@@ -1,5 +1,6 @@
-"""Only known-noise messages are filtered: any other warning still shows after logging setup, and the
-model builder reroutes its own loggers for the build instead of switching logging off process-wide."""
+"""Only known-noise messages are filtered: any other warning still shows after logging setup (a library's
+once, through autotune's handler), and the model builder reroutes its own loggers for the build instead
+of switching logging off process-wide."""
 
 from __future__ import annotations
 
@@ -43,8 +44,34 @@ def test_the_transformers_cache_deprecation_log_line_is_dropped_and_others_are_n
         "log.warning('another transformers warning')\n"
     ))
     assert proc.returncode == 0, proc.stderr
-    assert "past_key_values" not in proc.stderr
-    assert proc.stderr.count("another transformers warning") == 1  # shown once, by transformers' own handler
+    shown = proc.stdout + proc.stderr
+    assert "past_key_values" not in shown
+    assert shown.count("another transformers warning") == 1  # shown once, through autotune's handler
+
+
+def test_library_warnings_show_once_at_warning_through_autotunes_handler_and_the_kernels_line_does_not() -> None:
+    proc = _python(SETUP + (
+        "import peft  # bitsandbytes' CPU backend asks the kernels package for a Hub kernel at import\n"
+        "from transformers.utils import logging as hf_logging\n"
+        "for _ in range(3):\n"
+        "    hf_logging.get_logger('transformers.trainer').warning('a trainer warning')\n"
+        "    import logging; logging.getLogger('peft.tuners.lora').warning('a peft warning')\n"
+        "hf_logging.get_logger('transformers.trainer').info('a trainer info line')\n"
+        "import datasets, optuna\n"
+        "logging.getLogger('datasets.builder').warning('a datasets warning')\n"
+        "optuna.logging.get_logger('optuna.storages').warning('an optuna warning')\n"
+    ))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout  # autotune's console handler (rich) writes to stdout
+    for message in ("transformers.trainer: a trainer warning", "peft.tuners.lora: a peft warning",
+                    "datasets.builder: a datasets warning", "optuna.storages: an optuna warning"):
+        assert out.count(message) == 1, out
+        line = next(line for line in out.splitlines() if message in line)
+        assert line.lstrip().startswith("WARNING"), line
+    assert "a trainer info line" not in out + proc.stderr
+    assert "a trainer warning" not in proc.stderr and "a peft warning" not in proc.stderr  # no second, raw copy
+    assert "Skipping publisher trust check" not in out + proc.stderr
+    assert "gemm_4bit_forward" not in out + proc.stderr
 
 
 def test_the_quantizers_basicconfig_does_not_send_library_info_to_the_terminal() -> None:

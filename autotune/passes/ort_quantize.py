@@ -6,7 +6,6 @@ ONNX folder that onnxruntime-genai still loads: the same genai_config.json, toke
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from autotune.context import PassContext
+from autotune.logging_setup import quiet_quantizers
 from autotune.models.handle import ModelHandle
 from autotune.passes.base import Pass, PassParams, register_pass, searchable
 
@@ -47,16 +47,6 @@ def save_with_external_data(model: Any, output: Path) -> None:
                     location=f"{MODEL_FILE}.data", size_threshold=1024)
 
 
-@contextlib.contextmanager
-def quiet() -> Any:
-    previous = logging.root.manager.disable
-    logging.disable(logging.INFO)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
 class DynamicQuantizationParams(PassParams):
     weight_type: Literal["QInt8", "QUInt8"] = searchable("QInt8", space=["QInt8", "QUInt8"])
     per_channel: bool = searchable(False, space=[False, True])
@@ -80,7 +70,7 @@ class OnnxDynamicQuantization(Pass):
 
         source = fp32_source(model, ctx)
         staged = ctx.work_dir / "dynamic.onnx"
-        with quiet():
+        with quiet_quantizers():
             quantize_dynamic(
                 source / MODEL_FILE, staged, weight_type=getattr(QuantType, params.weight_type), per_channel=params.per_channel,
                 reduce_range=params.reduce_range, op_types_to_quantize=params.op_types_to_quantize,
@@ -116,7 +106,7 @@ class OnnxBlockWiseRtnQuantization(Pass):
 
         source = fp32_source(model, ctx)
         graph = onnx.load(str(source / MODEL_FILE))
-        with quiet():
+        with quiet_quantizers():
             quantizer = MatMulNBitsQuantizer(
                 graph, bits=4, block_size=params.block_size, is_symmetric=params.is_symmetric,
                 accuracy_level=params.accuracy_level or None, nodes_to_exclude=params.nodes_to_exclude or None,

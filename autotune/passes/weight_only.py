@@ -9,11 +9,7 @@ Runtime's own GPTQ does not compensate, see there). Nodes in ``exclude`` stay fl
 from __future__ import annotations
 
 import contextlib
-import logging
-import os
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,17 +140,12 @@ def graph_precisions(model: Any) -> dict[str, int]:
     return out
 
 
-@contextlib.contextmanager
-def quiet_quantizer() -> Iterator[None]:
-    """ONNX Runtime's quantizers log every node at INFO and print progress bars; keep the terminal clean."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.INFO)
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # HQQ: "NumPy array is not writable" from torch.from_numpy
-        try:
-            yield
-        finally:
-            logging.disable(previous)
+def quiet_quantizer() -> contextlib.AbstractContextManager[None]:
+    """ONNX Runtime's quantizers log every node at INFO: for the call, only their warnings show
+    (:func:`autotune.logging_setup.quiet_quantizers`, scoped to their loggers; nothing process-wide)."""
+    from autotune.logging_setup import quiet_quantizers
+
+    return quiet_quantizers()
 
 
 class PassCost:

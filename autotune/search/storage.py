@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import ConfigError
+from autotune.logging_setup import ignored_warning
 
 __all__ = ["default_storage", "load_study", "open_storage", "redact_url", "safe_name"]
 
@@ -52,23 +53,21 @@ def _user_error(exc: BaseException) -> str | None:
 
 
 def open_storage(url: str, *, heartbeat_seconds: float = 20) -> Any:
-    import warnings
-
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     if "://" not in url:
         raise ConfigError("engine.storage", f"expected a storage URL such as sqlite:///study.db, got \"{redact_url(url)}\"")
     def connect() -> Any:
-        return RDBStorage(
-            url,
-            heartbeat_interval=max(1, round(heartbeat_seconds)),
-            grace_period=max(2, round(3 * heartbeat_seconds)),
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-            # SQLite: several workers on one host wait for the write lock instead of failing.
-            engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})},
-        )
+        with ignored_warning(optuna.exceptions.ExperimentalWarning):  # the heartbeat options: autotune's choice
+            return RDBStorage(
+                url,
+                heartbeat_interval=max(1, round(heartbeat_seconds)),
+                grace_period=max(2, round(3 * heartbeat_seconds)),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+                # SQLite: several workers on one host wait for the write lock instead of failing.
+                engine_kwargs={"pool_pre_ping": True, **({"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})},
+            )
 
     try:
         try:
@@ -123,7 +122,6 @@ def _without_password(text: str, url: str) -> str:
 def load_study(storage_url: str, study_name: str | None = None) -> Any:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage=storage)]
     if study_name is None:

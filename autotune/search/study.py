@@ -7,15 +7,19 @@ sampler, queues grid points and the points of trials cut short; ``Study.optimize
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from autotune.device import device_info
 from autotune.errors import ConfigError
 from autotune.evaluation.base import EvalModel, environment
 from autotune.evaluation.goals import Bound
+from autotune.logging_setup import dropped_messages, ignored_warning, library_level
 from autotune.plan import all_steps
 from autotune.records import (
     BoundSpec,
@@ -79,18 +83,35 @@ def make_sampler(cfg: Any, slots: list[Any], n_bounds: int, *, job: int = 0) -> 
                                       n_startup_trials=min(5, strategy.max_samples or 5)), []
 
 
+def in_optuna_scope(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Runs ``method`` in :func:`optuna_scope`."""
+
+    @functools.wraps(method)
+    def scoped(*args: Any, **kwargs: Any) -> Any:
+        with optuna_scope():
+            return method(*args, **kwargs)
+
+    return scoped
+
+
+@contextlib.contextmanager
+def optuna_scope() -> Iterator[None]:
+    """While the study works with Optuna: its INFO lines (a line per trial) are held back, and so is its
+    warning of a failed trial, which the trial runner already reports once, with the path of its traceback
+    (Optuna's would print the whole traceback again); the ExperimentalWarnings of the heartbeat and sampler
+    options autotune chose are not shown. Afterwards Optuna's verbosity and the warning filters are as
+    they were, also after an exception (only the one filter entry added here is taken out again)."""
+    import optuna
+
+    with library_level("optuna", logging.WARNING), dropped_messages("optuna.study._optimize", ("Trial ",)), \
+            ignored_warning(optuna.exceptions.ExperimentalWarning):
+        yield
+
+
 class Study:
     """One config's study: its meta, sampler, stopping rules and trial loop."""
 
     def __init__(self, ctx: Any, *, storage: str | None = None, fail_fast: bool = False, jobs: int = 1) -> None:
-        import warnings
-
-        import optuna
-
-        # ERROR: a failed trial is reported once, by the trial runner, with the path of its traceback
-        # (Optuna's own warning would print the whole traceback to the terminal again).
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.ctx = ctx
         self.cfg = ctx.config
         self.mode = "search" if self.cfg.engine.search_strategy is not None else "single"
@@ -170,6 +191,7 @@ class Study:
                               "set engine.study_name to start a new one")
         return study
 
+    @in_optuna_scope
     def prepare(self) -> Any:
         objectives = self._objectives()
         if self.mode == "search":
@@ -212,6 +234,7 @@ class Study:
         self.study = study
         return study
 
+    @in_optuna_scope
     def join(self, *, job: int) -> Any:
         """Join the study another process of this run prepared (``run --jobs``): its objectives, bounds
         and baseline as stored, nothing measured again; ``job`` offsets the sampler's seed."""
@@ -277,6 +300,7 @@ class Study:
         self.study.optimize(runner, n_trials=None, timeout=None, catch=catch, callbacks=[rules, collect_garbage],
                             gc_after_trial=False)  # collect_garbage does it, without rescanning the import-time heap
 
+    @in_optuna_scope
     def optimize(self, *, n_trials: int | None = None, timeout: float | None = None) -> None:
         from optuna.storages import fail_stale_trials
 
