@@ -193,9 +193,34 @@ def test_the_demo_id_prefers_the_users_hf_cache_copy_else_the_wheel(hf_cache: Pa
     assert from_cache.demo is None and from_cache.folder == snapshot and from_cache.model_id == demo.hub_id
 
 
-def test_base_model_is_a_known_id_and_never_a_local_path(tmp_path: Path, tiny_model: Path) -> None:
+def write_gguf(path: Path, **strings: str) -> Path:
+    """A GGUF file with ``strings`` as metadata and no tensors (what the readers here look at)."""
     from gguf import GGUFWriter
 
+    writer = GGUFWriter(str(path), "llama")
+    for key, value in strings.items():
+        writer.add_string(key, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_a_gguf_file_in_a_hub_repository_resolves_to_that_file(hf_cache: Path, tmp_path: Path, tone_file: Path) -> None:
+    files = tmp_path / "gguf-repo"
+    files.mkdir()
+    write_gguf(files / "m.Q4_0.gguf")
+    snapshot = add_snapshot(hf_cache, "org/gguf-repo", files, commit="e" * 40, refs=["main"])
+    raw = hub_config(tmp_path, tone_file, "org/gguf-repo/m.Q4_0.gguf")  # split into model_path + gguf_file
+    source = locate_input_model(load_config(raw, base_dir=tmp_path).input_model)
+    assert source.gguf == snapshot / "m.Q4_0.gguf" and source.model_id == "org/gguf-repo"
+    raw["input_model"]["model_path"] = "org/gguf-repo/other.gguf"  # a file that snapshot lacks: absent, offline
+    with pytest.raises(ModelError, match=r"'org/gguf-repo' is neither a local folder nor in the Hugging Face cache"):
+        locate_input_model(load_config(raw, base_dir=tmp_path).input_model)
+
+
+def test_base_model_is_a_known_id_and_never_a_local_path(tmp_path: Path, tiny_model: Path) -> None:
     assert known_model_id({"model_path": REPO, "revision": "v2"}) == REPO
     assert known_model_id({"model_path": "smollm2-135m"}) == DEMO_MODELS["smollm2-135m"].hub_id
     assert known_model_id({"model_path": str(tiny_model)}) is None  # a plain local folder: no id, no path
@@ -209,12 +234,7 @@ def test_base_model_is_a_known_id_and_never_a_local_path(tmp_path: Path, tiny_mo
                                  ("general.source.url", "https://huggingface.co/org/from-url", "org/from-url"),
                                  ("general.source.url", "/home/me/models/x", None),
                                  ("general.basename", "smollm2", None)]:
-        writer = GGUFWriter(str(tmp_path / "m.gguf"), "llama")
-        writer.add_string(key, value)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
+        write_gguf(tmp_path / "m.gguf", **{key: value})
         assert known_model_id({"model_path": str(tmp_path), "gguf_file": "m.gguf"}) == expected, (key, value)
 
 
