@@ -10,13 +10,14 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import sys
 import warnings
 from typing import Any
 
 from autotune.errors import ConfigError
 
 __all__ = ["DEVICES", "bf16_supported", "check_device", "check_provider", "cpu_flags", "cuda_missing", "cuda_provider_problem",
-           "device_info", "resolve_device"]
+           "device_info", "provider_platform_problem", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
 # CPU features that decide how fast fp32/bf16 training runs; recorded in benchmarks and trial records.
@@ -188,6 +189,19 @@ def cuda_provider_problem() -> str | None:
         return (f"onnxruntime-gpu {ort_gpu} lists CUDAExecutionProvider but a session falls back to the CPU: it needs {wants} "
                 "libraries that do not load here (compare with nvidia-smi; see README 'GPU')")
     return None
+
+
+def provider_platform_problem(provider: str) -> str | None:
+    """Why ``provider`` cannot be used on this operating system, or None. DirectML exists on Windows only,
+    and autotune does not run on Windows: its cache locks (fcntl), memory probes (/proc, resource) and
+    worker checks (/proc, os.kill) are POSIX/Linux code with no Windows counterpart yet."""
+    if provider != "DmlExecutionProvider":
+        return None
+    if sys.platform != "win32" and os.name != "nt":
+        return (f"the DirectML provider (DmlExecutionProvider) runs on Windows only, this system is {sys.platform}; use "
+                "CPUExecutionProvider or CUDAExecutionProvider")
+    return ("the DirectML provider (DmlExecutionProvider) needs Windows, where autotune does not run yet (its cache locks "
+            "use fcntl, its memory probes /proc and resource); use CPUExecutionProvider or CUDAExecutionProvider on Linux")
 
 
 def check_provider(provider: str, where: str = "engine.execution_providers") -> None:

@@ -197,6 +197,17 @@ class EngineConfig(Strict):
                 raise ValueError(reason)
         return value
 
+    @field_validator("execution_providers")
+    @classmethod
+    def _providers_run_here(cls, value: list[str]) -> list[str]:
+        from autotune.device import provider_platform_problem
+
+        for name in value:
+            reason = provider_platform_problem(name)
+            if reason:
+                raise ValueError(reason)
+        return value
+
     @field_validator("artifact_store")
     @classmethod
     def _store_url(cls, value: str | None) -> str | None:
