@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from autotune.data import Dataset, encode_example
+from autotune.threads import ort_session_options
 
 # ONNX TensorProto element type -> numpy dtype for the KV-cache inputs.
 ONNX_DTYPES = {1: np.float32, 10: np.float16, 7: np.int64, 6: np.int32}
@@ -80,7 +81,8 @@ def input_moments(model: Any, feeds: list[dict[str, np.ndarray]], names: list[st
     for name in names:
         if name not in present:
             augmented.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = ort.InferenceSession(augmented.SerializeToString(), providers=["CPUExecutionProvider"])
+    # run --jobs: this job's share of the cores (autotune.threads), not a pool of every core per job
+    session = ort.InferenceSession(augmented.SerializeToString(), ort_session_options(), providers=["CPUExecutionProvider"])
     del augmented
     sums: dict[str, np.ndarray] = {}
     tokens = 0
