@@ -67,11 +67,12 @@ KNOWN_LOG_NOISE: dict[str, tuple[str, ...]] = {
 QUANTIZER_NOISE = ("Please consider to run pre-processing before quantization",)
 QUANTIZER_LOGGERS = ("onnxruntime.quantization", "neural_compressor")
 # Libraries whose WARNING records go through autotune's handler, each distinct message once.
-LIBRARY_LOGGERS = ("transformers", "datasets", "peft", "onnxruntime", "onnxruntime_genai", "optuna", "accelerate", "torch",
-                   "bitsandbytes", "evaluate", "kernels", "huggingface_hub")
+# (onnxruntime_genai is not one: the model builder sends its records to the build's log file.)
+LIBRARY_LOGGERS = ("transformers", "datasets", "peft", "onnxruntime", "optuna", "accelerate", "torch", "bitsandbytes",
+                   "evaluate", "kernels", "huggingface_hub")
 # Their logging modules that install a handler of their own when first imported: module -> library logger.
 LIBRARY_LOGGING_MODULES = {"transformers.utils.logging": "transformers", "datasets.utils.logging": "datasets",
-                           "optuna.logging": "optuna"}
+                           "optuna.logging": "optuna", "huggingface_hub.utils.logging": "huggingface_hub"}
 
 
 class DropMessages(logging.Filter):

@@ -60,11 +60,14 @@ def test_library_warnings_show_once_at_warning_through_autotunes_handler_and_the
         "import datasets, optuna\n"
         "logging.getLogger('datasets.builder').warning('a datasets warning')\n"
         "optuna.logging.get_logger('optuna.storages').warning('an optuna warning')\n"
+        "from huggingface_hub.utils import logging as hub_logging\n"
+        "hub_logging.get_logger('huggingface_hub.file_download').warning('a hub warning')\n"
     ))
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout  # autotune's console handler (rich) writes to stdout
     for message in ("transformers.trainer: a trainer warning", "peft.tuners.lora: a peft warning",
-                    "datasets.builder: a datasets warning", "optuna.storages: an optuna warning"):
+                    "datasets.builder: a datasets warning", "optuna.storages: an optuna warning",
+                    "huggingface_hub.file_download: a hub warning"):
         assert out.count(message) == 1, out
         line = next(line for line in out.splitlines() if message in line)
         assert line.lstrip().startswith("WARNING"), line
