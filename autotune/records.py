@@ -18,11 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BoundSpec", "DataSummary",
-    "MetricValue", "ObjectiveSpec", "Owner", "PassSummary", "StudyMeta", "StudyView", "TrialRecord", "metric_kind",
+    "MetricValue", "ObjectiveSpec", "Owner", "PassSummary", "StudyFingerprint", "StudyMeta", "StudyView", "TrialRecord",
+    "metric_kind",
     "read_meta", "read_record", "write_final", "write_final_baseline", "write_meta", "write_record",
 ]
 
-SCHEMA_VERSION = 2
+# 3: the meta has a fingerprint (a study of schema 2 reads with none, and gets one on its next run).
+SCHEMA_VERSION = 3
 META_ATTR = "autotune_meta"
 RECORD_ATTR = "autotune_record"
 # Measured after the trials finished (Optuna freezes a finished trial's attributes): test-split metrics
@@ -113,6 +115,16 @@ class DataSummary(_Stored):
     example: str = ""  # one training row's input, for the card's usage snippet
 
 
+class StudyFingerprint(_Stored):
+    """What every trial's scores depend on besides its searched point (:mod:`autotune.search.fingerprint`):
+    each data config's template and splits (row counts and a sha256 of the rows), the evaluator's metrics
+    and provider, and each pass's fixed (not searched) settings, by the pass's prefix in a point."""
+
+    data: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    evaluator: dict[str, Any] = Field(default_factory=dict)
+    passes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
 class StudyMeta(_Stored):
     """What the study is: objectives, bounds, baseline, the config it ran (secrets redacted), where.
 
@@ -133,6 +145,7 @@ class StudyMeta(_Stored):
     device: dict[str, str] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     grid_enqueued: bool = False
+    fingerprint: StudyFingerprint | None = None  # None: a study written before fingerprints were kept
 
     def objective(self, kind: MetricKind) -> ObjectiveSpec | None:
         """The first objective of that kind (by priority), if any."""

@@ -32,6 +32,7 @@ from autotune.records import (
     read_record,
     write_meta,
 )
+from autotune.search.fingerprint import check_resume, study_fingerprint
 from autotune.search.objectives import ConstraintsFunc, objectives_from
 from autotune.search.recovery import fail_dead_owners, requeue_interrupted
 from autotune.search.sampling import check_space_against_study, grid_points, interleave_prefixes, space_size
@@ -200,6 +201,9 @@ class Study:
         if not self.storage_url:  # only now: a refused run leaves no output folder behind
             self.storage_url = default_storage(self.cfg.engine.output_dir)
             self.storage = open_storage(self.storage_url, heartbeat_seconds=self.cfg.engine.heartbeat_seconds)
+        fingerprint = study_fingerprint(self.ctx)
+        if self.mode == "search":  # before any work: trials scored otherwise are not added to this study
+            check_resume(self.storage, self.name, fingerprint, config=self.cfg)
         baseline, reference, baseline_kind = self._baselines()
         self.bounds = self.evaluator.bounds(baseline) if self.evaluator is not None else []
         sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds))
@@ -216,6 +220,7 @@ class Study:
             data=self._data_summaries(),
             config=stored_config(self.cfg), provider=self.cfg.engine.provider, versions=environment(),
             device=device_info(self.ctx.pipeline.device), grid_enqueued=bool(previous and previous.grid_enqueued),
+            fingerprint=fingerprint,
         )
         if enqueue and self.jobs > 1:
             enqueue = interleave_prefixes(enqueue, self.ctx.pipeline.slots)
