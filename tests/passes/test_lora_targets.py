@@ -14,7 +14,6 @@ import yaml
 
 from autotune.config import load_config
 from autotune.errors import ConfigError
-from autotune.passes.lora import target_matches, unmatched_target
 from tests.conftest import tiny_config
 
 
@@ -65,6 +64,8 @@ def test_every_searched_choice_of_target_modules_is_checked(tmp_path: Path, tiny
 def test_the_matching_rule_is_pefts() -> None:
     from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
+
+    from autotune.passes.lora import target_matches, unmatched_target
 
     keys = ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj", "lm_head", "model.layers.0.self_attn"]
     targets = ["q_proj", "self_attn.q_proj", "layers.0.self_attn.q_proj", "proj", "_proj", "lm_head", "head", "self_attn",

@@ -88,7 +88,8 @@ def _fixed_lora_setting(config: dict[str, Any], folder: Path) -> None:
 
 
 @pytest.mark.parametrize(("change", "where", "words"), [
-    (_other_rows, "data_configs[0]", "data 'tones' changed since the study's trials were scored: its validation split differs (8 rows, other ones"),
+    (_other_rows, "data_configs[0]",
+     "data 'tones' changed since the study's trials were scored: its validation split differs (8 rows, other ones"),
     (_eval_dataset_size, "data_configs[0]", "its validation split differs (8 rows then, 6 now"),
     (_metrics, "evaluators.acc.metrics[0].user_config", "scored by another evaluator: metric 'accuracy' had another user_config"),
     (_fixed_lora_setting, "passes.lora.alpha", "the study's trials ran with 8.0, this config has 16.0 (a fixed setting, not searched)"),
