@@ -6,7 +6,8 @@
 # onnxruntime 1.30, onnx, pandas, pyarrow, pytest... but not what is listed below. onnxruntime 1.32 travels
 # because onnxruntime-genai 0.18 requires >= 1.31; peft travels pinned (the machine's version is unknown);
 # transformers does not (5.25 would drag huggingface_hub 2.x and kernels past the size limit: 5.17 is
-# what runs there). bitsandbytes' wheel (43 MB) holds a library per CUDA/ROCm/XPU version; only the CPU
+# what runs there). evaluate is imported only when an evaluator scores accuracy (the gpu tests do not; the
+# CPU-provider evaluation does). bitsandbytes' wheel (43 MB) holds a library per CUDA/ROCm/XPU version; only the CPU
 # and CUDA 13 ones are kept, so that onnxruntime and onnxruntime-genai fit beside it.
 #
 # .gpu_snapshot/ (ignored, carried) is the committed tree (HEAD) with this session's GPU scripts over it:
@@ -31,7 +32,7 @@ done
   bitsandbytes==0.50.2 peft==0.21.2 onnxruntime==1.32.0 onnxruntime-genai==0.18.0 \
   optuna==5.0.0 sqlalchemy==2.1.9 alembic==1.20.1 mako==1.4.3 colorlog==6.12.0 \
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
-  datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+  datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 evaluate==0.4.6
 "$PY" - <<'EOF'
 import glob, os, zipfile
 (wheel,) = glob.glob(".whl/bitsandbytes-*.whl")
