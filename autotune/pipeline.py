@@ -81,12 +81,14 @@ class Pipeline:
     # -- inputs ---------------------------------------------------------------------------------
     def preflight(self, extra_data: list[str] | None = None) -> None:
         """Read every input the run needs and refuse bad ones before anything is written."""
+        from autotune.passes.lora import check_targets_before_running
         from autotune.plan import all_steps
 
         names = {s.data_name for s in all_steps(self.slots) if s.data_name} | set(extra_data or [])
         for name in sorted(names):
             self.data(name)
-        check_input_model(self.config)
+        source = check_input_model(self.config)
+        check_targets_before_running(self.config, source)  # a Hub model is local only now
         self.cache.sweep()
 
     def data_names(self) -> list[str]:

@@ -12,10 +12,14 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autotune.errors import ModelError
 
-__all__ = ["ModuleNames", "local_model_file", "module_names"]
+if TYPE_CHECKING:
+    from autotune.models.source import InputSource
+
+__all__ = ["ModuleNames", "model_file", "module_names"]
 
 
 @dataclass(frozen=True)
@@ -26,21 +30,18 @@ class ModuleNames:
     matrices: tuple[str, ...]  # last name parts of the modules with a 2-D weight, sorted
 
 
-def local_model_file(spec: object) -> Path | None:
-    """The input model's folder or GGUF file when it is on this machine now (nothing downloaded):
-    a folder, ``gguf_file`` inside ``model_path``, or the demo model once fetched. None otherwise
-    (a missing model is the run's preflight error to report)."""
-    from autotune.models.fetch import autotune_home, find_demo
+def model_file(source: InputSource) -> Path | None:
+    """The input model's folder or GGUF file when it is on this machine now (nothing downloaded): None
+    for the demo model before its fetch, a Hub id not in the cache, or a path that does not exist (the
+    run's preflight reports a missing model)."""
+    from autotune.models.fetch import autotune_home
 
-    path = Path(spec.model_path)  # type: ignore[attr-defined]
-    gguf_file = spec.gguf_file  # type: ignore[attr-defined]
-    if gguf_file:
-        return path / gguf_file if (path / gguf_file).is_file() else None
-    if path.is_dir():
-        return path if (path / "config.json").is_file() else None
-    demo = find_demo(str(spec.model_path))  # type: ignore[attr-defined]
-    if demo is not None and not path.exists():
-        fetched = autotune_home() / "models" / demo.name / demo.gguf_file
+    if source.gguf is not None:
+        return source.gguf if source.gguf.is_file() else None
+    if source.folder is not None:
+        return source.folder if (source.folder / "config.json").is_file() else None
+    if source.demo is not None:
+        fetched = autotune_home() / "models" / source.demo.name / source.demo.gguf_file
         return fetched if fetched.is_file() else None
     return None
 

@@ -134,3 +134,21 @@ def test_a_tied_output_layer_counts_though_the_header_has_no_tensor_of_its_own(t
     config = tiny_config(tied, tone_file, tmp_path)
     config["passes"]["lora"]["target_modules"] = ["q_proj", "lm_head"]
     load_config(config)
+
+
+def test_a_hub_id_is_checked_once_found_in_the_cache_by_validate_and_by_run(tmp_path: Path, tiny_model: Path,
+                                                                            tone_file: Path) -> None:
+    from tests.models.test_hub import MAIN, REPO, add_snapshot
+    from tests.models.test_hub import cli as hub_cli
+
+    cache = tmp_path / "hf" / "hub"
+    add_snapshot(cache, REPO, tiny_model, commit=MAIN, refs=["main"])
+    config = tiny_config(Path(REPO), tone_file, tmp_path)
+    config["input_model"] = {"type": "HfModel", "model_path": REPO}
+    config["passes"]["lora"]["target_modules"] = ["q_proj", "no_such_proj"]
+    path = write(config, tmp_path / "hub.yaml")
+    for command in ("validate", "run"):
+        proc = hub_cli(command, "--config", str(path), cache=cache, cwd=tmp_path)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "error: passes.lora.target_modules: 'no_such_proj' matches no module of this model" in proc.stderr
+    assert not (tmp_path / "out").exists()
