@@ -175,22 +175,40 @@ class PassSummary(_Stored):
 
 
 class Owner(_Stored):
-    """The process that runs a trial: a rerun on the same host can tell a dead owner at once."""
+    """The process that runs a trial: a rerun on the same host can tell a dead owner at once.
+
+    A pid means something only in its PID namespace: containers that share the host name and boot id
+    can each have their own, so a pid is looked up only from the owner's namespace; from another one
+    only the heartbeat tells (``engine.heartbeat_seconds``).
+    """
 
     host: str
     boot_id: str
     pid: int
+    pid_namespace: str | None = None  # e.g. "pid:[4026531836]"; None in records written before it was kept
 
     @classmethod
     def this_process(cls) -> Owner:
-        return cls(host=socket.gethostname(), boot_id=_boot_id(), pid=os.getpid())
+        return cls(host=socket.gethostname(), boot_id=_boot_id(), pid=os.getpid(), pid_namespace=_pid_namespace())
 
     def on_this_host(self) -> bool:
         return self.host == socket.gethostname()
 
-    def is_dead_here(self) -> bool:
-        """True when the owner ran on this host and is surely gone (rebooted since, or no such pid)."""
+    def checkable_here(self) -> bool:
+        """Whether this process can tell by itself that the owner is gone: same host, and either
+        rebooted since or the same PID namespace (the owner's pid means the same process here)."""
         if not self.on_this_host():
+            return False
+        if self.boot_id != _boot_id():
+            return True
+        # None here: a system without /proc, whose pids are the host's; None in the record alone: a
+        # record written before namespaces were kept, which could be another container's.
+        return self.pid_namespace == _pid_namespace()
+
+    def is_dead_here(self) -> bool:
+        """True when the owner ran on this host and is surely gone (rebooted since, or no such pid in
+        its PID namespace, which is this process's)."""
+        if not self.checkable_here():
             return False
         if self.boot_id != _boot_id():
             return True
@@ -210,6 +228,14 @@ def _boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return "unknown"
+
+
+def _pid_namespace() -> str | None:
+    """This process's PID namespace ("pid:[inode]"), or None where /proc does not tell."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
 
 
 def _is_zombie(pid: int) -> bool:

@@ -111,3 +111,36 @@ def test_kill_9_then_the_same_command_at_once_retries_the_killed_trial(tmp_path:
     assert sorted(t.params["lora.r"] for t in complete) == [2, 4]  # the killed point done in this very run
     assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     assert "running" not in output.split("study out:")[-1].lower()  # the summary calls no dead trial running
+
+
+def test_kill_9_under_max_samples_then_the_same_command_runs_every_grid_point(tmp_path: Path, tiny_model: Path,
+                                                                                  tone_file: Path) -> None:
+    """A trial failed because its worker died counts toward nothing: the rerun redoes its point first
+    and still runs the rest of the grid within ``max_samples``."""
+    config = study_config(tiny_model, tone_file, tmp_path, max_samples=4)  # a grid of 4 points
+    config["engine"].update({"heartbeat_seconds": 60, "evaluate_input_model": False})
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    marker = tmp_path / "marker"
+    # Each trial builds once: the third build is the third trial's.
+    proc = start(path, {"AUTOTUNE_TEST_PAUSE": "build", "AUTOTUNE_TEST_PAUSE_AT": "3", "AUTOTUNE_TEST_MARKER": str(marker)},
+                 tmp_path / "first.log")
+    deadline = time.time() + 240
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    rerun = start(path, {}, tmp_path / "rerun.log")
+    rerun.wait(timeout=300)
+    output = (tmp_path / "rerun.log").read_text()
+    assert rerun.returncode == 0, output
+    trials = optuna.load_study(study_name="out", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}").trials
+    State = optuna.trial.TrialState
+    killed = trials[2]
+    assert killed.state == State.FAIL and "the worker died" in killed.user_attrs["autotune_record"]["fail_reason"]
+    complete = [t for t in trials if t.state == State.COMPLETE]
+    points = [(t.params["lora.r"], t.params["build.precision"]) for t in complete]
+    assert sorted(points) == [(2, "fp32"), (2, "int4"), (4, "fp32"), (4, "int4")], output
+    assert not [t for t in trials if t.state in (State.WAITING, State.RUNNING)], output
+    assert trials[3].params == killed.params  # the cut point is redone before the rest of the grid

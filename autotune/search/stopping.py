@@ -2,7 +2,8 @@
 over the whole study, goals met, the first failure (``--fail-fast``) and the time budget.
 
 A duplicate point (a sampler proposing a point of a finite space that a trial already holds) is
-pruned, replaced by an unseen point, and counted by none of these rules.
+pruned, replaced by an unseen point, and counted by none of these rules; nor is a trial cut short (a
+Ctrl-C, a dead worker): its point is queued again, and the retry counts.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from typing import Any
 
 from autotune.records import RECORD_ATTR, read_record
+from autotune.search.recovery import cut_short
 
 __all__ = ["Duplicates", "StopRules", "StudyProgress", "counted", "finished_states"]
 
@@ -26,8 +28,9 @@ def finished_states() -> tuple[Any, ...]:
 
 
 def counted(trial: Any) -> bool:
-    """A trial that counts against ``--n-trials`` and ``max_samples`` (a duplicate does not)."""
-    return (trial.user_attrs.get(RECORD_ATTR) or {}).get("duplicate_of") is None
+    """A trial that counts against ``--n-trials`` and ``max_samples`` (a duplicate does not, nor a
+    trial cut short, whose point is queued again)."""
+    return (trial.user_attrs.get(RECORD_ATTR) or {}).get("duplicate_of") is None and not cut_short(trial)
 
 
 def _point(params: dict[str, Any]) -> tuple[Any, ...]:

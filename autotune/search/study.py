@@ -332,8 +332,8 @@ class Study:
             raise runner.user_error
 
     def _wait_for_silent_trials(self, runner: TrialRunner, rules: StopRules) -> None:
-        """Trials RUNNING under an owner this host cannot check (another host, or none recorded):
-        wait up to the heartbeat's grace period, then retry those whose heartbeat went stale."""
+        """Trials RUNNING under an owner this process cannot check (another host or PID namespace, or
+        none recorded): wait up to the heartbeat's grace period, then retry those whose heartbeat went stale."""
         from optuna.storages import fail_stale_trials
         from optuna.trial import TrialState
 
@@ -341,7 +341,7 @@ class Study:
             out = []
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 r = read_record(t)
-                if r.owner is None or not r.owner.on_this_host():
+                if r.owner is None or not r.owner.checkable_here():
                     out.append(r)
             return out
 
