@@ -39,7 +39,10 @@ def model_file(source: InputSource) -> Path | None:
     if source.gguf is not None:
         return source.gguf if source.gguf.is_file() else None
     if source.folder is not None:
-        return source.folder if (source.folder / "config.json").is_file() else None
+        # Without safetensors weights (pickle-only, or none) there are no names to read: the run's
+        # model-file check refuses such a folder, naming it.
+        usable = (source.folder / "config.json").is_file() and any(source.folder.glob("*.safetensors"))
+        return source.folder if usable else None
     if source.demo is not None:
         fetched = autotune_home() / "models" / source.demo.name / source.demo.gguf_file
         return fetched if fetched.is_file() else None
