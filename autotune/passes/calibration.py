@@ -8,17 +8,36 @@ never read: they are what the evaluators score, and calibrating on them would le
 from __future__ import annotations
 
 import json
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from autotune.data import Dataset, encode_example
-from autotune.threads import ort_session_options
+from autotune.threads import ort_session_options, session_threads, usable_cpus
 
+# Activations of this many tokens are stacked before they are folded into the Hessians: one BLAS product of
+# a taller matrix per chunk instead of one small product per calibration row. The chunk of every MatMul
+# input is held at once (SmolLM2-135M: ~50 MB at 128 tokens).
+CHUNK_TOKENS = 128
 # ONNX TensorProto element type -> numpy dtype for the KV-cache inputs.
 ONNX_DTYPES = {1: np.float32, 10: np.float16, 7: np.int64, 6: np.int32}
+
+
+def free_cores() -> int:
+    """This process's cores (its ``run --jobs`` share, :mod:`autotune.threads`) less those already busy by the
+    1-minute load average, at least 1. GPTQ's kernels use this many threads: on a shared machine whose cores
+    are all busy, multi-threaded BLAS and a spinning ONNX Runtime pool ran 3-15x slower than one thread
+    (measured on the 2-core VM at load 6)."""
+    cores = session_threads() or usable_cpus()
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, round(usable_cpus() - busy)))
 
 
 def calibration_rows(data: Dataset, count: int, *, seed: int = 0) -> list[dict[str, Any]]:
@@ -93,3 +112,97 @@ def input_moments(model: Any, feeds: list[dict[str, np.ndarray]], names: list[st
             sums[name] = sums.get(name, 0) + (flat.T @ flat if full else (flat ** 2).sum(axis=0))
         tokens += values[0].reshape(-1, values[0].shape[-1]).shape[0]
     return {name: total / max(tokens, 1) for name, total in sums.items()}
+
+
+def input_hessians(model_file: Path, feeds: list[dict[str, np.ndarray]], names: list[str], *,
+                   timings: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """E[x x^T] ([K, K], float32; GPTQ's Hessian up to a factor) of each tensor in ``names`` over every token of
+    every feed, streamed: one forward pass per feed, each chunk of ~``CHUNK_TOKENS`` tokens folded into running
+    sums (a symmetric rank-k BLAS update, half a matrix product's work) and dropped, so activations are never
+    kept. The forward passes run only the nodes ``names`` depend on (not the LM head, when only its input is
+    asked for), reading the weights from ``model_file``'s own external data: no second copy of them here.
+    ``timings`` gains the seconds of the forward passes and of the accumulation."""
+    import onnx
+    import onnxruntime as ort
+    from scipy.linalg.blas import ssyrk
+    from threadpoolctl import threadpool_limits
+
+    graph = onnx.load(str(model_file), load_external_data=False)
+    _keep_only_outputs(graph, names)
+    threads = free_cores()
+    options = ort_session_options()  # the weightless graph reads its weights from beside the file
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(model_file.parent))
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del graph
+    wanted = {i.name for i in session.get_inputs()}
+    # Upper triangles, column-major: syrk updates them in place.
+    sums: dict[str, np.ndarray] = {}
+    pending: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    tokens = pending_tokens = 0
+    forward = accumulate = 0.0
+    for index, feed in enumerate(feeds):
+        began = time.perf_counter()
+        values = session.run(names, {k: v for k, v in feed.items() if k in wanted})
+        forward += time.perf_counter() - began
+        began = time.perf_counter()
+        for name, value in zip(names, values, strict=True):
+            pending[name].append(value.reshape(-1, value.shape[-1]))
+        count = values[0].reshape(-1, values[0].shape[-1]).shape[0]
+        tokens, pending_tokens = tokens + count, pending_tokens + count
+        del values
+        if pending_tokens >= CHUNK_TOKENS or index == len(feeds) - 1:
+            for name, parts in pending.items():
+                x = np.concatenate(parts).astype(np.float32, copy=False)
+                total = sums.setdefault(name, np.zeros((x.shape[1], x.shape[1]), dtype=np.float32, order="F"))
+                # x.T is column-major [K, tokens]: C += x.T @ x without a copy of x
+                with threadpool_limits(limits=threads):
+                    ssyrk(1.0, x.T, beta=1.0, c=total, trans=0, lower=0, overwrite_c=1)
+                parts.clear()
+            pending_tokens = 0
+        accumulate += time.perf_counter() - began
+    del session
+    from autotune.pipeline import release_memory
+
+    release_memory()  # the session's weights, back to the OS before the caller loads its own
+    began = time.perf_counter()
+    out: dict[str, np.ndarray] = {}
+    for name in list(sums):
+        upper = sums.pop(name)
+        full = np.triu(upper) + np.triu(upper, 1).T
+        del upper
+        full /= max(tokens, 1)
+        out[name] = full
+    accumulate += time.perf_counter() - began
+    if timings is not None:
+        timings["calibration_forward"] = timings.get("calibration_forward", 0.0) + forward
+        timings["hessian_accumulation"] = timings.get("hessian_accumulation", 0.0) + accumulate
+    return out
+
+
+def _keep_only_outputs(graph: Any, names: list[str]) -> None:
+    """``graph`` (weights not loaded) reduced to the nodes that ``names`` depend on, with ``names`` as its outputs."""
+    import onnx
+
+    nodes = list(graph.graph.node)
+    producers = {out: index for index, node in enumerate(nodes) for out in node.output}
+    stack, needed = list(names), set()
+    while stack:
+        index = producers.get(stack.pop())
+        if index is None or index in needed:
+            continue
+        needed.add(index)
+        stack.extend(i for i in nodes[index].input if i)
+    kept = [node for index, node in enumerate(nodes) if index in needed]
+    used = {i for node in kept for i in node.input}
+    graph.graph.ClearField("node")
+    graph.graph.node.extend(kept)
+    graph.graph.ClearField("output")
+    graph.graph.output.extend(onnx.ValueInfoProto(name=name) for name in names)
+    initializers = [t for t in graph.graph.initializer if t.name in used]
+    graph.graph.ClearField("initializer")
+    graph.graph.initializer.extend(initializers)
+    inputs = [i for i in graph.graph.input if i.name in used]
+    graph.graph.ClearField("input")
+    graph.graph.input.extend(inputs)

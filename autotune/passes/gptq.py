@@ -11,19 +11,32 @@ the symmetric grid (output error +60% on a SmolLM2 layer). GPTQ libraries that r
 llm-compressor) are not installed in this project.
 
 This implementation follows the reference algorithm (Cholesky of the damped inverse Hessian, lazy block
-updates, group-wise parameters computed from the error-updated weights), collects every Hessian in one
-forward pass per calibration row, and packs the integer codes it chose, with their own scales and zero
-points, into ONNX Runtime's MatMulNBits layout. Activations come from the float model (the non-sequential
-variant). ``actorder`` is not offered: with group-wise scales it needs static groups to stay exact.
+updates of 128 rows as matrix products, group-wise parameters computed from the error-updated weights) in
+torch, so every update but the rank-1 step inside one quantization group is a BLAS product. Hessians are
+accumulated while the calibration rows stream through one forward pass each
+(:func:`autotune.passes.calibration.input_hessians`); MatMuls that read the same input (the builder's fused
+q/k/v, gate/up) share one. It packs the integer codes it chose, with their own scales and zero points, into
+ONNX Runtime's MatMulNBits layout. Activations come from the float model (the non-sequential variant).
+``actorder`` is not offered: with group-wise scales it needs static groups to stay exact.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from autotune.passes.calibration import input_moments, weight_matmuls
+from autotune.passes.calibration import free_cores, weight_matmuls
+
+# Rows updated together between two BLAS updates of the rest (the reference's lazy batch).
+LAZY_ROWS = 128
+# MatMuls of one weight shape are solved together as a batch up to this many weight bytes: the row-by-row
+# steps are then one small kernel call for the whole batch instead of one per MatMul.
+BATCH_BYTES = 64 * 2 ** 20
 
 
 def gptq_codes(weight: np.ndarray, hessian: np.ndarray, *, block_size: int, symmetric: bool, damp_percent: float,
@@ -33,67 +46,96 @@ def gptq_codes(weight: np.ndarray, hessian: np.ndarray, *, block_size: int, symm
     Returns (codes [K_padded, N] in 0..2^bits-1, scales [n_blocks, N], zero points [n_blocks, N]); a weight
     dequantizes as (code - zero) * scale, block-wise along K (the MatMulNBits convention).
     """
-    k, n = weight.shape
-    top = 2 ** bits - 1
-    n_blocks = (k + block_size - 1) // block_size
-    w = weight.astype(np.float32)  # float32 updates (as the reference): half the memory traffic of float64
-    h = hessian.astype(np.float64).copy()
-    dead = np.diag(h) == 0
-    h[dead, dead] = 1.0
-    w[dead, :] = 0.0  # an input that is always zero carries no information
-    h[np.diag_indices(k)] += damp_percent * np.mean(np.diag(h))
-    hinv = _inverse_cholesky_upper(h).astype(np.float32)
-    codes = np.zeros((n_blocks * block_size, n), dtype=np.uint8)
-    scales = np.ones((n_blocks, n), dtype=np.float32)
-    zeros = np.zeros((n_blocks, n), dtype=np.float32)
-    # Lazy-update blocks span whole quantization groups, so a group's parameters see all earlier updates.
-    step = max(128 // block_size, 1) * block_size
-    for i1 in range(0, k, step):
-        i2 = min(i1 + step, k)
-        w1 = w[i1:i2].copy()
-        err = np.zeros_like(w1)
-        for i in range(i2 - i1):
-            row = i1 + i
-            if row % block_size == 0:
-                group = row // block_size
-                scales[group], zeros[group] = _group_params(w1[i:i + block_size], symmetric, top)
-            s, z = scales[row // block_size], zeros[row // block_size]
-            q = np.clip(np.round(w1[i] / s) + z, 0, top)
-            codes[row] = q
-            e = (w1[i] - (q - z) * s) / hinv[row, row]
-            w1[i:] -= np.outer(hinv[row, row:i2], e)  # the row of U, not its (zero) column
-            err[i] = e
-        w[i2:] -= hinv[i1:i2, i2:].T @ err
-    codes[k:] = zeros[-1].astype(np.uint8)  # padding dequantizes to 0
-    return codes, scales, zeros
+    codes, scales, zeros = gptq_codes_batch([weight], [hessian], block_size=block_size, symmetric=symmetric,
+                                            damp_percent=damp_percent, bits=bits)
+    return codes[0], scales[0], zeros[0]
 
 
-def _inverse_cholesky_upper(h: np.ndarray) -> np.ndarray:
-    """U upper-triangular with H^-1 = U^T U. One torch thread: on a busy machine, multi-threaded LAPACK
-    spent 15x longer on a 1536x1536 factorisation than a single thread (oversubscribed cores)."""
+def gptq_codes_batch(weights: list[np.ndarray], hessians: list[np.ndarray], *, block_size: int, symmetric: bool,
+                     damp_percent: float, bits: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`gptq_codes` of several weights of one shape [K, N], each with its own Hessian; results stacked."""
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        lower = torch.linalg.cholesky(torch.from_numpy(h))
-        return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True).numpy()
-    finally:
-        torch.set_num_threads(threads)
+    k, n = weights[0].shape
+    top = 2 ** bits - 1
+    n_blocks = (k + block_size - 1) // block_size
+    batch = len(weights)
+    # float32 throughout, as the reference
+    w = torch.from_numpy(np.stack([np.asarray(x, dtype=np.float32) for x in weights]))
+    h = torch.from_numpy(np.stack([np.asarray(x, dtype=np.float32) for x in hessians]))
+    for b in range(batch):
+        dead = torch.diagonal(h[b]) == 0
+        h[b, dead, dead] = 1.0
+        w[b, dead, :] = 0.0  # an input that is always zero carries no information
+    hinv = _inverse_cholesky_upper(h, damp_percent)
+    del h
+    diag = torch.diagonal(hinv, dim1=1, dim2=2).unsqueeze(2)  # [B, K, 1]
+    codes = torch.zeros((batch, n_blocks * block_size, n), dtype=torch.uint8)
+    scales = torch.ones((batch, n_blocks, n), dtype=torch.float32)
+    zeros = torch.zeros((batch, n_blocks, n), dtype=torch.float32)
+    # Lazy blocks span whole quantization groups, and inside a block each group is finished (rank-1 updates of
+    # its own rows only) before one product updates the block's later rows: a group's parameters are computed
+    # after every earlier row's update, as in the row-by-row reference.
+    step = max(LAZY_ROWS // block_size, 1) * block_size
+    err = torch.empty((batch, step, n), dtype=torch.float32)
+    for i1 in range(0, k, step):
+        i2 = min(i1 + step, k)
+        for g1 in range(i1, i2, block_size):
+            g2 = min(g1 + block_size, i2)
+            group = g1 // block_size
+            s, z = _group_params(w[:, g1:g2], symmetric, top)
+            scales[:, group], zeros[:, group] = s, z
+            for row in range(g1, g2):
+                q = torch.clamp(torch.round(w[:, row] / s) + z, 0, top)
+                codes[:, row] = q.to(torch.uint8)
+                e = (w[:, row] - (q - z) * s) / diag[:, row]
+                if row + 1 < g2:  # the row of U, not its (zero) column
+                    w[:, row + 1:g2].baddbmm_(hinv[:, row, row + 1:g2].unsqueeze(2), e.unsqueeze(1), alpha=-1.0)
+                err[:, row - i1] = e
+            if g2 < i2:
+                w[:, g2:i2].baddbmm_(hinv[:, g1:g2, g2:i2].transpose(1, 2), err[:, g1 - i1:g2 - i1], alpha=-1.0)
+        if i2 < k:
+            w[:, i2:].baddbmm_(hinv[:, i1:i2, i2:].transpose(1, 2), err[:, :i2 - i1], alpha=-1.0)
+    codes[:, k:] = zeros[:, -1:].to(torch.uint8)  # padding dequantizes to 0
+    return codes.numpy(), scales.numpy(), zeros.numpy()
 
 
-def _group_params(group: np.ndarray, symmetric: bool, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column (scale, zero point) of one block of rows, as ONNX Runtime's RTN chooses them."""
+def _inverse_cholesky_upper(h: Any, damp_percent: float) -> Any:
+    """U upper-triangular with (H + damping)^-1 = U^T U, for a batch H [B, K, K] (float32).
+
+    One Cholesky and one triangular inverse: with J the order reversal, J H J = L L^T gives H = (J L J)(J L J)^T
+    with J L J upper, so U = (J L J)^-1 = J L^-1 J is upper with U^T U = H^-1 (the reference's
+    cholesky -> cholesky_inverse -> cholesky, at a third of the work). The damping grows tenfold for a
+    Hessian that is not positive definite (rounding can leave a rank-deficient one slightly indefinite)."""
+    import torch
+
+    k = h.shape[-1]
+    eye = torch.eye(k, dtype=h.dtype)
+    mean = torch.diagonal(h, dim1=1, dim2=2).mean(dim=1)[:, None, None]
+    damp = torch.full_like(mean, damp_percent)
+    for _ in range(6):
+        lower, info = torch.linalg.cholesky_ex(torch.flip(h + damp * mean * eye, dims=(1, 2)))
+        if not bool((info != 0).any()):
+            return torch.flip(torch.linalg.solve_triangular(lower, eye.expand_as(lower), upper=False), dims=(1, 2))
+        damp = torch.where((info != 0)[:, None, None], damp * 10, damp)
+    raise ValueError("a calibration Hessian is not positive definite even with 10^5 times the damping")
+
+
+def _group_params(group: Any, symmetric: bool, top: int) -> tuple[Any, Any]:
+    """Per-column (scale, zero point) of one block of rows (torch [B, rows, N] -> [B, N] each), as ONNX
+    Runtime's RTN chooses them."""
+    import torch
+
     if symmetric:  # the largest-magnitude value maps exactly to code 0 (-8 * scale); zero point 8
-        idx = np.abs(group).argmax(axis=0)
-        extreme = group[idx, np.arange(group.shape[1])]
-        scale = extreme / -((top + 1) / 2)
+        idx = group.abs().argmax(dim=1, keepdim=True)
+        scale = group.gather(1, idx)[:, 0] / -((top + 1) / 2)
         scale[scale == 0] = 1.0
-        return scale, np.full(group.shape[1], (top + 1) / 2)
-    low, high = np.minimum(group.min(axis=0), 0), np.maximum(group.max(axis=0), 0)
+        return scale, torch.full_like(scale, (top + 1) / 2)
+    low = torch.clamp(group.amin(dim=1), max=0)
+    high = torch.clamp(group.amax(dim=1), min=0)
     scale = (high - low) / top
     scale[scale == 0] = 1.0
-    return scale, np.clip(np.round(-low / scale), 0, top)
+    return scale, torch.clamp(torch.round(-low / scale), 0, top)
 
 
 def pack_matmul_nbits(node: Any, codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, *, k: int, block_size: int,
@@ -121,33 +163,82 @@ def pack_matmul_nbits(node: Any, codes: np.ndarray, scales: np.ndarray, zeros: n
     return new, inits
 
 
-def gptq_quantize_graph(model: Any, feeds: list[dict[str, np.ndarray]], *, block_size: int, symmetric: bool,
-                        damp_percent: float, accuracy_level: int, exclude: list[str]) -> Any:
-    """Every float MatMul with a constant 2-D weight of ``model`` (not in ``exclude``) to GPTQ int4, in place."""
+def gptq_quantize_graph(model: Any, hessians: dict[str, np.ndarray], *, block_size: int, symmetric: bool,
+                        damp_percent: float, accuracy_level: int, exclude: list[str], weights_dir: Path | None = None,
+                        timings: dict[str, float] | None = None) -> Any:
+    """Every float MatMul with a constant 2-D weight of ``model`` (not in ``exclude``) to GPTQ int4, in place.
+    ``hessians``: input tensor name -> E[x x^T] (:func:`autotune.passes.calibration.input_hessians`); each is
+    dropped from the dict once its MatMuls are done, to bound memory. Weights still in external data are read
+    from ``weights_dir`` one batch at a time (the float weights are then never all in memory). ``timings``
+    gains the seconds of the solves and of the packing."""
     from onnx import helper, numpy_helper
 
     matmuls = {name: io for name, io in weight_matmuls(model).items() if name not in set(exclude)}
-    hessians = input_moments(model, feeds, sorted({act for act, _ in matmuls.values()}), full=True)
+    missing = sorted({act for act, _ in matmuls.values()} - set(hessians))
+    if missing:
+        raise ValueError(f"no calibration Hessian for the MatMul inputs {missing[:3]}")
     inits = {t.name: t for t in model.graph.initializer}
+    nodes = {node.name: node for node in model.graph.node if node.name in matmuls}
+    readers: dict[str, int] = {}
+    for act, _ in matmuls.values():
+        readers[act] = readers.get(act, 0) + 1
     replaced: dict[str, Any] = {}
     added: list[Any] = []
-    for node in model.graph.node:
-        if node.name not in matmuls:
-            continue
-        act, weight_name = matmuls[node.name]
-        weight = numpy_helper.to_array(inits[weight_name])
-        codes, scales, zeros = gptq_codes(weight, hessians[act], block_size=block_size, symmetric=symmetric,
-                                          damp_percent=damp_percent)
-        replaced[node.name], new_inits = pack_matmul_nbits(node, codes, scales, zeros, k=weight.shape[0], block_size=block_size,
-                                                           symmetric=symmetric, accuracy_level=accuracy_level)
-        added += new_inits
-    nodes = [replaced.get(node.name, node) for node in model.graph.node]
+    solve = pack = 0.0
+    with _torch_threads(free_cores()):
+        for batch in _shape_batches(matmuls, {t.name: tuple(t.dims) for t in model.graph.initializer}):
+            began = time.perf_counter()
+            weights = [numpy_helper.to_array(inits[matmuls[name][1]], str(weights_dir or '')) for name in batch]
+            codes, scales, zeros = gptq_codes_batch(weights, [hessians[matmuls[name][0]] for name in batch], block_size=block_size,
+                                                    symmetric=symmetric, damp_percent=damp_percent)
+            k = weights[0].shape[0]
+            del weights
+            for name in batch:
+                act = matmuls[name][0]
+                readers[act] -= 1
+                if not readers[act]:
+                    del hessians[act]
+            solve += time.perf_counter() - began
+            began = time.perf_counter()
+            for index, name in enumerate(batch):
+                replaced[name], new_inits = pack_matmul_nbits(nodes[name], codes[index], scales[index], zeros[index], k=k,
+                                                              block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level)
+                added += new_inits
+            pack += time.perf_counter() - began
+    all_nodes = [replaced.get(node.name, node) for node in model.graph.node]
     model.graph.ClearField("node")
-    model.graph.node.extend(nodes)
+    model.graph.node.extend(all_nodes)
     model.graph.initializer.extend(added)
     used = {i for node in model.graph.node for i in node.input}
     for weight_name in {w for _, w in matmuls.values()} - used:
         model.graph.initializer.remove(inits[weight_name])
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    if timings is not None:
+        timings["gptq_solve"] = timings.get("gptq_solve", 0.0) + solve
+        timings["packing"] = timings.get("packing", 0.0) + pack
     return model
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _shape_batches(matmuls: dict[str, tuple[str, str]], dims: dict[str, tuple[int, ...]]) -> list[list[str]]:
+    """The MatMul names grouped by weight shape, in batches of at most ``BATCH_BYTES`` of float32 weights."""
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for name, (_, weight) in matmuls.items():
+        by_shape.setdefault(dims[weight], []).append(name)
+    batches: list[list[str]] = []
+    for shape, names in by_shape.items():
+        per_batch = max(1, BATCH_BYTES // (4 * int(np.prod(shape))))
+        batches += [names[i:i + per_batch] for i in range(0, len(names), per_batch)]
+    return batches

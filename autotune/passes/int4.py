@@ -75,6 +75,7 @@ class WeightOnlyPass(Pass):
     accepts = ("onnx", "hf")
     output_kind = "onnx"
     provider_in_key = True
+    selects_by_weights = False  # keep_high reads the float weights
 
     def algorithm(self, params: Any) -> str:
         raise NotImplementedError
@@ -85,19 +86,33 @@ class WeightOnlyPass(Pass):
 
     def run(self, model: ModelHandle, params: Any, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
         import onnx
+        from onnx.external_data_helper import load_external_data_for_model
 
         cost = PassCost()
         source = fp32_source(model, ctx)
-        graph = onnx.load(str(source / MODEL_FILE))
+        # The weights are read only after calibration: GPTQ's forward passes read them from the file, and two
+        # copies of them (here and in the session) would be the pass's peak.
+        graph = onnx.load(str(source / MODEL_FILE), load_external_data=False)
         algorithm = self.algorithm(params)
         feeds = None
+        hessians = None
+        timings: dict[str, float] = {}
         rows = getattr(params, "calibration_rows", 0)
         if rows:
             if ctx.data is None:
                 raise RuntimeError(f"{self.type_name} needs calibration data but the pipeline passed none")
-            from autotune.passes.calibration import calibration_feeds
+            from autotune.passes.calibration import calibration_feeds, input_hessians, weight_matmuls
 
             feeds = calibration_feeds(source, graph, ctx.data, rows, seed=params.calibration_seed)
+            if algorithm == "gptq":
+                skip = set(params.nodes_to_exclude)
+                inputs = sorted({act for name, (act, _) in weight_matmuls(graph).items() if name not in skip})
+                hessians = input_hessians(source / MODEL_FILE, feeds, inputs, timings=timings)
+        # Plain GPTQ reads each float weight from the file as it quantizes it: the fp32 weights are never all
+        # in memory. A pass that selects layers by their weights first needs them all.
+        lazy = hessians is not None and not self.selects_by_weights
+        if not lazy:
+            load_external_data_for_model(graph, str(source))
         high, scores = self.keep_high(graph, params, feeds)
         head = tied_head(graph) if algorithm == "hqq" else None
         # HQQ's float zero points cannot feed GatherBlockQuantized: its tied LM head is RTN-quantized instead,
@@ -107,8 +122,11 @@ class WeightOnlyPass(Pass):
         common = {"block_size": params.block_size, "accuracy_level": getattr(params, "accuracy_level", 0)}
         with quiet_quantizer():
             exclude = [*params.nodes_to_exclude, *high, *([head] if head else [])]
-            graph = quantize_int4(graph, algorithm, symmetric=symmetric, exclude=exclude, feeds=feeds,
-                                  damp_percent=getattr(params, "damp_percent", 0.01), **common)
+            graph = quantize_int4(graph, algorithm, symmetric=symmetric, exclude=exclude, hessians=hessians,
+                                  damp_percent=getattr(params, "damp_percent", 0.01), weights_dir=source, timings=timings,
+                                  **common)
+            if lazy:
+                load_external_data_for_model(graph, str(source))  # what GPTQ left float: norms, the embedding
             if head:
                 others = [n.name for n in graph.graph.node if n.name != head]
                 graph = quantize_int4(graph, "rtn", symmetric=True, exclude=others, **common)
@@ -118,7 +136,8 @@ class WeightOnlyPass(Pass):
         save_with_external_data(graph, output)
         copy_companions(source, output)
         bits = graph_precisions(graph)
-        stats = {"algorithm": algorithm, **cost.stats(), "calibration_rows": len(feeds or []),
+        stats = {"algorithm": algorithm, **cost.stats(), "seconds_by_step": {k: round(v, 3) for k, v in timings.items()},
+                 "calibration_rows": len(feeds or []),
                  "layers_by_bits": {str(b): sum(1 for v in bits.values() if v == b) for b in sorted(set(bits.values()))},
                  "kept_high": high, "tied_embedding": tied,
                  "sensitivity": dict(sorted(scores.items(), key=lambda kv: -kv[1]))}
@@ -158,6 +177,7 @@ class OnnxMixedPrecisionQuantization(WeightOnlyPass):
     type_name = "OnnxMixedPrecisionQuantization"
     Params = MixedPrecisionParams
     uses_data = True
+    selects_by_weights = True
 
     def check(self, params: MixedPrecisionParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
         if params.budget == 0:

@@ -19,8 +19,11 @@ ALGORITHMS = ("rtn", "k_quant", "gptq", "hqq")
 
 
 def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: bool, accuracy_level: int,
-                  exclude: list[str], feeds: list[dict[str, np.ndarray]] | None = None, damp_percent: float = 0.01) -> Any:
-    """``model`` (ModelProto, weights loaded) with its MatMuls at 4 bits by ``algorithm``; returns a ModelProto."""
+                  exclude: list[str], hessians: dict[str, np.ndarray] | None = None, damp_percent: float = 0.01,
+                  weights_dir: Path | None = None, timings: dict[str, float] | None = None) -> Any:
+    """``model`` (ModelProto, weights loaded) with its MatMuls at 4 bits by ``algorithm``; returns a ModelProto.
+    ``hessians`` (GPTQ's calibration statistics per MatMul input) are required by ``gptq``, which also takes a
+    graph whose weights are still external (in ``weights_dir``)."""
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         HQQWeightOnlyQuantConfig,
         KQuantWeightOnlyQuantConfig,
@@ -30,8 +33,11 @@ def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: boo
     if algorithm == "gptq":
         from autotune.passes.gptq import gptq_quantize_graph
 
-        return gptq_quantize_graph(model, feeds or [], block_size=block_size, symmetric=symmetric,
-                                   damp_percent=damp_percent, accuracy_level=accuracy_level, exclude=exclude)
+        if hessians is None:
+            raise ValueError("gptq needs the calibration Hessians")
+        return gptq_quantize_graph(model, hessians, block_size=block_size, symmetric=symmetric, damp_percent=damp_percent,
+                                   accuracy_level=accuracy_level, exclude=exclude, weights_dir=weights_dir,
+                                   timings=timings)
     configs = {"rtn": None, "k_quant": KQuantWeightOnlyQuantConfig(),
                "hqq": HQQWeightOnlyQuantConfig(block_size=block_size, bits=4)}
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric,

@@ -1,0 +1,193 @@
+"""Issue 21: what GPTQ costs on SmolLM2-135M, before and after, side by side in one run.
+
+    .venv/bin/python bench/gptq_cost.py [--baseline REV] [--rows 128] [--block 32] [--held-out 40]
+
+Each quantizer runs in a fresh process on the same fp32 ONNX build (built once into
+results/bench/gptq-cost/fp32): GPTQ as of ``--baseline`` (that commit's ``autotune/`` tree, extracted with
+``git archive``), GPTQ of this tree, and ONNX Runtime's RTN (the same grid, no calibration) for scale. Per
+quantizer: the pass's wall seconds and where they went (calibration forward passes, Hessian accumulation,
+the GPTQ solves, packing; for the baseline its Hessian collection and solves are timed by wrapping its
+functions), the process's peak RSS (VmHWM of the fresh process, so imports and data loading count too)
+and the pass's own peak (VmHWM reset at its start), the load average around it, and next-token agreement
+with the fp32 build on held-out rows of configs/data/tones.jsonl (templated prompt + answer, every
+position): mean KL(fp32 || quantized) and top-1 agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "results" / "bench" / "gptq-cost"
+BASELINE = "3543bb3"  # the last commit before issue 21's GPTQ
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def peak_rss_mb() -> float:
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def dataset(rows: int) -> Any:
+    import common
+
+    from autotune.data import load_data
+
+    cfg = common.config("smollm2", WORK)
+    cfg["data_configs"][0]["eval_dataset_size"] = rows
+    return load_data(common.load(cfg).data_configs[0])
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One quantization in this (fresh) process; its numbers go to ``<out>.json``."""
+    sys.path.insert(0, args.tree)
+    sys.path.insert(1, str(ROOT / "bench"))
+    import autotune
+    from autotune.context import PassContext
+    from autotune.models.handle import ModelHandle
+    from autotune.passes.base import get_pass
+
+    assert Path(autotune.__file__).resolve().is_relative_to(Path(args.tree).resolve()), autotune.__file__
+    data = dataset(args.held_out)
+    wrapped: dict[str, float] = {}
+    if args.algorithm == "gptq":
+        import autotune.passes.gptq as gptq
+
+        for name in ("input_moments", "gptq_codes"):  # the baseline's steps (this tree times its own)
+            if hasattr(gptq, name):
+                original = getattr(gptq, name)
+
+                def timed(*a: Any, _original: Any = original, _name: str = name, **k: Any) -> Any:
+                    began = time.perf_counter()
+                    try:
+                        return _original(*a, **k)
+                    finally:
+                        wrapped[_name] = wrapped.get(_name, 0.0) + time.perf_counter() - began
+
+                setattr(gptq, name, timed)
+        pass_type = "OnnxGptqQuantization"
+        params = {"block_size": args.block, "calibration_rows": args.rows, "is_symmetric": args.symmetric,
+                  "accuracy_level": 4}
+    else:
+        pass_type, params = "OnnxBlockWiseRtnQuantization", {"block_size": args.block, "is_symmetric": args.symmetric,
+                                                             "accuracy_level": 4}
+    cls = get_pass(pass_type, path="bench")
+    out, work = Path(args.out), Path(args.out + "-work")
+    for folder in (out, work):
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+        folder.mkdir(parents=True)
+    load = load_average()
+    began = time.perf_counter()
+    cls().run(ModelHandle(kind="onnx", path=WORK / "fp32", key=""), cls.Params(**params),
+              PassContext(provider="CPUExecutionProvider", work_dir=work, data=data), out)
+    seconds = time.perf_counter() - began
+    stats_file = out / "quant_stats.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    steps = stats.get("seconds_by_step") or {}
+    if not steps and wrapped:
+        steps = {"calibration_forward+hessian_accumulation": wrapped.get("input_moments", 0.0),
+                 "gptq_solve": wrapped.get("gptq_codes", 0.0)}
+    result = {"seconds": seconds, "steps": steps, "process_peak_mb": peak_rss_mb(), "pass_peak_mb": stats.get("peak_rss_mb"),
+              "load_before": load, "load_after": load_average()}
+    Path(args.out + ".json").write_text(json.dumps(result))  # not stdout: ONNX Runtime's quantizers print progress there
+
+
+def logprobs(folder: Path, data: Any, n: int) -> list[Any]:
+    """Next-token log-probabilities at every position of ``n`` held-out templated rows."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from autotune.data import encode_example
+    from autotune.models.loading import load_tokenizer
+    from autotune.passes.calibration import decoder_feed
+
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.input}
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    tokenizer = load_tokenizer(folder)
+    out = []
+    for row in data.eval[:n]:
+        ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.answer(row), max_len=data.source_max_len)
+        logits = session.run(["logits"], decoder_feed(inputs, ids, decoder["num_key_value_heads"], decoder["head_size"]))[0][0]
+        logits = logits.astype(np.float64)
+        out.append(logits - np.logaddexp.reduce(logits, axis=1, keepdims=True))
+    return out
+
+
+def agreement(reference: list[Any], candidate: list[Any]) -> tuple[float, float]:
+    import numpy as np
+
+    ref, cand = np.concatenate(reference), np.concatenate(candidate)
+    kl = float((np.exp(ref) * (ref - cand)).sum(axis=1).mean())
+    return kl, float((ref.argmax(axis=1) == cand.argmax(axis=1)).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default=BASELINE)
+    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--block", type=int, default=32)
+    parser.add_argument("--symmetric", type=int, default=1)
+    parser.add_argument("--held-out", type=int, default=40)
+    parser.add_argument("--only", default="rtn,baseline,new", help="comma-separated subset of rtn,baseline,new")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tree", default=str(ROOT), help=argparse.SUPPRESS)
+    parser.add_argument("--algorithm", default="gptq", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(1, str(ROOT / "bench"))
+    import common
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    if not (WORK / "fp32" / "model.onnx").is_file():
+        from autotune.passes.model_builder import ModelBuilderParams, build_onnx
+
+        (WORK / "fp32-work").mkdir(exist_ok=True)
+        build_onnx(common.smollm2_model(), WORK / "fp32", ModelBuilderParams(precision="fp32"),
+                   provider="CPUExecutionProvider", work_dir=WORK / "fp32-work")
+    baseline_tree = WORK / f"tree-{args.baseline}"
+    if not baseline_tree.is_dir():
+        baseline_tree.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "autotune"], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(baseline_tree)], input=archive, check=True)
+    variants = {"rtn": ("rtn", ROOT), "baseline": ("gptq", baseline_tree), "new": ("gptq", ROOT)}
+    data = dataset(args.held_out)
+    reference = logprobs(WORK / "fp32", data, args.held_out)
+    rows = []
+    for name in args.only.split(","):
+        algorithm, tree = variants[name]
+        out = WORK / name
+        command = [sys.executable, __file__, "--worker", "--tree", str(tree), "--algorithm", algorithm, "--out", str(out),
+                   "--rows", str(args.rows), "--block", str(args.block), "--symmetric", str(args.symmetric),
+                   "--held-out", str(args.held_out)]
+        subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        result = json.loads(Path(str(out) + ".json").read_text())
+        kl, top1 = agreement(reference, logprobs(out, data, args.held_out))
+        rows.append({"variant": name, **result, "kl": kl, "top1": top1})
+        print(json.dumps(rows[-1]), flush=True)
+    (WORK / "report.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+    print("| quantizer | seconds | where the time goes (s) | peak RSS MB (process / pass) | load avg before→after | KL to fp32 | top-1 |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in row["steps"].items()) or "-"
+        print(f"| {row['variant']} | {row['seconds']:.1f} | {steps} | {row['process_peak_mb']:.0f} / {row['pass_peak_mb']} | "
+              f"{row['load_before']:.2f}→{row['load_after']:.2f} | {row['kl']:.4f} | {row['top1']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
