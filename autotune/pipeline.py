@@ -81,6 +81,7 @@ class Pipeline:
     # -- inputs ---------------------------------------------------------------------------------
     def preflight(self, extra_data: list[str] | None = None) -> None:
         """Read every input the run needs and refuse bad ones before anything is written."""
+        from autotune.passes.drop_layers import check_depth_before_running
         from autotune.passes.lora import check_targets_before_running
         from autotune.plan import all_steps
 
@@ -89,6 +90,7 @@ class Pipeline:
             self.data(name)
         source = check_input_model(self.config)
         check_targets_before_running(self.config, source)  # a Hub model is local only now
+        check_depth_before_running(self.config, source)
         self.cache.sweep()
 
     def data_names(self) -> list[str]:
@@ -98,7 +100,8 @@ class Pipeline:
     def data(self, name: str) -> Dataset:
         if name not in self._data:
             index = next(i for i, d in enumerate(self.config.data_configs) if d.name == name)
-            self._data[name] = load_data(self.config.data_configs[index], where=f"data_configs[{index}]")
+            self._data[name] = load_data(self.config.data_configs[index], where=f"data_configs[{index}]",
+                                        rows_cache=self.cache.root / "rows")
         return self._data[name]
 
     @property

@@ -16,7 +16,8 @@ __all__ = ["TEMPLATE", "make_tiny_llama"]
 TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"
 
 
-def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0, tie_word_embeddings: bool = False) -> Path:
+def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0, tie_word_embeddings: bool = False,
+                    num_hidden_layers: int = 2) -> Path:
     """Write a tiny ``LlamaForCausalLM`` and its tokenizer (trained on ``texts``) into ``folder``; returns it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -36,7 +37,7 @@ def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0, tie_word_e
     folder.mkdir(parents=True, exist_ok=True)
     hf_tok.save_pretrained(folder)
     config = LlamaConfig(
-        vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128, num_hidden_layers=num_hidden_layers, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0,
         tie_word_embeddings=tie_word_embeddings,
     )

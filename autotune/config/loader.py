@@ -94,6 +94,7 @@ def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = 
 
 
 def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
+    from autotune.passes.drop_layers import check_depth_before_running
     from autotune.passes.lora import check_targets_before_running
     from autotune.plan import check_passes
 
@@ -175,6 +176,7 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
     check_passes(config)
     _check_metrics(config, evaluator_origins)
     check_targets_before_running(config)
+    check_depth_before_running(config)
     return config
 
 
