@@ -69,7 +69,7 @@ def check_store_url(url: str) -> str:
 
 def open_store(url: str) -> ArtifactStore:
     """The store at ``url``, checked reachable now: a one-line ConfigError naming engine.artifact_store if not."""
-    from autotune.search.storage import redact_url
+    from autotune.urls import redact_url
 
     try:
         check_store_url(url)

@@ -103,7 +103,7 @@ class Cache:
     @contextmanager
     def put(self, key: str, info: dict[str, Any]) -> Iterator[Path]:
         """Yield an empty folder to write the model into; on success it becomes entry ``key``."""
-        from autotune.data import file_sha256
+        from autotune.fileio import file_sha256
 
         staging = self.tmp / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.models.mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ class Cache:
 
     def _pull(self, key: str) -> tuple[Path, dict[str, Any]] | None:
         """Download entry ``key`` from the store into this cache (staged, verified, renamed in)."""
-        from autotune.data import file_sha256
+        from autotune.fileio import file_sha256
 
         assert self.store is not None
         manifest = self.store.manifest(key)
@@ -203,7 +203,7 @@ class Cache:
                     yield False
                     return
                 if deadline is not None and time.monotonic() > deadline:
-                    from autotune.context import TrialTimeout
+                    from autotune.errors import TrialTimeout
 
                     raise TrialTimeout(f"trial_timeout exceeded waiting for another worker to build {key[:12]}")
                 time.sleep(min(max(self.heartbeat / 2, 0.2), 5.0))
@@ -235,7 +235,7 @@ class Cache:
                         log.info("entry %s is being built by another process; waiting", key[:12])
                         waited = True
                     if deadline is not None and time.monotonic() > deadline:
-                        from autotune.context import TrialTimeout
+                        from autotune.errors import TrialTimeout
 
                         raise TrialTimeout(f"trial_timeout exceeded waiting for another process to build {key[:12]}") from None
                     time.sleep(0.2)

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from autotune.data import Dataset
+from autotune.errors import TrialTimeout
+
+__all__ = ["PassContext", "RunContext", "TrialTimeout"]  # TrialTimeout: re-exported (it lives in errors)
 
 log = logging.getLogger("autotune")
 
@@ -32,10 +35,6 @@ class PassContext:
     def check_deadline(self, where: str) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise TrialTimeout(f"trial_timeout exceeded {where}")
-
-
-class TrialTimeout(Exception):
-    """The trial ran past ``engine.trial_timeout``."""
 
 
 class RunContext:

@@ -18,6 +18,7 @@ from typing import Any
 
 from autotune.config.schema import DataConfig
 from autotune.errors import DataError
+from autotune.fileio import file_sha256
 
 # A data set is treated as classification when its answers form a small closed set.
 MAX_LABELS = 50
@@ -85,14 +86,6 @@ class Dataset:
         return self.with_eval(self.test, "test")
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_rows(config: DataConfig, where: str) -> list[dict[str, Any]]:
     import datasets
 
@@ -154,11 +147,39 @@ def _unparsable(exc: BaseException) -> str | None:
     return message.splitlines()[0]
 
 
-def load_data(config: DataConfig, *, where: str = "data_configs[0]", template_where: str | None = None) -> Dataset:
-    """Load, template, de-duplicate and split one data config (deterministic for a given seed)."""
+def _rows_cached(config: DataConfig, where: str, rows_cache: Path | None) -> list[dict[str, Any]]:
+    """:func:`_read_rows`, read back from ``rows_cache`` when these files (by content) were read before:
+    importing and running ``datasets`` takes seconds, a cached rerun should not. Only rows that survive a
+    JSON round trip unchanged are cached (anything else is read through ``datasets`` every time)."""
+    if rows_cache is None or not all(p.is_file() for p in config.data_files):
+        return _read_rows(config, where)
+    digest = hashlib.sha256(json.dumps([config.data_name, config.split]).encode())
+    for path in config.data_files:
+        digest.update(file_sha256(path).encode())
+    stored = rows_cache / f"{digest.hexdigest()}.json"
+    try:
+        return list(json.loads(stored.read_text()))
+    except (OSError, ValueError):
+        pass
+    rows = _read_rows(config, where)
+    try:
+        text = json.dumps(rows)
+        if json.loads(text) == rows:
+            from autotune.fileio import write_text
+
+            write_text(stored, text)
+    except (TypeError, ValueError, OSError):
+        pass  # rows JSON cannot hold as they are, or an unwritable cache: read through datasets next time too
+    return rows
+
+
+def load_data(config: DataConfig, *, where: str = "data_configs[0]", template_where: str | None = None,
+              rows_cache: Path | None = None) -> Dataset:
+    """Load, template, de-duplicate and split one data config (deterministic for a given seed).
+    ``rows_cache``: a folder that keeps the parsed rows of each data file content (see :func:`_rows_cached`)."""
     template_where = template_where or f"{where}.text_template"
     template = Template.parse(config.text_template, where=template_where)
-    rows = _read_rows(config, where)
+    rows = _rows_cached(config, where, rows_cache)
     if not rows:
         raise DataError(str(config.data_files[0]), "the data set has no rows")
     available = set(rows[0])

@@ -35,6 +35,10 @@ class DiskFullError(UserError):
     """No space left where autotune writes; the study stays resumable once space is freed."""
 
 
+class TrialTimeout(Exception):
+    """The trial ran past ``engine.trial_timeout`` (not the user's mistake: the trial fails, the study goes on)."""
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """Return ``"; did you mean 'x'?"`` for the nearest candidate, or ``""`` if none is close."""
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)

@@ -1,7 +1,12 @@
-"""Writes that never leave a half-written file or folder: write beside the target, then rename."""
+"""Writes that never leave a half-written file or folder: write beside the target, then rename.
+
+A write whose result equals what is already there leaves the old file or folder in place (its mtime
+kept): a rerun that changed nothing rewrites nothing (tools that watch mtimes see no change)."""
 
 from __future__ import annotations
 
+import filecmp
+import hashlib
 import json
 import os
 import shutil
@@ -10,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LINK_MIN_BYTES", "atomic_copy_tree", "atomic_write", "link_or_copy", "replace_dir", "write_json", "write_text"]
+__all__ = ["LINK_MIN_BYTES", "atomic_copy_tree", "atomic_write", "file_sha256", "link_or_copy", "replace_dir", "same_tree",
+           "write_json", "write_text"]
 
 LINK_MIN_BYTES = 1 << 20
 
@@ -20,13 +26,15 @@ def _sibling(path: Path, suffix: str) -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it into place (unless ``path``
+    already holds the same bytes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp")
     try:
         write(tmp)
-        os.replace(tmp, path)
+        if not (path.is_file() and filecmp.cmp(tmp, path, shallow=False)):
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -34,6 +42,12 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
 
 
 def write_text(path: Path, text: str) -> Path:
+    path = Path(path)
+    try:
+        if path.read_text() == text:
+            return path  # unchanged: not even a temporary file
+    except (OSError, UnicodeDecodeError):
+        pass
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
@@ -74,8 +88,35 @@ def atomic_copy_tree(source: Path, target: Path, *, extra: Callable[[Path], Any]
         shutil.copytree(source, staging, copy_function=link_or_copy)
         if extra is not None:
             extra(staging)
-        replace_dir(staging, target)
+        if not same_tree(staging, target):
+            replace_dir(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    """Whether two folders hold the same relative paths with the same bytes (a hard link of the same
+    file is equal without reading it)."""
+    if not b.is_dir():
+        return False
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*"))
+    if files_a != sorted(p.relative_to(b) for p in b.rglob("*")):
+        return False
+    for rel in files_a:
+        x, y = a / rel, b / rel
+        if x.is_dir() != y.is_dir():
+            return False
+        if x.is_file() and not (os.path.samefile(x, y) or filecmp.cmp(x, y, shallow=False)):
+            return False
+    return True
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """The file's SHA-256, read in chunks (a model file does not fit in memory twice)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -45,7 +45,7 @@ DEMO_MODELS = {
 
 def check_sha256(path: Path, expected: str, *, what: str, where: str | None = None) -> None:
     """Refuse a file whose sha256 is not ``expected`` (one line naming the file and both digests)."""
-    from autotune.data import file_sha256
+    from autotune.fileio import file_sha256
 
     got = file_sha256(path)
     if got != expected:

@@ -34,7 +34,7 @@ class FileHasher:
                 self.memo = {}
 
     def file(self, path: Path) -> str:
-        from autotune.data import file_sha256
+        from autotune.fileio import file_sha256
 
         stat = path.stat()
         ident = [stat.st_size, stat.st_mtime_ns]

@@ -8,6 +8,7 @@ from typing import Any
 
 from autotune.errors import ConfigError
 from autotune.logging_setup import ignored_warning
+from autotune.urls import redact_url  # re-exported: the storage URL is what it redacts most
 
 __all__ = ["default_storage", "load_study", "open_storage", "redact_url", "safe_name"]
 
@@ -21,21 +22,6 @@ def safe_name(text: str) -> str:
 def default_storage(output_dir: Path) -> str:
     output_dir.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(output_dir / 'study.db').resolve()}"
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password hidden (for logs, reports, cards and the stored config).
-
-    Everything between ``user:`` and the *last* ``@`` goes: a raw ``@`` in a password would make a
-    URL parser (sqlalchemy's too) split it there and show the rest as part of the host.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    userinfo, _, host = rest.rpartition("@")
-    if ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _user_error(exc: BaseException) -> str | None:

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from autotune.context import TrialTimeout
-from autotune.errors import UserError
+from autotune.errors import TrialTimeout, UserError
 from autotune.evaluation.base import EvalModel
 from autotune.evaluation.goals import Bound
 from autotune.fileio import write_text
