@@ -8,7 +8,7 @@ from typing import Any
 from autotune.config.schema import RunConfig
 from autotune.errors import ConfigError
 from autotune.passes.base import Pass, PassParams, canonical_params, get_pass, user_path, validate_params
-from autotune.search.space import Categorical, FloatRange, IntRange, SearchSpec, decode_choice, split_params
+from autotune.space import Categorical, FloatRange, IntRange, SearchSpec, decode_choice, split_params
 
 DEFAULT_SPACE = "SEARCHABLE_VALUES"
 
@@ -176,7 +176,7 @@ def _probe_points(step: Step) -> list[dict[str, Any]]:
     for name, spec in step.space.items():
         key = step.key(name)
         if isinstance(spec, Categorical):
-            from autotune.search.space import encode_choice
+            from autotune.space import encode_choice
 
             values = [encode_choice(c) for c in spec.choices]
         elif isinstance(spec, (IntRange, FloatRange)):

@@ -129,7 +129,7 @@ def check_targets_before_running(config: Any, source: Any = None) -> None:
     from autotune.models.module_names import model_file, module_names
     from autotune.models.source import locate_input_model, names_a_hub_model
     from autotune.plan import all_steps, build_plan
-    from autotune.search.space import Categorical, encode_choice
+    from autotune.space import Categorical, encode_choice
 
     steps = [s for s in all_steps(build_plan(config)) if issubclass(s.pass_cls.Params, LoRAParams)]
     if not steps or (source is None and names_a_hub_model(config.input_model)):

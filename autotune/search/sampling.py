@@ -7,7 +7,7 @@ from typing import Any
 
 from autotune.errors import ConfigError
 from autotune.plan import Choice, Slot, Step
-from autotune.search.space import Categorical, FloatRange, IntRange, encode_choice
+from autotune.space import Categorical, FloatRange, IntRange, encode_choice
 
 
 def _active(step: Step, name: str, point: dict[str, Any]) -> bool:

@@ -22,7 +22,7 @@ from autotune.errors import ConfigError, DataError, UserError
 from autotune.passes.lora import LoRAParams
 from autotune.passes.model_builder import ModelBuilderParams
 from autotune.plan import build_plan
-from autotune.search.space import Categorical, FloatRange, IntRange
+from autotune.space import Categorical, FloatRange, IntRange
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"

@@ -5,6 +5,9 @@ A pass parameter is either a fixed value or a search:
   or ``{choices: [...]}``;
 - a range ``{low, high, step?, log?}``: an int range when low/high/step are ints, else a float range.
 Ranges stay native Optuna distributions (ordered ints stay ordered; ``log: true`` is log-uniform).
+
+A leaf at the top of the package (as Optuna keeps ``distributions.py``): the plan, the passes and the
+search all read it downward.
 """
 
 from __future__ import annotations

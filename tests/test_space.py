@@ -11,7 +11,7 @@ from autotune.config import load_config
 from autotune.errors import ConfigError
 from autotune.plan import build_plan
 from autotune.search.sampling import grid_points
-from autotune.search.space import Categorical, FloatRange, IntRange, parse_spec
+from autotune.space import Categorical, FloatRange, IntRange, parse_spec
 
 
 def test_lists_are_categorical_and_ranges_are_native_distributions() -> None:
