@@ -120,8 +120,63 @@ def _ci(ax: Any, x: float, y: float, metric: MetricValue | None, color: str) -> 
                     alpha=0.55, capsize=3, linewidth=1, zorder=2)
 
 
+# Marker shape by precision and colour by depth, when a study searches either (issue 24).
+PRECISION_MARKERS = {"fp32": "o", "fp16": "D", "int8": "s", "int4": "^"}
+DEPTH_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+QUANTIZER_PRECISION = {"OnnxGptqQuantization": "int4", "OnnxHqqQuantization": "int4", "OnnxMixedPrecisionQuantization": "int4",
+                       "OnnxDynamicQuantization": "int8", "OnnxStaticQuantization": "int8"}
+
+
+def variant(record: TrialRecord) -> tuple[int | None, str | None]:
+    """(blocks dropped, precision) of a trial, from its passes' settings (None: no such pass)."""
+    depth = precision = None
+    for params in record.params.values():
+        if "n_drop" in params:  # DropLayers
+            depth = int(params["n_drop"])
+        if "precision" in params:  # ModelBuilder
+            precision = str(params["precision"])
+    for summary in record.passes:  # a quantizer after an fp32 build sets the precision of the model
+        precision = QUANTIZER_PRECISION.get(summary.type, precision)
+    return depth, precision
+
+
+def _variant_styles(done: list[TrialRecord]) -> dict[int, tuple[str, str]] | None:
+    """Trial number -> (colour, marker) when the trials differ in depth or precision, else None."""
+    variants = {r.number: variant(r) for r in done}
+    depths = sorted({d for d, _ in variants.values() if d is not None})
+    precisions = {p for _, p in variants.values()}
+    if len(depths) < 2 and len(precisions) < 2:
+        return None
+    colour = {d: DEPTH_COLOURS[i % len(DEPTH_COLOURS)] for i, d in enumerate(depths)}
+    return {n: (colour.get(d, FEASIBLE) if d is not None else FEASIBLE, PRECISION_MARKERS.get(p or "", "P"))
+            for n, (d, p) in variants.items()}
+
+
+def _variant_legend(ax: Any, done: list[TrialRecord]) -> None:
+    """Legend entries for the depth colours and precision shapes (the trials themselves carry no label)."""
+    variants = [variant(r) for r in done]
+    depths = sorted({d for d, _ in variants if d is not None})
+    for i, d in enumerate(depths):
+        ax.scatter([], [], s=60, c=DEPTH_COLOURS[i % len(DEPTH_COLOURS)], marker="o", label=f"colour: {d} blocks dropped")
+    for p in sorted({p for _, p in variants if p is not None}):
+        ax.scatter([], [], s=60, c="white", edgecolors="#333333", marker=PRECISION_MARKERS.get(p, "P"), label=f"shape: {p}")
+    if any(r.feasible is False for r in done):
+        ax.scatter([], [], s=60, c=INFEASIBLE, marker="o", label="grey: infeasible trial (misses a bound)")
+
+
 def _trials(ax: Any, done: list[TrialRecord], x_of: Any, ym: str, area_of: Any) -> None:
-    """Feasible trials as blue dots, infeasible ones as grey crosses, each with its CI bar on ``ym``."""
+    """Feasible trials as blue dots, infeasible ones as grey crosses, each with its CI bar on ``ym``. When the
+    trials differ in depth or precision: colour by depth, shape by precision (infeasible ones grey)."""
+    styled = _variant_styles(done)
+    if styled is not None:
+        for r in done:
+            colour, marker = styled[r.number]
+            colour = colour if r.feasible is not False else INFEASIBLE
+            ax.scatter([x_of(r)], [r.objectives[ym]], s=[area_of(r)], c=colour, marker=marker, alpha=0.85, edgecolors="white",
+                       linewidths=0.5, zorder=3)
+            _ci(ax, x_of(r), r.objectives[ym], r.metrics.get(ym), colour)
+        _variant_legend(ax, done)
+        return
     styles = ((True, FEASIBLE, "o", "feasible trial"), (False, INFEASIBLE, "X", "infeasible trial (misses a bound)"))
     for feasible, color, marker, label in styles:
         rows = [r for r in done if (r.feasible is not False) == feasible]
@@ -144,7 +199,8 @@ def _finish(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
 def pareto_plot(view: StudyView, selection: Selection, path: Path) -> Path:
     """Accuracy (y) against latency (x) for every COMPLETE trial; one objective: value against trial number.
 
-    Feasible trials are blue dots, infeasible ones grey crosses, with 95% CI bars where recorded; marker
+    Feasible trials are blue dots, infeasible ones grey crosses (when the trials differ in depth or precision:
+    colour by blocks dropped, shape by precision, infeasible grey), with 95% CI bars where recorded; marker
     area follows model size when a ``*size_mb`` metric exists; the feasible Pareto set is ringed in orange
     and its two-objective front joined by a step line; the baseline is a black diamond (or a dashed line);
     the selected trial is ringed in red and labelled with its number. The legend sits beside the axes.
