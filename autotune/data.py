@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from autotune.config.schema import DataConfig
-from autotune.errors import DataError
+from autotune.config.schema import DataConfig, RunConfig
+from autotune.errors import ConfigError, DataError
 from autotune.fileio import file_sha256
 
 # A data set is treated as classification when its answers form a small closed set.
@@ -84,6 +84,18 @@ class Dataset:
         if not self.test:
             raise DataError(self.name, "has no test split (set test_dataset_size)")
         return self.with_eval(self.test, "test")
+
+
+def resolve_data_name(config: RunConfig, name: str | None, *, where: str, missing: str) -> str:
+    """The data config a pass or metric reads: the one named, or the only one there is."""
+    names = [d.name for d in config.data_configs]
+    if name is None:
+        if len(names) != 1:
+            raise ConfigError(where, f"{missing} (have: {names or 'none'})")
+        return names[0]
+    if name not in names:
+        raise ConfigError(where, f"no data config named '{name}' (have: {names})")
+    return name
 
 
 def _read_rows(config: DataConfig, where: str) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autotune.config.schema import RunConfig
+from autotune.data import resolve_data_name
 from autotune.errors import ConfigError
 from autotune.passes.base import Pass, PassParams, canonical_params, get_pass, user_path, validate_params
 from autotune.space import Categorical, FloatRange, IntRange, SearchSpec, decode_choice, split_params
@@ -40,18 +41,6 @@ class Step:
                 value = point[key]
                 values[name] = decode_choice(spec, value) if isinstance(spec, Categorical) else value
         return validate_params(self.pass_cls.Params, values, self.origin, self.user_keys)
-
-
-def resolve_data_name(config: RunConfig, name: str | None, *, where: str, missing: str) -> str:
-    """The data config a pass or metric reads: the one named, or the only one there is."""
-    names = [d.name for d in config.data_configs]
-    if name is None:
-        if len(names) != 1:
-            raise ConfigError(where, f"{missing} (have: {names or 'none'})")
-        return names[0]
-    if name not in names:
-        raise ConfigError(where, f"no data config named '{name}' (have: {names})")
-    return name
 
 
 def build_step(name: str, ptype: str, raw: dict[str, Any], origin: str, config: RunConfig) -> Step:

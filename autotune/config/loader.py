@@ -205,9 +205,9 @@ def _check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
     ``origins`` maps an evaluator name to where it was written: ``evaluators.<name>`` in the
     config, or ``<file>:`` for ``evaluators/<name>.yaml``.
     """
+    from autotune.data import resolve_data_name
     from autotune.evaluation.base import get_evaluator
     from autotune.evaluation.runner import metric_specs
-    from autotune.plan import resolve_data_name
 
     for name, evaluator in config.evaluators.items():
         origin = origins.get(name, join_path("evaluators", name))

@@ -77,7 +77,7 @@ class ModelEvaluator:
 
     def data_name(self, index: int) -> str:
         """The data config metric ``index`` reads (named, or the only one)."""
-        from autotune.plan import resolve_data_name
+        from autotune.data import resolve_data_name
 
         return resolve_data_name(self.config, self.evaluator.metrics[index].data_config,
                                  where=f"evaluators.{self.name}.metrics[{index}].data_config", missing="name a data config")

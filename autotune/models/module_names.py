@@ -12,14 +12,14 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autotune.errors import ModelError
 
 if TYPE_CHECKING:
     from autotune.models.source import InputSource
 
-__all__ = ["ModuleNames", "model_file", "module_names"]
+__all__ = ["ModuleNames", "matrix_leaves", "model_file", "module_names"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,6 @@ def _gguf_names(file: Path, *, trust_remote_code: bool) -> ModuleNames:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from autotune.models.gguf import check_gguf
-    from autotune.passes.lora import matrix_leaves
 
     try:  # the GGUF is parsed once here (a few seconds for a tokenizer's worth of metadata)
         config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name, trust_remote_code=trust_remote_code)
@@ -122,3 +121,9 @@ def _gguf_names(file: Path, *, trust_remote_code: bool) -> ModuleNames:
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     modules = dict(model.named_modules())
     return ModuleNames(frozenset(name for name in modules if name), tuple(matrix_leaves(modules)))
+
+
+def matrix_leaves(modules: dict[str, Any]) -> list[str]:
+    """The last name part of every module holding a 2-D weight (linear, Conv1D, embedding layers), sorted."""
+    return sorted({name.rsplit(".", 1)[-1] for name, module in modules.items()
+                   if name and getattr(getattr(module, "weight", None), "ndim", 0) == 2})

@@ -18,6 +18,7 @@ from autotune.device import record_peak_memory
 from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
 from autotune.models.loading import load_causal_lm, load_tokenizer
+from autotune.models.module_names import matrix_leaves
 from autotune.passes.base import Pass, PassParams, register_pass, searchable
 from autotune.passes.training_args import (  # noqa: F401  (re-exported: the training arguments of this pass)
     OWN_TRAINING_ARGS,
@@ -111,12 +112,6 @@ def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
     target = unmatched_target(targets, modules)
     if target is not None:
         raise no_match_error(where, target, matrix_leaves(modules))
-
-
-def matrix_leaves(modules: dict[str, Any]) -> list[str]:
-    """The last name part of every module holding a 2-D weight (linear, Conv1D, embedding layers), sorted."""
-    return sorted({name.rsplit(".", 1)[-1] for name, module in modules.items()
-                   if name and getattr(getattr(module, "weight", None), "ndim", 0) == 2})
 
 
 def check_targets_before_running(config: Any, source: Any = None) -> None:
