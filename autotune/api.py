@@ -11,9 +11,9 @@ from typing import Any
 
 from autotune.config.loader import load_config
 from autotune.config.schema import RunConfig
-from autotune.context import RunContext
 from autotune.pipeline import PipelineObserver
 from autotune.result import StudyResult
+from autotune.run_context import RunContext
 
 __all__ = ["StudyResult", "run"]
 

@@ -134,10 +134,10 @@ def evaluate(
     """Evaluate one model folder with the config's evaluator and print a table."""
     from rich.console import Console
 
-    from autotune.context import RunContext
     from autotune.evaluation.base import EvalModel
     from autotune.evaluation.runner import metrics_record
     from autotune.report.tables import metrics_table
+    from autotune.run_context import RunContext
 
     try:
         cfg = _load(config)
@@ -216,11 +216,11 @@ def select_cmd(
 
     Policies: max-accuracy, min-latency, knee, weighted. A model evicted from the cache is rebuilt
     from the study's config; if it cannot be, nothing changes."""
-    from autotune.context import RunContext
     from autotune.errors import ConfigError
     from autotune.export import export_best
     from autotune.finish import rebuilder, selection_settings
     from autotune.report.results import write_results
+    from autotune.run_context import RunContext
     from autotune.search.final import evaluate_test
     from autotune.selection import select
 

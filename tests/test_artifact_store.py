@@ -202,7 +202,7 @@ def test_store_layout_is_plain_files(tmp_path: Path) -> None:
 def test_the_run_context_builds_the_cache_over_the_configured_store(store_url: str, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from autotune.config.loader import load_config
-    from autotune.context import RunContext
+    from autotune.run_context import RunContext
 
     (tmp_path / "m").mkdir()
     raw = {"input_model": {"type": "HfModel", "model_path": str(tmp_path / "m")},

@@ -105,7 +105,7 @@ def test_a_study_leaves_optunas_verbosity_and_the_warning_filters_as_they_were(t
     optuna.logging.set_verbosity(optuna.logging.INFO)
     try:
         entries = list(warnings.filters)
-        from autotune.context import RunContext
+        from autotune.run_context import RunContext
         from autotune.search.study import Study
 
         Study(RunContext(autotune.load_config(config)))

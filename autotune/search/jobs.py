@@ -51,7 +51,7 @@ def _job_main(config: Any, *, storage_url: str, job: int, n_trials: int | None, 
     go_offline()
     setup_logging(config.engine.log_severity_level, prefix=f"[job {job + 1}] ")
 
-    from autotune.context import RunContext
+    from autotune.run_context import RunContext
     from autotune.search.study import Study
 
     try:

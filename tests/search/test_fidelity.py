@@ -14,9 +14,9 @@ import pytest
 import autotune
 from autotune.config import load_config
 from autotune.config.schema import MultiFidelityConfig
-from autotune.context import RunContext
 from autotune.evaluation.base import EvalModel
 from autotune.records import ObjectiveSpec, TrialRecord
+from autotune.run_context import RunContext
 from autotune.search.fidelity import ALPHA, FidelityRule, SliceStopped, exact_bound, optimistic_point, slice_rules_out
 from tests.conftest import tiny_config
 from tests.search.test_study import EVALUATOR

@@ -168,8 +168,8 @@ def test_the_baseline_latency_is_re_measured_in_the_pareto_rounds(tmp_path: Path
     # A ratio to the baseline must compare measurements of the same rounds: the baseline was measured
     # once, at the study's start, under whatever load the machine had then.
     from autotune.config.loader import load_config
-    from autotune.context import RunContext
     from autotune.records import META_ATTR
+    from autotune.run_context import RunContext
     from autotune.search.final import remeasure_latency
 
     config = study_config(tiny_model, tone_file, tmp_path)
