@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.records import ObjectiveSpec, TrialRecord
 from autotune.selection.pareto import dominates
+
+if TYPE_CHECKING:
+    from autotune.config.schema import MultiFidelityConfig
+    from autotune.evaluation.runner import ModelEvaluator
+    from autotune.run_context import RunContext
 
 __all__ = ["ALPHA", "FidelityRule", "SliceStopped", "exact_bound", "front_that_dominates", "optimistic_point", "slice_rules_out"]
 
@@ -121,7 +126,8 @@ def slice_rules_out(objectives: list[ObjectiveSpec], *, costs: dict[str, Any], s
 class FidelityRule:
     """Evaluates a trial's model in two stages when a front exists; see the module's docstring."""
 
-    def __init__(self, ctx: Any, evaluator: Any, config: Any, objectives: list[ObjectiveSpec]) -> None:
+    def __init__(self, ctx: RunContext, evaluator: ModelEvaluator, config: MultiFidelityConfig,
+                 objectives: list[ObjectiveSpec]) -> None:
         self.ctx = ctx
         self.evaluator = evaluator
         self.config = config

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.errors import ConfigError
 from autotune.plan import all_steps
 from autotune.records import StudyFingerprint, read_meta
+
+if TYPE_CHECKING:
+    from autotune.run_context import RunContext
 
 __all__ = ["check_resume", "study_fingerprint"]
 
@@ -27,7 +30,7 @@ def _rows_sha256(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def study_fingerprint(ctx: Any) -> StudyFingerprint:
+def study_fingerprint(ctx: RunContext) -> StudyFingerprint:
     """The fingerprint of the run about to start (after the preflight: every data config it reads is loaded)."""
     pipeline = ctx.pipeline
     data: dict[str, dict[str, Any]] = {}

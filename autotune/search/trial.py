@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.errors import TrialTimeout, UserError
 from autotune.evaluation.base import EvalModel
@@ -25,6 +25,9 @@ from autotune.search.fidelity import SliceStopped
 from autotune.search.objectives import constraint_values
 from autotune.search.sampling import suggest_point
 
+if TYPE_CHECKING:
+    from autotune.run_context import RunContext
+
 __all__ = ["INTERRUPTED", "TrialRunner"]
 
 log = logging.getLogger("autotune")
@@ -34,7 +37,7 @@ INTERRUPTED = "interrupted (Ctrl-C): queued again for the next run"
 class TrialRunner:
     """The Optuna objective: runs the pipeline and the evaluator for the trial's point."""
 
-    def __init__(self, ctx: Any, *, objectives: list[ObjectiveSpec], bounds: list[Bound], early_stop: Any,
+    def __init__(self, ctx: RunContext, *, objectives: list[ObjectiveSpec], bounds: list[Bound], early_stop: Any,
                  log_dir: Path, duplicates: Any = None, say: Callable[[str], None] | None = None) -> None:
         self.ctx = ctx
         self.pipeline = ctx.pipeline
