@@ -25,9 +25,21 @@ CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_b
 GPU_EXTRA = "the [gpu] extra (onnxruntime-gpu and onnxruntime-genai-cuda: pip install -e '.[gpu]', in place of [cpu])"
 
 
+# Device nodes a CUDA (NVIDIA) or ROCm GPU shows on Linux: without any, torch can see no GPU, and
+# importing torch (seconds) only to hear so would make a cached rerun slow.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def no_gpu_device_node() -> bool:
+    """True where this is Linux and no GPU device node exists (so torch cannot see a GPU)."""
+    return sys.platform.startswith("linux") and not any(os.path.exists(node) for node in GPU_DEVICE_NODES)
+
+
 @functools.cache
 def cuda_available() -> bool:
     """Whether torch sees a CUDA GPU (False, not an error, for a CPU-only torch build)."""
+    if no_gpu_device_node() and "torch" not in sys.modules:
+        return False
     import torch
 
     return bool(torch.cuda.is_available())

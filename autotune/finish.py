@@ -50,7 +50,6 @@ def rebuilder(ctx: Any) -> Any:
 
 def finish(view: StudyView, *, ctx: Any, storage_url: str, output_dir: Path | None = None, **selection: Any) -> StudyResult:
     """Select, export and write every results file; a single run also gets ``model/``, run.json and metrics.json."""
-    from autotune.report.frames import trials_frame
     from autotune.search.final import evaluate_test, remeasure_latency
 
     output_dir = output_dir or view.meta.output_dir
@@ -78,8 +77,7 @@ def finish(view: StudyView, *, ctx: Any, storage_url: str, output_dir: Path | No
     if chosen.record is not None:
         best_info = {"trial": chosen.record.number, "model_dir": str(best) if best else None, "feasible": chosen.feasible,
                      "rule": chosen.rule, "metrics": {k: m.model_dump(mode="json") for k, m in chosen.record.metrics.items()}}
-    return StudyResult(trials=trials_frame(view.records), pareto=trials_frame(pareto_set(view)), best=best_info,
-                       report_dir=output_dir, view=view, selection=chosen, storage=redact_url(storage_url))
+    return StudyResult(best=best_info, report_dir=output_dir, view=view, selection=chosen, storage=redact_url(storage_url))
 
 
 def _single_run_files(view: StudyView, chosen: Selection, best: Path, output_dir: Path) -> None:

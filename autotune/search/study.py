@@ -128,6 +128,7 @@ class Study:
         self.bounds: list[Bound] = []
         self.study: Any = None
         self.stopped_by: str | None = None
+        self.unchanged = False  # a single run whose stored result stands (see _unchanged_single_run)
 
     # -- setting up -------------------------------------------------------------------------------
     def _objectives(self) -> list[ObjectiveSpec]:
@@ -204,6 +205,12 @@ class Study:
         fingerprint = study_fingerprint(self.ctx)
         if self.mode == "search":  # before any work: trials scored otherwise are not added to this study
             check_resume(self.storage, self.name, fingerprint, config=self.cfg)
+        else:
+            unchanged = self._unchanged_single_run(fingerprint)
+            if unchanged is not None:  # nothing to run, measure or store again: finish reads it as it is
+                self.study, self.meta, self.unchanged = unchanged, read_meta(unchanged), True
+                self.bounds = [Bound(**b.model_dump()) for b in self.meta.bounds]
+                return unchanged
         baseline, reference, baseline_kind = self._baselines()
         self.bounds = self.evaluator.bounds(baseline) if self.evaluator is not None else []
         sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds))
@@ -237,6 +244,31 @@ class Study:
         fail_dead_owners(study)
         requeue_interrupted(study)
         self.study = study
+        return study
+
+    def _unchanged_single_run(self, fingerprint: Any) -> Any:
+        """The single run's stored study when running it again would store the same: one completed trial,
+        the same config, data, evaluator and library versions, and its model (the same cache key this config
+        gives now) still in the cache. None otherwise (the run replaces the study as before)."""
+        import optuna
+        from optuna.trial import TrialState
+
+        try:
+            study = optuna.load_study(study_name=self.name, storage=self.storage)
+        except KeyError:
+            return None
+        trials = study.get_trials(deepcopy=False)
+        if not study.user_attrs or len(trials) != 1 or trials[0].state != TrialState.COMPLETE:
+            return None
+        previous = read_meta(study)
+        if (previous.mode != "single" or previous.fingerprint != fingerprint or previous.config != stored_config(self.cfg)
+                or previous.versions != environment() or previous.provider != self.cfg.engine.provider):
+            return None
+        record = read_record(trials[0])
+        chain = self.ctx.pipeline.keys(record.point)
+        if not chain or record.model_key != chain[-1][2] or self.ctx.cache.get(record.model_key) is None:
+            return None
+        log.info("single run unchanged (same config, data, libraries and model): its stored result is reused")
         return study
 
     @in_optuna_scope
@@ -309,6 +341,8 @@ class Study:
     def optimize(self, *, n_trials: int | None = None, timeout: float | None = None) -> None:
         from optuna.storages import fail_stale_trials
 
+        if self.unchanged:
+            return
         study = self.study
         fail_stale_trials(study)  # a worker killed earlier elsewhere: fail its trial now (and queue its retry)
         rules = self._rules(n_trials, timeout)
