@@ -5,7 +5,8 @@ evaluate on the target execution provider, once or as an Optuna study with Paret
 """
 
 from autotune.api import StudyResult, run
-from autotune.config import RunConfig, load_config
+from autotune.config import RunConfig
+from autotune.config_checks import load_config
 from autotune.errors import ConfigError, DataError, ModelError, UserError
 
 __all__ = ["ConfigError", "DataError", "ModelError", "RunConfig", "StudyResult", "UserError", "load_config", "run"]

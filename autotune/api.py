@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from autotune.config.loader import load_config
 from autotune.config.schema import RunConfig
+from autotune.config_checks import load_config
 from autotune.pipeline import PipelineObserver
 from autotune.result import StudyResult
 from autotune.run_context import RunContext

@@ -67,7 +67,7 @@ def _fail(exc: UserError) -> None:
 
 
 def _load(config: Path) -> Any:
-    from autotune.config import load_config
+    from autotune.config_checks import load_config
 
     return load_config(config)
 
@@ -75,16 +75,14 @@ def _load(config: Path) -> Any:
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a config without running it."""
+    from autotune.config_checks import check_model_before_running
     from autotune.models.source import check_input_model, names_a_hub_model
-    from autotune.passes.drop_layers import check_depth_before_running
-    from autotune.passes.lora import check_targets_before_running
 
     try:
         cfg = _load(config)
         if names_a_hub_model(cfg.input_model):  # in the cache, or looked up on the Hub (not downloaded)
             source = check_input_model(cfg, download=False)
-            check_targets_before_running(cfg, source)
-            check_depth_before_running(cfg, source)
+            check_model_before_running(cfg, source)
     except UserError as exc:
         _fail(exc)
     mode = "search" if cfg.engine.search_strategy else "single run"

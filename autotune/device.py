@@ -5,7 +5,9 @@ Everything here imports torch / onnxruntime lazily: validating a CPU config must
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import gc
 import importlib.metadata
 import os
 import platform
@@ -17,7 +19,7 @@ from typing import Any
 from autotune.errors import ConfigError
 
 __all__ = ["DEVICES", "bf16_supported", "check_device", "check_provider", "cpu_flags", "cuda_missing", "cuda_provider_problem",
-           "device_info", "provider_platform_problem", "resolve_device"]
+           "device_info", "provider_platform_problem", "release_memory", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "cuda")
 # CPU features that decide how fast fp32/bf16 training runs; recorded in benchmarks and trial records.
@@ -233,3 +235,34 @@ def record_peak_memory(device: str) -> dict[str, Any]:
 
     return {"gpu_peak_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
             "gpu_peak_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1)}
+
+
+def release_memory() -> None:
+    """Hand back what a pass that just ran left behind, before the next one starts.
+
+    Passes run in this process, one after the other. A pass's models are held by reference cycles
+    (the training callback's closure and peft's wrappers hold the trained model; the builder's ONNX
+    graph holds the weights it read), which only a full collection frees; and glibc keeps freed heap
+    pages (the training activations) resident until told to return them. Without both, the trained
+    model and the training heap (1.3 GB for SmolLM2-135M) stayed resident under the merge and the
+    build, whose own peaks stacked on top: 2.62 GB where the LoRA pass alone peaks at 2.23 GB.
+    Costs ~0.35 s (the full collection).
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")  # only if a pass imported it (importing it here would cost, not free)
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()  # cached GPU blocks of a GPU training, back to the driver
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (another libc, another OS: nothing to call)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and others have no libc.so.6 / no malloc_trim
+        return None

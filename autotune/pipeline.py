@@ -7,14 +7,10 @@ and only the passes after it run: trials that share fine-tune parameters fine-tu
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import functools
-import gc
 import logging
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +21,7 @@ from autotune.cache import Cache, hash_key
 from autotune.config.schema import RunConfig
 from autotune.context import PassContext
 from autotune.data import Dataset, load_data
+from autotune.device import release_memory
 from autotune.errors import DiskFullError
 from autotune.models.handle import ModelHandle
 from autotune.models.source import check_input_model, resolve_input_model
@@ -81,16 +78,14 @@ class Pipeline:
     # -- inputs ---------------------------------------------------------------------------------
     def preflight(self, extra_data: list[str] | None = None) -> None:
         """Read every input the run needs and refuse bad ones before anything is written."""
-        from autotune.passes.drop_layers import check_depth_before_running
-        from autotune.passes.lora import check_targets_before_running
+        from autotune.config_checks import check_model_before_running
         from autotune.plan import all_steps
 
         names = {s.data_name for s in all_steps(self.slots) if s.data_name} | set(extra_data or [])
         for name in sorted(names):
             self.data(name)
         source = check_input_model(self.config)
-        check_targets_before_running(self.config, source)  # a Hub model is local only now
-        check_depth_before_running(self.config, source)
+        check_model_before_running(self.config, source)  # a Hub model is local only now
         self.cache.sweep()
 
     def data_names(self) -> list[str]:
@@ -265,34 +260,3 @@ class Pipeline:
             release_memory()
         if self.config.engine.cache_max_gb:
             self.cache.evict(int(self.config.engine.cache_max_gb * 1e9))
-
-
-def release_memory() -> None:
-    """Hand back what a pass that just ran left behind, before the next one starts.
-
-    Passes run in this process, one after the other. A pass's models are held by reference cycles
-    (the training callback's closure and peft's wrappers hold the trained model; the builder's ONNX
-    graph holds the weights it read), which only a full collection frees; and glibc keeps freed heap
-    pages (the training activations) resident until told to return them. Without both, the trained
-    model and the training heap (1.3 GB for SmolLM2-135M) stayed resident under the merge and the
-    build, whose own peaks stacked on top: 2.62 GB where the LoRA pass alone peaks at 2.23 GB.
-    Costs ~0.35 s (the full collection).
-    """
-    gc.collect()
-    torch = sys.modules.get("torch")  # only if a pass imported it (importing it here would cost, not free)
-    if torch is not None and torch.cuda.is_initialized():
-        torch.cuda.empty_cache()  # cached GPU blocks of a GPU training, back to the driver
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    """glibc's malloc_trim, or None (another libc, another OS: nothing to call)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # musl and others have no libc.so.6 / no malloc_trim
-        return None

@@ -148,7 +148,7 @@ def _check_step(step: Step, config: RunConfig, provider: str, kind: str, before:
             f"{step.origin}.{step.user_keys.get(name, name)}",
             "is a search space but engine.search_strategy is false; give one value or set a search strategy",
         )
-    for point in _probe_points(step):
+    for point in probe_points(step):
         params = step.params(point)
         step.pass_cls().check(params, provider=provider, origin=step.origin)
     if kind not in step.pass_cls.accepts:
@@ -159,7 +159,7 @@ def _check_step(step: Step, config: RunConfig, provider: str, kind: str, before:
         )
 
 
-def _probe_points(step: Step) -> list[dict[str, Any]]:
+def probe_points(step: Step) -> list[dict[str, Any]]:
     """One point per choice/bound of each searched parameter, to validate every value a study may try."""
     points: list[dict[str, Any]] = [{}]
     for name, spec in step.space.items():

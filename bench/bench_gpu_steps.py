@@ -104,7 +104,7 @@ def plain_side(kind: str, model: Path, device: str, steps: int, work: Path, feat
 
 def tone_features(model: Path) -> list[dict[str, list[int]]]:
     """The training rows exactly as autotune's LoRA pass tokenises them (answer-only labels)."""
-    from autotune.config.loader import load_config
+    from autotune.config_checks import load_config
     from autotune.data import load_data
     from autotune.models.loading import load_tokenizer
     from autotune.passes.lora import tokenize_rows
@@ -117,8 +117,7 @@ def tone_features(model: Path) -> list[dict[str, list[int]]]:
 def main() -> None:
     args = common.parse_args(__doc__.splitlines()[0], repeats=2,
                              extra={"device": "cuda", "shape": "smollm2", "steps": 30, "kinds": "lora,qlora", "warmup": 5})
-    from autotune.device import device_info, resolve_device
-    from autotune.pipeline import release_memory
+    from autotune.device import device_info, release_memory, resolve_device
 
     device = resolve_device(args.device)
     report = common.Report("bench_gpu_steps", f"{args.shape}-{device}", "LoRA/QLoRA steps/s: autotune vs plain peft + Trainer")

@@ -138,7 +138,7 @@ def smollm2_model() -> Path:
     """SmolLM2-135M-Instruct as a safetensors folder, converted once from the demo GGUF into
     results/bench/smollm2-import (so no benchmark pays the conversion, and fresh caches stay fresh)."""
     from autotune.cache import Cache
-    from autotune.config.loader import load_config
+    from autotune.config_checks import load_config
     from autotune.pipeline import resolve_input_model
 
     cfg = load_config({"input_model": {"type": "HfModel", "model_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}}, base_dir=ROOT)
@@ -195,7 +195,7 @@ def config(model: str, work: Path, *, evaluator: dict[str, Any] | None = None, p
 
 
 def load(config_dict: dict[str, Any]) -> Any:
-    from autotune.config.loader import load_config
+    from autotune.config_checks import load_config
 
     return load_config(config_dict, base_dir=ROOT)
 

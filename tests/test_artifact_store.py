@@ -161,7 +161,7 @@ def test_without_a_store_every_worker_builds_as_before(tmp_path: Path) -> None:
     ("s3://bucket/p?endpoint=http://x", "unknown S3 option"),
 ])
 def test_a_bad_store_url_is_one_line_naming_the_key(url: str, says: str, tmp_path: Path) -> None:
-    from autotune.config.loader import load_config
+    from autotune.config_checks import load_config
 
     model = tmp_path / "m"
     model.mkdir()
@@ -201,7 +201,7 @@ def test_store_layout_is_plain_files(tmp_path: Path) -> None:
 
 def test_the_run_context_builds_the_cache_over_the_configured_store(store_url: str, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune.config.loader import load_config
+    from autotune.config_checks import load_config
     from autotune.run_context import RunContext
 
     (tmp_path / "m").mkdir()

@@ -17,7 +17,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.errors import UserError
 from tests.conftest import tiny_config
 

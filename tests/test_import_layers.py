@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("config/data/models", ["autotune.config", "autotune.data", "autotune.models", "autotune.cache",
                             "autotune.context", "autotune.logging_setup"]),
     ("passes/evaluation", ["autotune.passes", "autotune.evaluation"]),
-    ("pipeline/plan", ["autotune.pipeline", "autotune.plan", "autotune.checks", "autotune.run_context",
+    ("pipeline/plan", ["autotune.pipeline", "autotune.plan", "autotune.config_checks", "autotune.run_context",
                        "autotune.progress"]),
     ("search/selection", ["autotune.search", "autotune.selection"]),
     ("finish/report", ["autotune.finish", "autotune.report", "autotune.export", "autotune.card", "autotune.result"]),

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.data import load_data
 from autotune.errors import DataError, ModelError, UserError
 from autotune.models.gguf import check_gguf

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.search.study import redact_url, safe_name
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.errors import ConfigError
 from autotune.plan import build_plan
 from autotune.search.sampling import grid_points

@@ -1,9 +1,12 @@
-"""Read a config file (YAML or JSON), convert older shapes, resolve paths and names, validate."""
+"""Read a config file (YAML or JSON), convert older shapes, resolve paths and names, validate against
+the schema. The cross-checks against passes, metric types and the model, and ``load_config``, are in
+``autotune.config_checks`` (they sit above the passes and the evaluators)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,21 +86,19 @@ def _validate_located(model: type, located: legacy.Located) -> Any:
         raise
 
 
-def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = None) -> RunConfig:
-    """Load and validate a run config from a file path or an already-parsed mapping."""
+def read_source(source: str | Path | dict[str, Any], *, base_dir: Path | None = None) -> tuple[dict[str, Any], Path]:
+    """The raw mapping of a config file (or an already-parsed mapping) and the folder its paths are relative to."""
     if isinstance(source, dict):
-        raw, base = source, (base_dir or Path.cwd()).resolve()
-    else:
-        path = Path(source).expanduser()
-        raw, base = read_mapping(path), path.resolve().parent
-    return parse_config(raw, base)
+        return source, (base_dir or Path.cwd()).resolve()
+    path = Path(source).expanduser()
+    return read_mapping(path), path.resolve().parent
 
 
-def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
-    from autotune.passes.drop_layers import check_depth_before_running
-    from autotune.passes.lora import check_targets_before_running
-    from autotune.plan import check_passes
-
+def parse_config(raw: dict[str, Any], base: Path, *,
+                 pass_aliases: Callable[[str, str], dict[str, str]]) -> tuple[RunConfig, dict[str, str]]:
+    """The config, converted from older shapes and validated against the schema (the cross-checks
+    against passes, metric types and the model are ``autotune.config_checks``'), and where each
+    evaluator was written. ``pass_aliases(type, where)``: a pass type's older parameter spellings."""
     legacy.check_top_keys(raw)
     model = legacy.convert_input_model(raw["input_model"])
     from autotune.models.fetch import find_demo
@@ -163,7 +164,7 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
         engine.output_dir = (base / engine.output_dir).resolve()
 
     if engine.search_strategy and engine.search_strategy.search_space:
-        _merge_search_space(passes, engine.search_strategy.search_space, base)
+        _merge_search_space(passes, engine.search_strategy.search_space, base, pass_aliases)
     evaluators, evaluator_origins = _load_evaluators(raw.get("evaluators") or {}, engine, base)
     config = RunConfig(
         input_model=input_model,
@@ -173,11 +174,7 @@ def parse_config(raw: dict[str, Any], base: Path) -> RunConfig:
         engine=engine,
         config_dir=base,
     )
-    check_passes(config)
-    _check_metrics(config, evaluator_origins)
-    check_targets_before_running(config)
-    check_depth_before_running(config)
-    return config
+    return config, evaluator_origins
 
 
 # Olive data keys autotune accepts for compatibility but cannot apply: key -> (the value autotune's
@@ -199,42 +196,9 @@ def _warn_inert_data_keys(located: legacy.Located, data: DataConfig) -> None:
             log.warning("%s: %s has no effect here: %s", located.path_of(key), shown, why)
 
 
-def _check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
-    """Every metric's type, sub-types, user_config and data config, checked before anything runs.
-
-    ``origins`` maps an evaluator name to where it was written: ``evaluators.<name>`` in the
-    config, or ``<file>:`` for ``evaluators/<name>.yaml``.
-    """
-    from autotune.data import resolve_data_name
-    from autotune.evaluation.base import get_evaluator
-    from autotune.evaluation.runner import metric_specs
-
-    for name, evaluator in config.evaluators.items():
-        origin = origins.get(name, join_path("evaluators", name))
-        prefix = "@"  # metric_specs joins its paths under this; replaced by the evaluator's origin below
-        try:
-            metric_specs(evaluator, where=prefix)
-            for i, metric in enumerate(evaluator.metrics):
-                if metric.data_config is not None or get_evaluator(metric.type, where="").needs_data:
-                    resolve_data_name(config, metric.data_config, where=f"{prefix}.metrics[{i}].data_config",
-                                      missing="name the data config this metric reads")
-        except ConfigError as exc:
-            if not exc.where.startswith(prefix):
-                raise
-            rest = exc.where[len(prefix) + 1:]
-            if not rest:
-                where = origin.removesuffix(":")
-            elif origin.endswith(":"):
-                where = f"{origin} {rest}"
-            else:
-                where = join_path(origin, rest)
-            raise ConfigError(where, exc.message) from None
-
-
-def _merge_search_space(passes: dict[str, PassConfig], name: str, base: Path) -> None:
+def _merge_search_space(passes: dict[str, PassConfig], name: str, base: Path,
+                        pass_aliases: Callable[[str, str], dict[str, str]]) -> None:
     """Lay a reusable space from search_spaces/<name>.yaml over the passes' own parameters."""
-    from autotune.passes.base import get_pass
-
     path = find_named("search_spaces", name, base)
     if path is None:
         raise ConfigError("engine.search_strategy.search_space", f"no search space named '{name}' (looked for search_spaces/{name}.yaml)")
@@ -248,7 +212,7 @@ def _merge_search_space(passes: dict[str, PassConfig], name: str, base: Path) ->
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: passes.{pass_name}", "expected a mapping of parameter -> values")
         target = passes[pass_name]
-        aliases = get_pass(target.type, path=f"passes.{pass_name}.type").Params.ALIASES
+        aliases = pass_aliases(target.type, f"passes.{pass_name}.type")
         for key, value in values.items():
             canonical = aliases.get(key, key)
             for existing in [k for k in target.params if aliases.get(k, k) == canonical]:

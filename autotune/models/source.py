@@ -129,7 +129,7 @@ def resolve_input_model(config: RunConfig, cache: Cache) -> ModelHandle:
     key = hash_key({"pass": "GGUFImport", "gguf": cache.hasher.file(gguf), **origin})
     got = cache.get(key)
     if got is None:
-        from autotune.pipeline import release_memory
+        from autotune.device import release_memory
 
         began = time.perf_counter()
         with cache.put(key, {"pass": "GGUFImport", "source": str(gguf), "kind": "hf", **origin}) as output:

@@ -163,7 +163,7 @@ def input_hessians(model_file: Path, feeds: list[dict[str, np.ndarray]], names: 
             pending_tokens = 0
         accumulate += time.perf_counter() - began
     del session
-    from autotune.pipeline import release_memory
+    from autotune.device import release_memory
 
     release_memory()  # the session's weights, back to the OS before the caller loads its own
     began = time.perf_counter()

@@ -36,7 +36,7 @@ from autotune.fileio import link_or_copy
 from autotune.models.handle import ModelHandle
 from autotune.passes.base import Pass, PassParams, register_pass, searchable
 
-__all__ = ["DEPTH_ARCHITECTURES", "DropLayers", "DropLayersParams", "check_depth_before_running", "choose_blocks",
+__all__ = ["DEPTH_ARCHITECTURES", "DropLayers", "DropLayersParams", "choose_blocks",
            "write_pruned_folder"]
 
 # The model builder's decoder-only architectures whose blocks are ``model.layers.<i>`` with one residual
@@ -228,7 +228,7 @@ def write_pruned_folder(source: Path, output: Path, dropped: list[int]) -> None:
             shutil.copy2(file.resolve(), output / file.name)
 
 
-def _input_config(path: Path, *, trust_remote_code: bool) -> dict[str, Any]:
+def read_model_config(path: Path, *, trust_remote_code: bool) -> dict[str, Any]:
     """The input model's config as a dict (a folder's config.json; a GGUF's metadata through transformers)."""
     if path.is_dir():
         return json.loads((path / "config.json").read_text())
@@ -239,29 +239,3 @@ def _input_config(path: Path, *, trust_remote_code: bool) -> dict[str, Any]:
     if not config.get("architectures"):  # a GGUF's config names its model type only
         config["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""), config.get("model_type", "unknown"))]
     return config
-
-
-def check_depth_before_running(config: Any, source: Any = None) -> None:
-    """Every DropLayers pass (each searched ``n_drop``) against the input model's architecture and depth,
-    read without loading weights; ``source`` as for :func:`autotune.passes.lora.check_targets_before_running`."""
-    from autotune.models.module_names import model_file
-    from autotune.models.source import locate_input_model, names_a_hub_model
-    from autotune.plan import _probe_points, all_steps, build_plan
-
-    steps = [s for s in all_steps(build_plan(config)) if s.pass_cls is DropLayers]
-    if not steps or (source is None and names_a_hub_model(config.input_model)):
-        return
-    path = model_file(source if source is not None else locate_input_model(config.input_model, download=False))
-    if path is None:
-        return
-    model_config = _input_config(path, trust_remote_code=config.input_model.trust_remote_code)
-    for step in steps:
-        for point in _probe_points(step):
-            params = step.params(point)
-            assert isinstance(params, DropLayersParams)
-            try:
-                check_depth_config(model_config, params.n_drop, step.origin)
-            except ConfigError as exc:
-                if exc.where.endswith(".type"):  # the pass's own key, as the user wrote the pass
-                    raise ConfigError(f"{step.origin.removesuffix('.config')}.type", exc.message) from None
-                raise ConfigError(f"{step.origin}.{step.user_keys.get('n_drop', 'n_drop')}", exc.message) from None

@@ -114,37 +114,6 @@ def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
         raise no_match_error(where, target, matrix_leaves(modules))
 
 
-def check_targets_before_running(config: Any, source: Any = None) -> None:
-    """Every LoRA/QLoRA target (each choice of a searched ``target_modules`` too) against the input
-    model's module names, read without loading its weights: the same rule as :func:`check_targets`
-    at training, so ``validate`` and the run agree. ``source``: where the input model's files were
-    found (:func:`autotune.models.source.check_input_model`); without it, a local model is checked and a
-    Hub id or the demo waits for the caller that resolves it (``validate``, the run's preflight). A model
-    not on this machine yet (the demo before its fetch) is checked when trained."""
-    from autotune.models.module_names import model_file, module_names
-    from autotune.models.source import locate_input_model, names_a_hub_model
-    from autotune.plan import all_steps, build_plan
-    from autotune.space import Categorical, encode_choice
-
-    steps = [s for s in all_steps(build_plan(config)) if issubclass(s.pass_cls.Params, LoRAParams)]
-    if not steps or (source is None and names_a_hub_model(config.input_model)):
-        return
-    path = model_file(source if source is not None else locate_input_model(config.input_model, download=False))
-    if path is None:
-        return
-    names = module_names(path, trust_remote_code=config.input_model.trust_remote_code)
-    for step in steps:
-        spec = step.space.get("target_modules")
-        points = [{step.key("target_modules"): encode_choice(c)} for c in spec.choices] if isinstance(spec, Categorical) else [{}]
-        for point in points:
-            params = step.params(point)
-            assert isinstance(params, LoRAParams)
-            target = unmatched_target(params.target_modules, names.names)
-            if target is not None:
-                raise no_match_error(f"{step.origin}.{step.user_keys.get('target_modules', 'target_modules')}", target,
-                                     names.matrices)
-
-
 def tokenize_rows(tokenizer: Any, data: Any, rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, list[int]]]:
     features = []
     for row in rows:

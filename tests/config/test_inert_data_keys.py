@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from autotune.config import load_config
+from autotune.config_checks import load_config
 
 TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"
 

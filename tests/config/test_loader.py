@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from autotune.config import load_config
 from autotune.config.schema import RunConfig
+from autotune.config_checks import load_config
 from autotune.data import load_data
 from autotune.errors import ConfigError, DataError, UserError
 from autotune.passes.lora import LoRAParams

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autotune.cache import Cache
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.evaluation.base import EvalModel
 from autotune.evaluation.runner import ModelEvaluator
 from autotune.pipeline import Pipeline

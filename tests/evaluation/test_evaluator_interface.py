@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from autotune.cache import Cache
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.evaluation.base import (
     EVALUATOR_REGISTRY,
     EvalContext,

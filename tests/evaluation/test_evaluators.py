@@ -13,7 +13,7 @@ import pytest
 
 import autotune
 from autotune.cache import Cache
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.evaluation.base import EvalModel
 from autotune.evaluation.runner import ModelEvaluator
 from autotune.pipeline import Pipeline
@@ -109,7 +109,7 @@ def test_latency_statistics_are_those_of_the_measured_repeats(trained: dict[str,
         "name": "lat", "type": "latency",
         "sub_types": [{"name": n} for n in ("ttft_ms_avg", "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "decode_ms_per_token_p50",
                                             "decode_ms_per_token_p90", "decode_ms_per_token_p99", "tokens_per_s", "p50")],
-        "user_config": {"repeats": 6, "warmup": 1, "generate_tokens": 6, "prompt_tokens": 12}}]}}, engine={
+        "user_config": {"repeats": 6, "precision": 0, "warmup": 1, "generate_tokens": 6, "prompt_tokens": 12}}]}}, engine={
         **trained["config"]["engine"], "evaluator": "lat"})
     loaded = load_config(raw)
     pipeline = Pipeline(loaded, cache=Cache(loaded.engine.cache_dir))

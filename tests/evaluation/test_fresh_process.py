@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from autotune.cache import Cache
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.evaluation import memory_probe
 from autotune.evaluation.base import EvalModel
 from autotune.evaluation.footprint import folder_bytes

@@ -122,7 +122,7 @@ def test_batches_are_bounded_and_cover_every_row() -> None:
 def test_accuracy_evaluator_predicts_the_same_as_the_per_row_path(onnx_folder: Path, tmp_path: Path, tone_file: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from autotune.cache import Cache
-    from autotune.config import load_config
+    from autotune.config_checks import load_config
     from autotune.evaluation.runner import ModelEvaluator
     from autotune.pipeline import Pipeline
     from tests.conftest import tiny_config

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from autotune.cache import Cache
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.errors import ConfigError, ModelError
 from autotune.models.fetch import DEMO_MODELS
 from autotune.models.hub import USER_OFFLINE_MARK

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import autotune
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.errors import ConfigError
 from autotune.plan import build_plan, check_passes, resolve
 from tests.conftest import generate_one, tiny_config

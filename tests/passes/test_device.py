@@ -9,7 +9,7 @@ import pytest
 
 import autotune.device as device
 from autotune.cache import Cache, hash_key
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.errors import ConfigError
 from autotune.pipeline import Pipeline
 from tests.conftest import tiny_config

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import autotune
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.context import PassContext
 from autotune.data import load_data
 from autotune.errors import ConfigError

@@ -160,7 +160,7 @@ def test_int4_passes_run_as_alternatives_of_a_study_quant_group(tmp_path: Path, 
 
 
 def test_a_zero_budget_is_a_config_error(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    from autotune.config import load_config
+    from autotune.config_checks import load_config
     from autotune.errors import ConfigError
     from autotune.plan import check_passes
 

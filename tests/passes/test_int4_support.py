@@ -48,7 +48,7 @@ def fp32_build(model: Path, out: Path) -> Path:
 
 
 def dataset(model: Path, root: Path) -> Any:
-    from autotune.config import load_config
+    from autotune.config_checks import load_config
     from autotune.data import load_data
 
     return load_data(load_config(tiny_config(model, TONES, root)).data_configs[0])

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import autotune
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.errors import ConfigError
 from autotune.passes.lora import LoRAParams, training_argument_values, training_arguments
 from tests.conftest import ROOT, skip_or_fail_in_ci, tiny_config

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.errors import ConfigError
 from tests.conftest import tiny_config
 

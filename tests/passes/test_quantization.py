@@ -11,7 +11,7 @@ import pytest
 
 import autotune
 from autotune.cache import Cache
-from autotune.config import load_config
+from autotune.config_checks import load_config
 from autotune.passes.qlora import four_bit_support
 from autotune.pipeline import Pipeline
 from tests.conftest import generate_one, make_tiny_llama, skip_or_fail_in_ci, tiny_config

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import autotune
-from autotune.config import load_config
 from autotune.config.schema import MultiFidelityConfig
+from autotune.config_checks import load_config
 from autotune.evaluation.base import EvalModel
 from autotune.records import ObjectiveSpec, TrialRecord
 from autotune.run_context import RunContext

@@ -38,7 +38,7 @@ def stored(root: Path) -> optuna.Study:
 
 
 def test_the_test_split_never_influences_objectives_or_selection(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    from autotune.config import load_config
+    from autotune.config_checks import load_config
     from autotune.data import load_data
 
     first = autotune.run(split_config(tiny_model, tone_file, tmp_path / "a"))
@@ -167,7 +167,7 @@ def test_the_card_is_a_deployment_document_whose_snippet_gives_the_evaluator_ans
 def test_the_baseline_latency_is_re_measured_in_the_pareto_rounds(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
     # A ratio to the baseline must compare measurements of the same rounds: the baseline was measured
     # once, at the study's start, under whatever load the machine had then.
-    from autotune.config.loader import load_config
+    from autotune.config_checks import load_config
     from autotune.records import META_ATTR
     from autotune.run_context import RunContext
     from autotune.search.final import remeasure_latency

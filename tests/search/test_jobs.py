@@ -11,7 +11,7 @@ import pytest
 
 import autotune
 from autotune.cache import Cache
-from autotune.config.loader import load_config
+from autotune.config_checks import load_config
 from autotune.plan import build_plan
 from autotune.search.jobs import split_trials
 from autotune.search.sampling import grid_points, interleave_prefixes

@@ -139,7 +139,7 @@ def test_select_rebuilds_an_evicted_model_or_changes_nothing(tmp_path: Path, tin
 
 
 def test_the_stored_config_never_holds_a_storage_password(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    from autotune.config import load_config
+    from autotune.config_checks import load_config
     from autotune.search.storage import redact_url
     from autotune.search.study import stored_config
 

@@ -1,0 +1,129 @@
+"""The config's cross-checks, above the pure-data ``config/`` package: each pass's parameters against
+its pass, each metric against its metric type and data, the LoRA targets and the dropped depth against
+the input model's files. ``load_config`` here is the config as a run sees it: parsed, then checked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from autotune.config.errors import join_path
+from autotune.config.loader import parse_config, read_source
+from autotune.config.schema import RunConfig
+from autotune.data import resolve_data_name
+from autotune.errors import ConfigError
+from autotune.evaluation.base import get_evaluator
+from autotune.evaluation.runner import metric_specs
+from autotune.models.module_names import model_file, module_names
+from autotune.models.source import InputSource, locate_input_model, names_a_hub_model
+from autotune.passes.base import get_pass
+from autotune.passes.drop_layers import DropLayers, DropLayersParams, check_depth_config, read_model_config
+from autotune.passes.lora import LoRAParams, no_match_error, unmatched_target
+from autotune.plan import all_steps, build_plan, check_passes, probe_points
+from autotune.space import Categorical, encode_choice
+
+__all__ = ["check_config", "check_depth_before_running", "check_metrics", "check_model_before_running",
+           "check_targets_before_running", "load_config"]
+
+
+def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = None) -> RunConfig:
+    """Load and validate a run config from a file path or an already-parsed mapping."""
+    raw, base = read_source(source, base_dir=base_dir)
+    config, evaluator_origins = parse_config(raw, base, pass_aliases=pass_aliases)
+    check_config(config, evaluator_origins)
+    return config
+
+
+def pass_aliases(type_name: str, where: str) -> dict[str, str]:
+    """The other names a pass type's parameters may be written under (alias -> canonical)."""
+    return get_pass(type_name, path=where).Params.ALIASES
+
+
+def check_config(config: RunConfig, evaluator_origins: dict[str, str]) -> None:
+    """Every cross-check a parsed config gets before anything runs, in the order the user sees errors."""
+    check_passes(config)
+    check_metrics(config, evaluator_origins)
+    check_model_before_running(config)
+
+
+def check_model_before_running(config: RunConfig, source: InputSource | None = None) -> None:
+    """The LoRA targets, then the dropped depth, against the input model's files (see each check)."""
+    check_targets_before_running(config, source)
+    check_depth_before_running(config, source)
+
+
+def check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
+    """Every metric's type, sub-types, user_config and data config, checked before anything runs.
+
+    ``origins`` maps an evaluator name to where it was written: ``evaluators.<name>`` in the
+    config, or ``<file>:`` for ``evaluators/<name>.yaml``.
+    """
+    for name, evaluator in config.evaluators.items():
+        origin = origins.get(name, join_path("evaluators", name))
+        prefix = "@"  # metric_specs joins its paths under this; replaced by the evaluator's origin below
+        try:
+            metric_specs(evaluator, where=prefix)
+            for i, metric in enumerate(evaluator.metrics):
+                if metric.data_config is not None or get_evaluator(metric.type, where="").needs_data:
+                    resolve_data_name(config, metric.data_config, where=f"{prefix}.metrics[{i}].data_config",
+                                      missing="name the data config this metric reads")
+        except ConfigError as exc:
+            if not exc.where.startswith(prefix):
+                raise
+            rest = exc.where[len(prefix) + 1:]
+            if not rest:
+                where = origin.removesuffix(":")
+            elif origin.endswith(":"):
+                where = f"{origin} {rest}"
+            else:
+                where = join_path(origin, rest)
+            raise ConfigError(where, exc.message) from None
+
+
+def check_targets_before_running(config: RunConfig, source: InputSource | None = None) -> None:
+    """Every LoRA/QLoRA target (each choice of a searched ``target_modules`` too) against the input
+    model's module names, read without loading its weights: the same rule as :func:`autotune.passes.lora.check_targets`
+    at training, so ``validate`` and the run agree. ``source``: where the input model's files were
+    found (:func:`autotune.models.source.check_input_model`); without it, a local model is checked and a
+    Hub id or the demo waits for the caller that resolves it (``validate``, the run's preflight). A model
+    not on this machine yet (the demo before its fetch) is checked when trained."""
+    steps = [s for s in all_steps(build_plan(config)) if issubclass(s.pass_cls.Params, LoRAParams)]
+    if not steps or (source is None and names_a_hub_model(config.input_model)):
+        return
+    path = model_file(source if source is not None else locate_input_model(config.input_model, download=False))
+    if path is None:
+        return
+    names = module_names(path, trust_remote_code=config.input_model.trust_remote_code)
+    for step in steps:
+        spec = step.space.get("target_modules")
+        points = [{step.key("target_modules"): encode_choice(c)} for c in spec.choices] if isinstance(spec, Categorical) else [{}]
+        for point in points:
+            params = step.params(point)
+            assert isinstance(params, LoRAParams)
+            target = unmatched_target(params.target_modules, names.names)
+            if target is not None:
+                raise no_match_error(f"{step.origin}.{step.user_keys.get('target_modules', 'target_modules')}", target,
+                                     names.matrices)
+
+
+def check_depth_before_running(config: RunConfig, source: InputSource | None = None) -> None:
+    """Every DropLayers pass (each searched ``n_drop``) against the input model's architecture and depth,
+    read without loading weights; ``source`` as for :func:`check_targets_before_running`."""
+    steps = [s for s in all_steps(build_plan(config)) if s.pass_cls is DropLayers]
+    if not steps or (source is None and names_a_hub_model(config.input_model)):
+        return
+    path = model_file(source if source is not None else locate_input_model(config.input_model, download=False))
+    if path is None:
+        return
+    model_config = read_model_config(path, trust_remote_code=config.input_model.trust_remote_code)
+    for step in steps:
+        for point in probe_points(step):
+            params = step.params(point)
+            assert isinstance(params, DropLayersParams)
+            try:
+                check_depth_config(model_config, params.n_drop, step.origin)
+            except ConfigError as exc:
+                if exc.where.endswith(".type"):  # the pass's own key, as the user wrote the pass
+                    raise ConfigError(f"{step.origin.removesuffix('.config')}.type", exc.message) from None
+                raise ConfigError(f"{step.origin}.{step.user_keys.get('n_drop', 'n_drop')}", exc.message) from None
