@@ -34,9 +34,9 @@ from autotune.passes.calibration import free_cores, weight_matmuls
 
 # Rows updated together between two BLAS updates of the rest (the reference's lazy batch).
 LAZY_ROWS = 128
-# MatMuls of one weight shape are solved together as a batch up to this many weight bytes: the row-by-row
-# steps are then one small kernel call for the whole batch instead of one per MatMul.
-BATCH_BYTES = 64 * 2 ** 20
+# MatMuls of one weight shape are solved together as a batch of up to this many bytes (weights, Hessians and
+# their factors): the row-by-row steps are then one small kernel call for the batch instead of one per MatMul.
+BATCH_BYTES = 128 * 2 ** 20
 
 
 def gptq_codes(weight: np.ndarray, hessian: np.ndarray, *, block_size: int, symmetric: bool, damp_percent: float,
@@ -101,7 +101,8 @@ def gptq_codes_batch(weights: list[np.ndarray], hessians: list[np.ndarray], *, b
 
 
 def _inverse_cholesky_upper(h: Any, damp_percent: float) -> Any:
-    """U upper-triangular with (H + damping)^-1 = U^T U, for a batch H [B, K, K] (float32).
+    """U upper-triangular with (H + damping)^-1 = U^T U, for a batch H [B, K, K] (float32), one matrix at a
+    time (a batch's temporaries would be several copies of all its Hessians).
 
     One Cholesky and one triangular inverse: with J the order reversal, J H J = L L^T gives H = (J L J)(J L J)^T
     with J L J upper, so U = (J L J)^-1 = J L^-1 J is upper with U^T U = H^-1 (the reference's
@@ -111,14 +112,19 @@ def _inverse_cholesky_upper(h: Any, damp_percent: float) -> Any:
 
     k = h.shape[-1]
     eye = torch.eye(k, dtype=h.dtype)
-    mean = torch.diagonal(h, dim1=1, dim2=2).mean(dim=1)[:, None, None]
-    damp = torch.full_like(mean, damp_percent)
-    for _ in range(6):
-        lower, info = torch.linalg.cholesky_ex(torch.flip(h + damp * mean * eye, dims=(1, 2)))
-        if not bool((info != 0).any()):
-            return torch.flip(torch.linalg.solve_triangular(lower, eye.expand_as(lower), upper=False), dims=(1, 2))
-        damp = torch.where((info != 0)[:, None, None], damp * 10, damp)
-    raise ValueError("a calibration Hessian is not positive definite even with 10^5 times the damping")
+    out = torch.empty_like(h)
+    for b in range(h.shape[0]):
+        mean = float(torch.diagonal(h[b]).mean())
+        damp = damp_percent
+        for _ in range(6):
+            lower, info = torch.linalg.cholesky_ex(torch.flip(h[b] + damp * mean * eye, dims=(0, 1)))
+            if int(info) == 0:
+                break
+            damp *= 10
+        else:
+            raise ValueError("a calibration Hessian is not positive definite even with 10^5 times the damping")
+        out[b] = torch.flip(torch.linalg.solve_triangular(lower, eye, upper=False), dims=(0, 1))
+    return out
 
 
 def _group_params(group: Any, symmetric: bool, top: int) -> tuple[Any, Any]:
@@ -171,7 +177,7 @@ def gptq_quantize_graph(model: Any, hessians: dict[str, np.ndarray], *, block_si
     dropped from the dict once its MatMuls are done, to bound memory. Weights still in external data are read
     from ``weights_dir`` one batch at a time (the float weights are then never all in memory). ``timings``
     gains the seconds of the solves and of the packing."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     matmuls = {name: io for name, io in weight_matmuls(model).items() if name not in set(exclude)}
     missing = sorted({act for act, _ in matmuls.values()} - set(hessians))
@@ -188,7 +194,7 @@ def gptq_quantize_graph(model: Any, hessians: dict[str, np.ndarray], *, block_si
     with _torch_threads(free_cores()):
         for batch in _shape_batches(matmuls, {t.name: tuple(t.dims) for t in model.graph.initializer}):
             began = time.perf_counter()
-            weights = [numpy_helper.to_array(inits[matmuls[name][1]], str(weights_dir or '')) for name in batch]
+            weights = [_weight(inits[matmuls[name][1]], weights_dir) for name in batch]
             codes, scales, zeros = gptq_codes_batch(weights, [hessians[matmuls[name][0]] for name in batch], block_size=block_size,
                                                     symmetric=symmetric, damp_percent=damp_percent)
             k = weights[0].shape[0]
@@ -220,6 +226,24 @@ def gptq_quantize_graph(model: Any, hessians: dict[str, np.ndarray], *, block_si
     return model
 
 
+def _weight(tensor: Any, weights_dir: Path | None) -> np.ndarray:
+    """An initializer's array, read from its external data file when it has one, without loading the data into
+    the tensor (onnx's ``to_array`` would, and every float weight would then stay in the graph)."""
+    import onnx
+    from onnx import numpy_helper
+
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    if weights_dir is None:
+        raise ValueError(f"{tensor.name} is external data but no weights folder was given")
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    shape = tuple(tensor.dims)
+    with open(weights_dir / info["location"], "rb") as handle:
+        handle.seek(int(info.get("offset", 0)))
+        return np.fromfile(handle, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+
 @contextlib.contextmanager
 def _torch_threads(count: int) -> Iterator[None]:
     import torch
@@ -233,12 +257,13 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 
 def _shape_batches(matmuls: dict[str, tuple[str, str]], dims: dict[str, tuple[int, ...]]) -> list[list[str]]:
-    """The MatMul names grouped by weight shape, in batches of at most ``BATCH_BYTES`` of float32 weights."""
+    """The MatMul names grouped by weight shape, in batches of at most ``BATCH_BYTES`` of float32 weights and
+    Hessians."""
     by_shape: dict[tuple[int, ...], list[str]] = {}
     for name, (_, weight) in matmuls.items():
         by_shape.setdefault(dims[weight], []).append(name)
     batches: list[list[str]] = []
-    for shape, names in by_shape.items():
-        per_batch = max(1, BATCH_BYTES // (4 * int(np.prod(shape))))
+    for shape, names in by_shape.items():  # a weight, its Hessian and the Hessian's inverse factor, float32
+        per_batch = max(1, BATCH_BYTES // (4 * (int(np.prod(shape)) + 2 * shape[0] ** 2)))
         batches += [names[i:i + per_batch] for i in range(0, len(names), per_batch)]
     return batches
