@@ -214,6 +214,7 @@ def select_cmd(
 
     Policies: max-accuracy, min-latency, knee, weighted. A model evicted from the cache is rebuilt
     from the study's config; if it cannot be, nothing changes."""
+    from autotune.config.schema import RunConfig
     from autotune.errors import ConfigError
     from autotune.export import export_best
     from autotune.finish import rebuilder, selection_settings
@@ -235,7 +236,7 @@ def select_cmd(
         selection = select(view, **selection_settings(view, policy=policy, min_accuracy=min_accuracy,
                                                       latency_budget_ms=latency_budget, weights=weights or None,
                                                       prefer_cheaper=prefer_cheaper))
-        ctx = RunContext(view.meta.run_config())
+        ctx = RunContext(RunConfig.model_validate(view.meta.config))  # the schema's defaults, not ad-hoc ones
         rebuild = rebuilder(ctx)
         if selection.record is not None:  # a newly chosen trial is scored on the test split once, like the study's finalists
             chosen = next(r for r in view.records if r.number == selection.record.number)

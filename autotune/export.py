@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from autotune.card import card_markdown, model_card
+from autotune.config.schema import RunConfig
 from autotune.errors import ModelError, UserError
 from autotune.fileio import atomic_copy_tree, write_json, write_text
 from autotune.records import StudyView, TrialRecord
@@ -19,7 +20,7 @@ log = logging.getLogger("autotune")
 
 def reproduce_config(view: StudyView, record: TrialRecord) -> dict[str, Any]:
     """A config that rebuilds exactly this trial's model with ``search_strategy: false``."""
-    cfg = view.meta.run_config()
+    cfg = RunConfig.model_validate(view.meta.config)  # the stored config, with the schema's defaults
     ran = {p.name: p.type for p in record.passes}  # the alternative each pass group chose
     passes = {name: {"type": ran.get(name, spec.type), **record.params.get(name, {})} for name, spec in cfg.passes.items()}
     engine = {"execution_providers": list(cfg.engine.execution_providers), "cache_dir": str(cfg.engine.cache_dir),

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from autotune.config.schema import RunConfig
 from autotune.export import export_best
 from autotune.fileio import atomic_copy_tree, write_json
 from autotune.records import StudyView, TrialRecord
@@ -26,7 +27,7 @@ log = logging.getLogger("autotune")
 
 def selection_settings(view: StudyView, **given: Any) -> dict[str, Any]:
     """The selection flags given, else the study config's ``engine.selection`` (the schema's defaults)."""
-    configured = view.meta.run_config().engine.selection if view.meta.config else None
+    configured = RunConfig.model_validate(view.meta.config).engine.selection if view.meta.config else None
     out = {
         "policy": configured.policy if configured else "max-accuracy",
         "min_accuracy": configured.min_accuracy if configured else None,

@@ -151,12 +151,6 @@ class StudyMeta(_Stored):
         """The first objective of that kind (by priority), if any."""
         return next((o for o in self.objectives if o.kind == kind), None)
 
-    def run_config(self) -> Any:
-        """The stored config as a validated :class:`RunConfig` (the schema's defaults, not ad-hoc ones)."""
-        from autotune.config.schema import RunConfig
-
-        return RunConfig.model_validate(self.config)
-
     @property
     def output_dir(self) -> Path:
         return Path((self.config.get("engine") or {}).get("output_dir") or ".")
