@@ -9,7 +9,8 @@ Command line (the last two arguments optional; ``bench/int4_vs_fp32.py`` uses th
 
     python -m autotune.evaluation.memory_probe MODEL_DIR KIND PROVIDER TOKENS [SETTINGS_JSON]
 
-``SETTINGS_JSON``: ``{"prompt_tokens", "generate_tokens", "warmup", "repeats", "trust_remote_code"}``;
+``SETTINGS_JSON``: ``{"prompt_tokens", "generate_tokens", "warmup", "repeats", "trust_remote_code"}`` and optionally
+``"precision", "max_repeats", "max_seconds"`` (repeats to a stated precision, see :mod:`autotune.evaluation.latency`);
 without it the process generates ``TOKENS`` tokens once after a short prompt (memory only).
 """
 
@@ -51,16 +52,26 @@ def peak_rss_mb() -> float:
 
 
 def measure(backend: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    """Warm-up then timed repeats of greedy generation of exactly ``generate_tokens`` tokens."""
+    """Warm-up then timed repeats of greedy generation of exactly ``generate_tokens`` tokens: at least
+    ``repeats``, then until the median decode ms/token is known to ``precision`` or a cap (``max_repeats``,
+    ``max_seconds``) is reached (:func:`autotune.evaluation.precision.repeat_until_precise`)."""
+    from autotune.evaluation.precision import repeat_until_precise
+
     filler = list(backend.tokenizer(FILLER, add_special_tokens=False)["input_ids"])
     ids = (filler * (settings["prompt_tokens"] // len(filler) + 1))[: settings["prompt_tokens"]]
     for _ in range(settings["warmup"]):
         backend.generate(ids, settings["generate_tokens"], ignore_eos=True)
     samples = []
-    for _ in range(settings["repeats"]):
+
+    def once() -> float:
         tokens, ttft, steps = backend.generate(ids, settings["generate_tokens"], ignore_eos=True)
         samples.append({"tokens": len(tokens), "ttft_s": ttft, "steps_s": steps})
-    return {"prompt_tokens": len(ids), "samples": samples}
+        return sum(steps) / len(steps) if steps else 0.0  # seconds per decode step of this repeat
+
+    _, stopped_by = repeat_until_precise(
+        once, min_repeats=settings["repeats"], max_repeats=settings.get("max_repeats", settings["repeats"]),
+        max_seconds=settings.get("max_seconds", float("inf")), precision=settings.get("precision", 0.0))
+    return {"prompt_tokens": len(ids), "samples": samples, "stopped_by": stopped_by}
 
 
 def main(argv: list[str] | None = None) -> None:

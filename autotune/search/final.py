@@ -16,7 +16,7 @@ from autotune.errors import UserError
 from autotune.evaluation.base import EvalModel
 from autotune.records import MetricValue, StudyView, TrialRecord, write_final, write_final_baseline
 
-__all__ = ["evaluate_test", "remeasure_latency"]
+__all__ = ["evaluate_test", "intervals_separate", "remeasure_latency"]
 
 log = logging.getLogger("autotune")
 # A spread (max - min across rounds) above this share of the median is flagged as noisy.
@@ -43,8 +43,9 @@ def _baseline_model(view: StudyView, ctx: Any) -> EvalModel | None:
 
 
 def remeasure_latency(view: StudyView, ctx: Any, records: list[TrialRecord], *, rounds: int, rebuild: Any = None) -> None:
-    """Re-measure every latency metric of ``records`` and of the baseline in ``rounds`` interleaved rounds
-    (fresh, uncached); the median of the rounds replaces the first value in selection and in every ratio
+    """Re-measure every latency metric of ``records`` and of the baseline in up to ``rounds`` interleaved rounds
+    (fresh, uncached; fewer when after a round every model's interval is apart from the others',
+    :func:`intervals_separate`); the median of the rounds replaces the first value in selection and in every ratio
     to the baseline; the rounds, the spread and the first value are kept."""
     # One trial has nothing to be ranked against; its study (like a single run) keeps its first values.
     if rounds <= 0 or len(records) < 2 or ctx.config.engine.evaluator is None:
@@ -65,18 +66,45 @@ def remeasure_latency(view: StudyView, ctx: Any, records: list[TrialRecord], *, 
     log.info("re-measuring the latency of %d trial(s) that could be on the Pareto set%s, %d rounds interleaved",
              len(entries) - (baseline is not None), " and the baseline" if baseline is not None else "", rounds)
     values: dict[int | None, dict[str, list[MetricValue]]] = {number: {} for number, _, _ in entries}
-    for _ in range(rounds):
+    done = 0
+    for done in range(1, rounds + 1):
+        # One fresh process per model per round (latency only: memory is not measured again).
         for number, _, model in entries:
             for key, metric in evaluator.evaluate(model, only=latency).items():
                 values[number].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
+        if done < rounds and intervals_separate(values):
+            log.info("latency re-measure: every model's interval is apart from the others' after %d of %d rounds; "
+                     "the rest are not needed", done, rounds)
+            break
     for number, record, _ in entries:
         if record is None:
-            remeasured = _medians(values[number], view.meta.baseline, rounds)
+            remeasured = _medians(values[number], view.meta.baseline, done)
             view.meta.baseline.update({k: v for k, v in remeasured.items() if k in view.meta.baseline})
             write_final_baseline(view.study, remeasured)
         else:
-            record.remeasured = _medians(values[number], record.metrics, rounds)
+            record.remeasured = _medians(values[number], record.metrics, done)
             write_final(view.study, record.number, remeasured=record.remeasured)
+
+
+def intervals_separate(values: dict[int | None, dict[str, list[MetricValue]]]) -> bool:
+    """Whether, for every metric measured with an interval, each model's interval (the span of its rounds'
+    95 % intervals so far) overlaps no other model's: then more rounds cannot change the ranking. False when
+    any such metric lacks an interval in some round, and when no metric has one."""
+    keyed: dict[str, list[tuple[float, float]]] = {}
+    for by_key in values.values():
+        for key, measured in by_key.items():
+            if any(m.ci_low is None or m.ci_high is None for m in measured):
+                if any(m.ci_low is not None for m in measured):
+                    return False
+                continue
+            keyed.setdefault(key, []).append((min(m.ci_low for m in measured), max(m.ci_high for m in measured)))  # type: ignore[type-var]
+    if not keyed:
+        return False
+    for spans in keyed.values():
+        ordered = sorted(spans)
+        if any(later[0] <= earlier[1] for earlier, later in zip(ordered, ordered[1:], strict=False)):
+            return False
+    return True
 
 
 def _first_value(metric: MetricValue | None) -> float | None:
