@@ -13,11 +13,11 @@ from autotune.config.loader import parse_config, read_source
 from autotune.config.schema import RunConfig
 from autotune.data import resolve_data_name
 from autotune.errors import ConfigError
-from autotune.evaluation.base import get_evaluator
+from autotune.evaluation import get_evaluator
 from autotune.evaluation.runner import metric_specs
 from autotune.models.module_names import model_file, module_names
 from autotune.models.source import InputSource, locate_input_model, names_a_hub_model
-from autotune.passes.base import get_pass
+from autotune.passes import get_pass
 from autotune.passes.drop_layers import DropLayers, DropLayersParams, check_depth_config, read_model_config
 from autotune.passes.lora import LoRAParams, no_match_error, unmatched_target
 from autotune.plan import all_steps, build_plan, check_passes, probe_points

@@ -150,7 +150,7 @@ class Pipeline:
     def run_baseline_build(self) -> PipelineResult:
         """The input model built as fp32 ONNX for the target provider, through the cache: the baseline
         measured like the trials (same runtime, same provider), not PyTorch eager beside ONNX."""
-        from autotune.passes.base import get_pass
+        from autotune.passes import get_pass
 
         step = Step(name="baseline", pass_cls=get_pass("ModelBuilder", path="(baseline)"), fixed={"precision": "fp32"},
                     space={}, origin="baseline")

@@ -8,7 +8,8 @@ from typing import Any
 from autotune.config.schema import RunConfig
 from autotune.data import resolve_data_name
 from autotune.errors import ConfigError
-from autotune.passes.base import Pass, PassParams, canonical_params, get_pass, user_path, validate_params
+from autotune.passes import get_pass
+from autotune.passes.base import Pass, PassParams, canonical_params, user_path, validate_params
 from autotune.space import Categorical, FloatRange, IntRange, SearchSpec, decode_choice, split_params
 
 DEFAULT_SPACE = "SEARCHABLE_VALUES"

@@ -7,6 +7,8 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from autotune.errors import ConfigError
+
 T = TypeVar("T")
 
 __all__ = ["DuplicateNameError", "Registry"]
@@ -53,6 +55,17 @@ class Registry(Generic[T]):
         """``"; did you mean 'x'?"`` for the nearest registered name, or ``""``."""
         match = difflib.get_close_matches(name.lower(), list(self._entries), n=1, cutoff=0.6)
         return f"; did you mean '{self._canonical[match[0]]}'?" if match else ""
+
+    def lookup(self, name: str, *, where: str, what: str, label: Callable[[T], str]) -> T:
+        """The entry under ``name`` (any case), or the one-line ``ConfigError`` at ``where``: the nearest
+        registered name (aliases too, any case) suggested by its entry's ``label``, every label known."""
+        entry = self.get(name)
+        if entry is None:
+            known = sorted({label(e) for e in self._entries.values()})
+            match = difflib.get_close_matches(name.lower(), list(self._entries), n=1, cutoff=0.6)
+            hint = f"; did you mean '{label(self._entries[match[0]])}'?" if match else ""
+            raise ConfigError(where, f"unknown {what} \"{name}\"{hint} (known: {', '.join(known)})")
+        return entry
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._entries

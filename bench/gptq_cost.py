@@ -55,7 +55,7 @@ def worker(args: argparse.Namespace) -> None:
     import autotune
     from autotune.context import PassContext
     from autotune.models.handle import ModelHandle
-    from autotune.passes.base import get_pass
+    from autotune.passes import get_pass
 
     assert Path(autotune.__file__).resolve().is_relative_to(Path(args.tree).resolve()), autotune.__file__
     data = dataset(args.held_out)

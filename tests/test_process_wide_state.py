@@ -18,7 +18,7 @@ import autotune
 from autotune.context import PassContext
 from autotune.logging_setup import QUANTIZER_LOGGERS
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import get_pass
+from autotune.passes import get_pass
 from tests.conftest import tiny_config
 
 

@@ -21,7 +21,7 @@ def test_a_second_registration_under_a_taken_name_is_refused_case_insensitively(
 def test_a_pass_an_evaluator_and_a_policy_cannot_replace_a_built_in() -> None:
     import autotune.evaluation  # noqa: F401  (the built-in evaluators)
     from autotune.evaluation.base import Evaluator, register_evaluator
-    from autotune.passes.base import Pass, get_pass, register_pass
+    from autotune.passes import Pass, get_pass, register_pass
     from autotune.selection import Policy, register_policy
 
     lora = get_pass("LoRA", path="passes.lora.type")

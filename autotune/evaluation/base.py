@@ -160,16 +160,6 @@ def register_evaluator(*names: str) -> Callable[[type[Evaluator]], type[Evaluato
     return wrap
 
 
-def get_evaluator(type_name: str, *, where: str) -> type[Evaluator]:
-    import autotune.evaluation  # noqa: F401  (registers the built-in evaluators)
-
-    cls = EVALUATOR_REGISTRY.get(type_name)
-    if cls is None:
-        known = sorted({c.type_name for _, c in EVALUATOR_REGISTRY.items()})
-        raise ConfigError(where, f"unknown metric type \"{type_name}\"{did_you_mean(type_name, known)} (known: {', '.join(known)})")
-    return cls
-
-
 def environment() -> dict[str, str]:
     """Versions and machine recorded beside every measurement."""
     import importlib.metadata as md

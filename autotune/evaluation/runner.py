@@ -12,7 +12,8 @@ from autotune.cache import Cache, hash_key
 from autotune.config.errors import validate_model
 from autotune.config.schema import EvaluatorConfig, GoalConfig, RunConfig
 from autotune.errors import ConfigError
-from autotune.evaluation.base import EvalContext, EvalModel, Evaluator, Metric, SubType, environment, get_evaluator
+from autotune.evaluation import get_evaluator
+from autotune.evaluation.base import EvalContext, EvalModel, Evaluator, Metric, SubType, environment
 from autotune.evaluation.goals import Bound, resolve_goal
 
 log = logging.getLogger("autotune")

@@ -7,7 +7,6 @@ what of the run context enters its cache key.
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -141,15 +140,3 @@ def register_pass(*names: str) -> Any:
     return wrap
 
 
-def get_pass(type_name: str, *, path: str) -> type[Pass]:
-    import autotune.passes  # noqa: F401  (registers the built-in passes)
-
-    cls = PASS_REGISTRY.get(type_name)
-    if cls is None:
-        known = sorted({c.type_name for _, c in PASS_REGISTRY.items()})
-        # Types match case-insensitively, so the nearest one is found case-insensitively too.
-        match = difflib.get_close_matches(type_name.lower(), [n.lower() for n in PASS_REGISTRY.names()], n=1, cutoff=0.6)
-        found = PASS_REGISTRY.get(match[0]) if match else None
-        hint = f"; did you mean '{found.type_name}'?" if found else ""
-        raise ConfigError(path, f"unknown pass type \"{type_name}\"{hint} (known: {', '.join(known)})")
-    return cls

@@ -58,7 +58,7 @@ def run_pass(pass_type: str, params: dict[str, Any], source: Path, out: Path, da
     """Run a registered pass on an fp32 ONNX folder, as the pipeline would (its own work folder)."""
     from autotune.context import PassContext
     from autotune.models.handle import ModelHandle
-    from autotune.passes.base import get_pass
+    from autotune.passes import get_pass
 
     cls = get_pass(pass_type, path="test")
     shutil.rmtree(out, ignore_errors=True)
