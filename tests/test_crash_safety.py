@@ -35,7 +35,8 @@ def test_kill_then_rerun_resumes_with_nothing_lost(point: str, sig: int, tmp_pat
     config = study_config(tiny_model, tone_file, tmp_path)
     config["passes"]["lora"]["r"] = [2, 4, 8]
     config["passes"]["lora"]["training_args"]["max_steps"] = 4
-    config["passes"]["build"]["precision"] = "int4"
+    # The builder's own int4 (GPTQ would build fp32 in a work folder first, then write the entry).
+    config["passes"]["build"].update(precision="int4", algo_config="default")
     config["engine"].update({"heartbeat_seconds": 1, "evaluate_input_model": False})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))

@@ -20,13 +20,15 @@ from tests.search.test_study import study_config
 POSTGRES_URL = os.environ.get("AUTOTUNE_TEST_POSTGRES_URL")
 
 
-def worker(config: Path, *extra: str) -> subprocess.Popen:
+def worker(config: Path, *extra: str, pause: dict[str, str] | None = None) -> subprocess.Popen:
+    """``autotune run`` in a subprocess; ``pause``: tests.crash_hooks settings that hold it at a known point."""
     # Output goes to a file beside the config, not a pipe: an unread pipe fills and blocks the worker.
-    env = {**os.environ, "COLUMNS": "200"}
+    env = {**os.environ, "COLUMNS": "200", **(pause or {})}
     log = config.with_name(f"worker-{time.time_ns()}.log")
+    module = "tests.crash_hooks" if pause else "autotune.cli"
     with log.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "autotune.cli", "run", "--config", str(config), *extra],
-                                stdout=sink, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", module, "run", "--config", str(config), *extra],
+                                stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).resolve().parents[2])
     proc.log = log  # type: ignore[attr-defined]
     return proc
 
@@ -97,7 +99,7 @@ def test_two_workers_on_one_host_share_sqlite_and_the_cache(tmp_path: Path, tiny
 
 def test_a_killed_worker_leaves_a_stale_trial_that_is_failed_and_retried(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
     config = tiny_config(tiny_model, tone_file, tmp_path)
-    config["passes"]["lora"]["training_args"]["max_steps"] = 400  # long enough to be killed mid-fine-tune
+    config["passes"]["lora"]["training_args"]["max_steps"] = 4
     config["passes"]["build"]["precision"] = ["int4"]
     config["evaluators"] = {"acc": {"metrics": [{"name": "acc", "type": "accuracy", "sub_types": [{"name": "accuracy"}],
                                                  "user_config": {"perplexity": False}}]}}
@@ -106,10 +108,11 @@ def test_a_killed_worker_leaves_a_stale_trial_that_is_failed_and_retried(tmp_pat
     path = tmp_path / "study.json"
     path.write_text(json.dumps(config))
     storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
-    proc = worker(path)
-    deadline = time.time() + 120
+    # Held at its fine-tune's second step (the same config reruns: a resumed study refuses changed settings).
+    proc = worker(path, pause={"AUTOTUNE_TEST_PAUSE": "fine-tune", "AUTOTUNE_TEST_MARKER": str(tmp_path / "marker")})
+    deadline = time.time() + 300  # start-up and the first steps, on a loaded 2-core machine
     while time.time() < deadline:
-        if (tmp_path / "out" / "study.db").exists():
+        if (tmp_path / "marker").exists() and (tmp_path / "out" / "study.db").exists():
             # Read-only, through sqlite3: opening an Optuna storage here would create its tables, racing the worker's own.
             states = _trial_states(tmp_path / "out" / "study.db")
             if states and states[0] == "RUNNING" and list((tmp_path / "cache" / "tmp").glob("work-*")):
@@ -119,8 +122,6 @@ def test_a_killed_worker_leaves_a_stale_trial_that_is_failed_and_retried(tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(4)  # past the grace period (3 heartbeats)
-    config["passes"]["lora"]["training_args"]["max_steps"] = 2  # the retry need not be long
-    path.write_text(json.dumps(config))
     rerun = worker(path)
     out = finish(rerun)
     assert rerun.returncode == 0, out
