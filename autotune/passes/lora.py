@@ -165,7 +165,7 @@ class LoRA(Pass):
         return {k: v for k, v in (("device", device), ("precision", precision)) if v not in ("cpu", "fp32")}
 
     def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
-        check_training_args(params, origin)
+        check_training_args(params.training_args, validation_size=params.validation_size, origin=origin)
 
     def run(self, model: ModelHandle, params: LoRAParams, ctx: PassContext, output: Path) -> None:
         train_adapter(model, params, ctx, output)
@@ -217,7 +217,8 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     train_features = tokenize_rows(tokenizer, data, train_rows, loss_on)
     val_features = tokenize_rows(tokenizer, data, val_rows, loss_on)
     collator = PadToLongest(tokenizer.pad_token_id)
-    args = training_arguments(params.training_args, params, ctx.work_dir / "trainer", origin=origin, device=device)
+    args = training_arguments(params.training_args, ctx.work_dir / "trainer", learning_rate=params.learning_rate, origin=origin,
+                              device=device)
     evaluating = args.eval_strategy != "no"  # the user's eval_strategy: the Trainer evaluates the validation rows
     if evaluating and not val_features:
         raise ConfigError(f"{origin}.training_args.eval_strategy", f"needs validation rows, but {len(data.train)} training rows "

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autotune.errors import ConfigError
-
-if TYPE_CHECKING:
-    from autotune.passes.lora import LoRAParams
 
 __all__ = [
     "OWN_TRAINING_ARGS", "RENAMED_TRAINING_ARGS", "TrainingArgs", "check_training_args", "mixed_precision",
@@ -135,12 +132,13 @@ def training_argument_names() -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(TrainingArguments))
 
 
-def check_training_args(params: LoRAParams, origin: str) -> None:
-    """Every training_args key is passed on to TrainingArguments or refused here with its reason."""
+def check_training_args(args: TrainingArgs, *, validation_size: int, origin: str) -> None:
+    """Every training_args key is passed on to TrainingArguments or refused here with its reason
+    (``validation_size``: the pass's held-out rows, which an eval_strategy needs)."""
     from autotune.errors import did_you_mean
 
     valid = training_argument_names()
-    values = params.training_args.model_dump(exclude_none=True)
+    values = args.model_dump(exclude_none=True)
     for key, value in values.items():
         where = f"{origin}.training_args.{key}"
         reason = refused_training_arg(key, value)
@@ -156,18 +154,20 @@ def check_training_args(params: LoRAParams, origin: str) -> None:
     if values.get("bf16") and values.get("fp16"):
         raise ConfigError(f"{origin}.training_args.fp16", "bf16 and fp16 are both true; keep one")
     strategy = values.get("eval_strategy", values.get("evaluation_strategy", "no"))
-    if strategy != "no" and params.validation_size == 0:
+    if strategy != "no" and validation_size == 0:
         raise ConfigError(f"{origin}.training_args.eval_strategy",
                           f"'{strategy}' needs validation rows, but validation_size is 0")
 
 
-def training_arguments(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str, device: str = "cpu") -> Any:
+def training_arguments(args: TrainingArgs, output: Path, *, learning_rate: float, origin: str, device: str = "cpu") -> Any:
     from transformers import TrainingArguments
 
-    return TrainingArguments(**training_argument_values(args, params, output, origin=origin, device=device))
+    return TrainingArguments(**training_argument_values(args, output, learning_rate=learning_rate, origin=origin,
+                                                        device=device))
 
 
-def training_argument_values(args: TrainingArgs, params: LoRAParams, output: Path, *, origin: str, device: str = "cpu") -> dict[str, Any]:
+def training_argument_values(args: TrainingArgs, output: Path, *, learning_rate: float, origin: str,
+                             device: str = "cpu") -> dict[str, Any]:
     """The keyword arguments of TrainingArguments: the user's, renamed where transformers renamed them,
     and autotune's own (output, device, mixed precision)."""
     valid = training_argument_names()
@@ -193,7 +193,7 @@ def training_argument_values(args: TrainingArgs, params: LoRAParams, output: Pat
         values["activation_checkpointing"] = values.pop("gradient_checkpointing")
     return {
         "output_dir": str(output),
-        "learning_rate": params.learning_rate,
+        "learning_rate": learning_rate,
         "report_to": "none",
         "save_strategy": "no",
         "disable_tqdm": True,

@@ -51,7 +51,7 @@ def test_every_other_training_arg_reaches_training_arguments(tmp_path: Path, tin
         "per_device_eval_batch_size": 4, "report_to": "none", "bf16": True, "label_smoothing_factor": 0.1, "eval_on_start": True,
     })
     params = lora_params(config)
-    args = training_arguments(params.training_args, params, tmp_path / "trainer", origin="passes.lora")
+    args = training_arguments(params.training_args, tmp_path / "trainer", learning_rate=params.learning_rate, origin="passes.lora")
     assert (args.eval_strategy, args.eval_steps, args.eval_on_start) == ("steps", 3, True)
     assert args.train_sampling_strategy == "group_by_length"  # transformers 5's spelling of group_by_length
     assert (args.adam_beta2, args.warmup_steps, args.per_device_eval_batch_size, args.label_smoothing_factor) == (0.98, 1, 4, 0.1)
@@ -96,8 +96,8 @@ def test_mixed_precision_follows_transformers_own_arguments_and_the_device(tmp_p
         config["passes"]["lora"]["training_args"].update(training)
         params = lora_params(config)
         # the values, not TrainingArguments itself: it refuses bf16 on a GPU this machine lacks
-        return SimpleNamespace(**training_argument_values(params.training_args, params, tmp_path / "t", origin="passes.lora",
-                                                          device=device))
+        return SimpleNamespace(**training_argument_values(params.training_args, tmp_path / "t", learning_rate=params.learning_rate,
+                                                          origin="passes.lora", device=device))
 
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: True)
     monkeypatch.setattr("autotune.passes.training_args.CPU_BF16_BY_DEFAULT", False)
