@@ -24,6 +24,7 @@ import math
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from autotune.fileio import link_or_copy
 from autotune.models.handle import ModelHandle
 from autotune.passes.base import Pass, PassParams, register_pass, searchable
 
-__all__ = ["DEPTH_ARCHITECTURES", "DropLayers", "DropLayersParams", "choose_blocks",
+__all__ = ["DEPTH_ARCHITECTURES", "BlockStates", "DropLayers", "DropLayersParams", "choose_blocks",
            "write_pruned_folder"]
 
 # The model builder's decoder-only architectures whose blocks are ``model.layers.<i>`` with one residual
@@ -84,7 +85,7 @@ class DropLayers(Pass):
             return
         assert ctx.data is not None, "the pipeline gives a pass that reads data its data"
         began = time.perf_counter()
-        states = hidden_states(model.path, ctx, params)
+        states = block_states(model.path, ctx, params)
         dropped, scores = choose_blocks(states, params.n_drop, params.method)
         write_pruned_folder(model.path, output, dropped)
         record = {
@@ -118,8 +119,17 @@ def link_folder(source: Path, output: Path) -> None:
         link_or_copy(str(file.resolve()), str(target))  # resolved: a Hub cache's files are links into its blob store
 
 
-def hidden_states(folder: Path, ctx: PassContext, params: DropLayersParams) -> list[list[Any]]:
-    """Per calibration row, the residual stream before block 0 and after every block (L+1 tensors [T, H])."""
+@dataclass
+class BlockStates:
+    """What the block choice needs of one calibration row (not every hidden state: 64 rows of SmolLM2's 31
+    streams x 128 tokens would hold ~0.6 GB)."""
+
+    last_tokens: Any  # [L+1, H]: the residual stream at the last token, before block 0 and after each block
+    influence: Any  # [L]: each block's 1 - cos(input, output), averaged over the row's tokens
+
+
+def block_states(folder: Path, ctx: PassContext, params: DropLayersParams) -> list[BlockStates]:
+    """One :class:`BlockStates` per calibration row (training split, templated as LoRA trains)."""
     import torch
 
     from autotune.models.loading import load_causal_lm, load_tokenizer
@@ -141,7 +151,7 @@ def hidden_states(folder: Path, ctx: PassContext, params: DropLayersParams) -> l
 
     hooks = [blocks[0].register_forward_pre_hook(before_first, with_kwargs=True)]
     hooks += [block.register_forward_hook(after) for block in blocks]
-    rows: list[list[Any]] = []
+    rows: list[BlockStates] = []
     try:
         with torch.no_grad():
             for row in calibration_rows(data, params.calibration_rows, seed=params.calibration_seed):
@@ -149,7 +159,9 @@ def hidden_states(folder: Path, ctx: PassContext, params: DropLayersParams) -> l
                 ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.answer(row), max_len=data.source_max_len)
                 captured.clear()
                 model(input_ids=torch.tensor([ids]), use_cache=False)
-                rows.append(list(captured))
+                influence = [(1 - torch.nn.functional.cosine_similarity(captured[i], captured[i + 1], dim=-1)).mean()
+                             for i in range(len(captured) - 1)]
+                rows.append(BlockStates(torch.stack([state[-1] for state in captured]), torch.stack(influence)))
     finally:
         for hook in hooks:
             hook.remove()
@@ -164,23 +176,17 @@ def angular_distance(a: Any, b: Any) -> Any:
     return torch.arccos(cos) / math.pi
 
 
-def choose_blocks(states: list[list[Any]], n_drop: int, method: str) -> tuple[list[int], dict[int, float]]:
-    """The blocks to drop (sorted) and the scores they were chosen by. ``states``: per row, L+1 residual
-    streams [T, H] (before block 0, after each block)."""
-    layers = len(states[0]) - 1
+def choose_blocks(rows: list[BlockStates], n_drop: int, method: str) -> tuple[list[int], dict[int, float]]:
+    """The blocks to drop (sorted) and the scores they were chosen by, averaged over the calibration rows."""
+    layers = len(rows[0].influence)
     if method == "angular_run":
         # Gromov et al.: the distance at the last token between the stream before block l and after block l+n-1.
-        scores = {start: sum(float(angular_distance(row[start][-1], row[start + n_drop][-1])) for row in states) / len(states)
+        scores = {start: sum(float(angular_distance(r.last_tokens[start], r.last_tokens[start + n_drop])) for r in rows) / len(rows)
                   for start in range(layers - n_drop + 1)}
         best = min(scores, key=lambda start: (scores[start], start))
         return list(range(best, best + n_drop)), scores
     # ShortGPT's Block Influence: 1 - cosine(input, output) of each block, averaged over every token.
-    import torch
-
-    scores = {}
-    for block in range(layers):
-        per_row = [float((1 - torch.nn.functional.cosine_similarity(row[block], row[block + 1], dim=-1)).mean()) for row in states]
-        scores[block] = sum(per_row) / len(per_row)
+    scores = {block: sum(float(r.influence[block]) for r in rows) / len(rows) for block in range(layers)}
     ranked = sorted(scores, key=lambda block: (scores[block], block))
     return sorted(ranked[:n_drop]), scores
 
