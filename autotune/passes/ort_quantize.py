@@ -26,7 +26,7 @@ def fp32_source(model: ModelHandle, ctx: PassContext) -> Path:
     """An fp32 ONNX folder for ``model``: itself when it already is one, else a fresh fp32 build."""
     if model.kind == "onnx":
         return model.path
-    from autotune.passes.model_builder import ModelBuilderParams, build_onnx
+    from autotune.passes.genai_build import ModelBuilderParams, build_onnx
 
     folder = ctx.work_dir / "fp32"
     build_onnx(model.path, folder, ModelBuilderParams(precision="fp32"), provider=ctx.provider, work_dir=ctx.work_dir)
