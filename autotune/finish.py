@@ -7,8 +7,9 @@ the same from any machine that can open the storage.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.config.schema import RunConfig
 from autotune.export import export_best
@@ -19,6 +20,9 @@ from autotune.result import StudyResult
 from autotune.search.storage import redact_url
 from autotune.selection import Selection, pareto_set, select
 from autotune.selection.pareto import remeasure_candidates
+
+if TYPE_CHECKING:
+    from autotune.run_context import RunContext
 
 __all__ = ["finish", "rebuilder", "selection_settings"]
 
@@ -39,17 +43,17 @@ def selection_settings(view: StudyView, **given: Any) -> dict[str, Any]:
     return out
 
 
-def rebuilder(ctx: Any) -> Any:
+def rebuilder(ctx: RunContext) -> Callable[[TrialRecord], tuple[Path, dict[str, Any]] | None]:
     """Rebuild a trial's model from its point through the pipeline (every pass from the cache where it can)."""
 
-    def rebuild(record: TrialRecord) -> Any:
+    def rebuild(record: TrialRecord) -> tuple[Path, dict[str, Any]] | None:
         result = ctx.pipeline.run(record.point)
         return ctx.cache.get(result.model.key)
 
     return rebuild
 
 
-def finish(view: StudyView, *, ctx: Any, storage_url: str, output_dir: Path | None = None, **selection: Any) -> StudyResult:
+def finish(view: StudyView, *, ctx: RunContext, storage_url: str, output_dir: Path | None = None, **selection: Any) -> StudyResult:
     """Select, export and write every results file; a single run also gets ``model/``, run.json and metrics.json."""
     from autotune.search.final import evaluate_test, remeasure_latency
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import statistics
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.errors import UserError
 from autotune.evaluation.base import EvalModel
 from autotune.records import MetricValue, StudyView, TrialRecord, write_final, write_final_baseline
+
+if TYPE_CHECKING:
+    from autotune.run_context import RunContext
 
 __all__ = ["evaluate_test", "intervals_separate", "remeasure_latency"]
 
@@ -23,14 +26,14 @@ log = logging.getLogger("autotune")
 NOISY_SPREAD = 0.10
 
 
-def _model(ctx: Any, record: TrialRecord, rebuild: Any) -> EvalModel | None:
+def _model(ctx: RunContext, record: TrialRecord, rebuild: Any) -> EvalModel | None:
     if record.model_key is None:
         return None
     got = ctx.cache.get(record.model_key) or (rebuild(record) if rebuild is not None else None)
     return EvalModel.from_folder(got[0], key=record.model_key) if got is not None else None
 
 
-def _baseline_model(view: StudyView, ctx: Any) -> EvalModel | None:
+def _baseline_model(view: StudyView, ctx: RunContext) -> EvalModel | None:
     """The like-for-like baseline (the input model as fp32 ONNX), when the study measured one."""
     if view.meta.baseline_kind != "onnx-fp32" or not view.meta.baseline:
         return None
@@ -42,7 +45,7 @@ def _baseline_model(view: StudyView, ctx: Any) -> EvalModel | None:
     return EvalModel(path=built.path, kind=built.kind, key=built.key)
 
 
-def remeasure_latency(view: StudyView, ctx: Any, records: list[TrialRecord], *, rounds: int, rebuild: Any = None) -> None:
+def remeasure_latency(view: StudyView, ctx: RunContext, records: list[TrialRecord], *, rounds: int, rebuild: Any = None) -> None:
     """Re-measure every latency metric of ``records`` and of the baseline in up to ``rounds`` interleaved rounds
     (fresh, uncached; fewer when after a round every model's interval is apart from the others',
     :func:`intervals_separate`); the median of the rounds replaces the first value in selection and in every ratio
@@ -130,7 +133,7 @@ def _medians(values: dict[str, list[MetricValue]], first_values: dict[str, Metri
     return remeasured
 
 
-def evaluate_test(view: StudyView, ctx: Any, records: list[TrialRecord], *, rebuild: Any = None) -> None:
+def evaluate_test(view: StudyView, ctx: RunContext, records: list[TrialRecord], *, rebuild: Any = None) -> None:
     """Score ``records`` (once each) on the test split with the metrics that read data rows."""
     if ctx.config.engine.evaluator is None or not any(d.test for d in view.meta.data.values()):
         return

@@ -13,7 +13,7 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.device import device_info
 from autotune.errors import ConfigError
@@ -39,6 +39,9 @@ from autotune.search.sampling import check_space_against_study, grid_points, int
 from autotune.search.stopping import Duplicates, StopRules, StudyProgress
 from autotune.search.storage import default_storage, open_storage, redact_url, safe_name
 from autotune.search.trial import TrialRunner
+
+if TYPE_CHECKING:
+    from autotune.run_context import RunContext
 
 __all__ = ["Study", "collect_garbage"]
 
@@ -112,7 +115,7 @@ def optuna_scope() -> Iterator[None]:
 class Study:
     """One config's study: its meta, sampler, stopping rules and trial loop."""
 
-    def __init__(self, ctx: Any, *, storage: str | None = None, fail_fast: bool = False, jobs: int = 1) -> None:
+    def __init__(self, ctx: RunContext, *, storage: str | None = None, fail_fast: bool = False, jobs: int = 1) -> None:
         self.ctx = ctx
         self.cfg = ctx.config
         self.mode = "search" if self.cfg.engine.search_strategy is not None else "single"
