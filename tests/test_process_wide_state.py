@@ -51,7 +51,7 @@ def _look(during: dict[str, Any]) -> None:
     other.join()
 
 
-@pytest.mark.parametrize("pass_type", ["OnnxDynamicQuantization", "OnnxBlockWiseRtnQuantization", "OnnxHqqQuantization"])
+@pytest.mark.parametrize("pass_type", ["OnnxDynamicQuantization", "OnnxBlockWiseRtnQuantization"])
 def test_a_quantizer_pass_changes_nothing_process_wide(fp32_onnx: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          pass_type: str) -> None:
     import onnxruntime.quantization as ort_quantization

@@ -1,10 +1,14 @@
-"""Data-aware int4 passes (GPTQ, HQQ) and sensitivity-based mixed precision, over a builder fp32 ONNX model.
+"""Data-aware int4 (GPTQ) and sensitivity-based mixed precision, over a builder fp32 ONNX model.
 
 Each takes a builder fp32 ONNX folder (or an HF folder, first built at fp32), quantizes its MatMuls to
 MatMulNBits with ONNX Runtime's quantizers (:mod:`autotune.passes.weight_only`), shares the quantized LM
 head with a tied embedding as the builder does, and writes a folder onnxruntime-genai loads plus
 ``quant_stats.json`` (seconds, peak RSS, calibration rows, bits per layer, the layers kept high).
 Calibration reads the training split only (:mod:`autotune.passes.calibration`).
+
+ONNX Runtime's HQQ (``OnnxHqqQuantization``, and ``algorithm: hqq`` of the mixed pass) is withdrawn and
+refused at validate: on a fine-tuned SmolLM2 it lost 49 accuracy points against fp32 (bench/README.md
+section 8) with every dequantized weight within a few percent of fp32, a cause not found.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from autotune.passes.weight_only import (
     quantize_int4,
     quiet_quantizer,
     tie_embedding,
-    tied_head,
 )
 
 STATS_FILE = "quant_stats.json"
@@ -114,22 +117,15 @@ class WeightOnlyPass(Pass):
         if not lazy:
             load_external_data_for_model(graph, str(source))
         high, scores = self.keep_high(graph, params, feeds)
-        head = tied_head(graph) if algorithm == "hqq" else None
-        # HQQ's float zero points cannot feed GatherBlockQuantized: its tied LM head is RTN-quantized instead,
-        # so the embedding still shares the 4-bit table (else a second, fp32 copy of it would stay).
-        head = head if head not in high and head not in params.nodes_to_exclude else None
         symmetric = getattr(params, "is_symmetric", True)
         common = {"block_size": params.block_size, "accuracy_level": getattr(params, "accuracy_level", 0)}
         with quiet_quantizer():
-            exclude = [*params.nodes_to_exclude, *high, *([head] if head else [])]
+            exclude = [*params.nodes_to_exclude, *high]
             graph = quantize_int4(graph, algorithm, symmetric=symmetric, exclude=exclude, hessians=hessians,
                                   damp_percent=getattr(params, "damp_percent", 0.01), weights_dir=source, timings=timings,
                                   **common)
             if lazy:
                 load_external_data_for_model(graph, str(source))  # what GPTQ left float: norms, the embedding
-            if head:
-                others = [n.name for n in graph.graph.node if n.name != head]
-                graph = quantize_int4(graph, "rtn", symmetric=True, exclude=others, **common)
             if high and getattr(params, "high_precision", "fp32") == "int8":
                 graph = quantize_8bit(graph, high, symmetric=symmetric, **common)
         tied = tie_embedding(graph)
@@ -157,16 +153,22 @@ class OnnxGptqQuantization(WeightOnlyPass):
         return "gptq"
 
 
+HQQ_WITHDRAWN = ("ONNX Runtime's HQQ is withdrawn: it lost 49 accuracy points on a fine-tuned SmolLM2 "
+                 "(bench/README.md section 8); use OnnxGptqQuantization")
+
+
 @register_pass("hqq", "OnnxHQQ")
 class OnnxHqqQuantization(WeightOnlyPass):
-    """HQQ (ONNX Runtime's implementation): block-wise asymmetric int4 with half-quadratic optimised
-    scales and zero points; data-free."""
+    """Withdrawn (see the module note): registered so that a config naming it gets the reason at validate."""
 
     type_name = "OnnxHqqQuantization"
     Params = HqqParams
 
+    def check(self, params: HqqParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{origin.removesuffix('.config')}.type", f"OnnxHqqQuantization: {HQQ_WITHDRAWN}")
+
     def algorithm(self, params: Any) -> str:
-        return "hqq"
+        raise ConfigError("OnnxHqqQuantization", HQQ_WITHDRAWN)
 
 
 @register_pass("mixed_precision", "OnnxMixedPrecision")
@@ -182,6 +184,8 @@ class OnnxMixedPrecisionQuantization(WeightOnlyPass):
     def check(self, params: MixedPrecisionParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
         if params.budget == 0:
             raise ConfigError(f"{origin}.budget", "a budget of 0 keeps no layer high; use the plain int4 pass instead")
+        if params.algorithm == "hqq":
+            raise ConfigError(f"{origin}.algorithm", f"hqq: {HQQ_WITHDRAWN}")
 
     def algorithm(self, params: Any) -> str:
         return params.algorithm

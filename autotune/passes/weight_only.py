@@ -1,9 +1,10 @@
 """Weight-only MatMulNBits quantization of a builder fp32 graph with ONNX Runtime's quantizers.
 
 Algorithms: ``rtn`` (ONNX Runtime's default block-wise round-to-nearest), ``k_quant`` (its bundled
-neural-compressor k-quant), ``hqq`` (its HQQ quantizer) and ``gptq`` (:mod:`autotune.passes.gptq`: ONNX
-Runtime's own GPTQ does not compensate, see there). Nodes in ``exclude`` stay float here; :func:`quantize_8bit` can take them to 8 bits.
-:func:`tie_embedding` then lets the embedding lookup share the quantized LM head, as the builder does.
+neural-compressor k-quant) and ``gptq`` (:mod:`autotune.passes.gptq`: ONNX Runtime's own GPTQ does not
+compensate, see there; its HQQ is withdrawn, see :mod:`autotune.passes.int4`). Nodes in ``exclude`` stay
+float here; :func:`quantize_8bit` can take them to 8 bits. :func:`tie_embedding` then lets the embedding
+lookup share the quantized LM head, as the builder does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-ALGORITHMS = ("rtn", "k_quant", "gptq", "hqq")
+ALGORITHMS = ("rtn", "k_quant", "gptq")
 
 
 def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: bool, accuracy_level: int,
@@ -24,11 +25,7 @@ def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: boo
     """``model`` (ModelProto, weights loaded) with its MatMuls at 4 bits by ``algorithm``; returns a ModelProto.
     ``hessians`` (GPTQ's calibration statistics per MatMul input) are required by ``gptq``, which also takes a
     graph whose weights are still external (in ``weights_dir``)."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        HQQWeightOnlyQuantConfig,
-        KQuantWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
+    from onnxruntime.quantization.matmul_nbits_quantizer import KQuantWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     if algorithm == "gptq":
         from autotune.passes.gptq import gptq_quantize_graph
@@ -38,8 +35,7 @@ def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: boo
         return gptq_quantize_graph(model, hessians, block_size=block_size, symmetric=symmetric, damp_percent=damp_percent,
                                    accuracy_level=accuracy_level, exclude=exclude, weights_dir=weights_dir,
                                    timings=timings)
-    configs = {"rtn": None, "k_quant": KQuantWeightOnlyQuantConfig(),
-               "hqq": HQQWeightOnlyQuantConfig(block_size=block_size, bits=4)}
+    configs = {"rtn": None, "k_quant": KQuantWeightOnlyQuantConfig()}
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric,
                                      accuracy_level=accuracy_level or None, nodes_to_exclude=exclude,
                                      algo_config=configs[algorithm])

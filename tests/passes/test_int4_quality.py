@@ -26,7 +26,6 @@ QUANTIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "rtn": ("OnnxBlockWiseRtnQuantization", {"block_size": 32}),
     "gptq": ("OnnxGptqQuantization", {"block_size": 32, "calibration_rows": 32}),
     "gptq-asym-16": ("OnnxGptqQuantization", {"block_size": 16, "is_symmetric": False, "calibration_rows": 16}),
-    "hqq": ("OnnxHqqQuantization", {"block_size": 32}),
     "mixed-int8": ("OnnxMixedPrecisionQuantization", {"budget": 0.25, "calibration_rows": 16}),
 }
 
