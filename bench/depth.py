@@ -78,7 +78,7 @@ def main() -> None:
     import optuna
 
     import autotune
-    from autotune.config.loader import load_config
+    from autotune.config_checks import load_config
     from autotune.records import StudyView
     from autotune.run_context import RunContext
     from autotune.search.final import evaluate_test
