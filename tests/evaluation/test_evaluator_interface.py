@@ -10,6 +10,7 @@ import pytest
 
 from autotune.cache import Cache
 from autotune.config_checks import load_config
+from autotune.evaluation import get_evaluator
 from autotune.evaluation.base import (
     EVALUATOR_REGISTRY,
     EvalContext,
@@ -17,7 +18,6 @@ from autotune.evaluation.base import (
     Evaluator,
     Metric,
     SubType,
-    get_evaluator,
     register_evaluator,
 )
 from autotune.evaluation.footprint import FootprintEvaluator
