@@ -197,11 +197,11 @@ def test_one_config_twice_trains_the_same_adapter_and_builds_the_same_model(work
 
 
 def test_an_entry_is_hashed_once_when_written_and_not_again_when_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from autotune import data
+    from autotune import fileio
 
     hashed: list[str] = []
-    real = data.file_sha256
-    monkeypatch.setattr(data, "file_sha256", lambda path, *a: hashed.append(path.name) or real(path, *a))
+    real = fileio.file_sha256
+    monkeypatch.setattr(fileio, "file_sha256", lambda path, *a: hashed.append(path.name) or real(path, *a))
     cache = Cache(tmp_path)
     with cache.put("f" * 64, {}) as folder:
         (folder / "weights.bin").write_bytes(b"w" * 4096)
