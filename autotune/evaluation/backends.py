@@ -3,8 +3,7 @@
 
 Label scoring of many rows (``score_labels``) is batched: an fp32/fp16 ONNX folder through an
 onnxruntime session on its model.onnx (:mod:`autotune.evaluation.scoring`), the PyTorch model with its
-KV cache; an int4/int8 (weight-only) build by teacher forcing in both paths, a dynamically quantized one
-keeps the per-row genai path (see ``scoring.ACTIVATION_QUANTIZED_OPS``).
+KV cache; a quantized ONNX build keeps the per-row genai path (see ``scoring.QUANTIZED_OPS``).
 
 Both tokenise with the model folder's Hugging Face tokenizer through :func:`autotune.data.encode_example`,
 exactly as training did.
@@ -21,18 +20,7 @@ from typing import Any
 import numpy as np
 
 from autotune.evaluation.base import EvalModel
-from autotune.evaluation.scoring import (
-    OrtLabelScorer,
-    UnsupportedGraph,
-    chunk_rows,
-    forced_row_scores,
-    graph_ops,
-    label_prefixes,
-    log_probs_at,
-    prefill_batch,
-    prompt_scores,
-    teacher_forced,
-)
+from autotune.evaluation.scoring import OrtLabelScorer, UnsupportedGraph, chunk_rows, log_probs_at, prefill_batch, prompt_scores
 from autotune.providers import provider as provider_row
 from autotune.threads import genai_session_overlay
 
@@ -113,8 +101,7 @@ class GenaiBackend(Backend):
         if self._scorer is False:
             try:
                 self._scorer = OrtLabelScorer(self.model.path, provider=self.provider)
-                self.label_scoring = ("batched (onnxruntime session, labels teacher-forced: weight-only quantized MatMul)"
-                                      if self._scorer.forced else "batched (onnxruntime session)")
+                self.label_scoring = "batched (onnxruntime session)"
             except UnsupportedGraph as exc:
                 self._scorer = None  # a graph the batched path does not score as the per-row path does
                 self.label_scoring = f"per row (onnxruntime-genai): {exc}"
@@ -123,24 +110,8 @@ class GenaiBackend(Backend):
         assert isinstance(self._scorer, OrtLabelScorer)
         return self._scorer.score(prompts, continuations, batch_rows=batch_rows)
 
-    @cached_property
-    def teacher_forced(self) -> bool:
-        """A weight-only quantized graph: labels scored inside a prompt pass (see :mod:`autotune.evaluation.scoring`)."""
-        return teacher_forced(graph_ops(self.model.path))
-
     def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> tuple[list[float], float]:
-        """One row through onnxruntime-genai: the prompt once, then each label after a rewind; a weight-only
-        quantized graph scores prompt + label prefix in one pass per distinct prefix (as the batched path does)."""
-        if self.teacher_forced:
-            prefixes = label_prefixes(continuations)
-
-            def logits_of(q: int) -> np.ndarray:
-                sequence = prompt_ids + list(prefixes[q])
-                gen = self._generator(len(sequence) + 1)
-                gen.append_tokens(sequence)
-                return np.asarray(gen.get_output("logits")[0])
-
-            return forced_row_scores(logits_of, prompt_ids, continuations, prefixes)
+        """One row through onnxruntime-genai: the prompt once, then each label after a rewind."""
         longest = max(len(c) for c in continuations)
         gen = self._generator(len(prompt_ids) + longest + 1)
         gen.append_tokens(prompt_ids)

@@ -12,16 +12,19 @@ onnxruntime session with the inputs ``genai_config.json`` declares:
    at step j the mask holds n + j + 1 ones (a prefix: GQA keeps each row's cache contiguous from 0
    and derives the rotary position n + j from it); a label leaves the batch after its last token.
 
-A weight-only quantized build (int4/int8 ``MatMulNBits``) is scored by teacher forcing instead: one
-sequence per row and distinct label prefix (prompt + label[:-1], right-padded) in the prefill alone, every
-label token's log-probability read at its position. A one-token step would take MatMulNBits' other kernel
-path (logits up to ~3 % apart on SmolLM2); the per-row genai path scores these builds the same way
-(:func:`forced_row_scores`), so both run the same kernels and predict the same.
+Only the builder's GroupQueryAttention decoder without a ``position_ids`` input and without quantized
+MatMuls (fp32/fp16 builds, see ``QUANTIZED_OPS``) is handled; any other graph raises
+:class:`UnsupportedGraph` and the caller scores one row at a time through genai.
 
-Only the builder's GroupQueryAttention decoder without a ``position_ids`` input and without
-activation-quantizing ops (dynamic quantization scales activations over the whole batch, see
-``ACTIVATION_QUANTIZED_OPS``) is handled; any other graph raises :class:`UnsupportedGraph` and the caller
-scores one row at a time through genai.
+Why int4/int8 builds are not batched (issue 22 item 2, measured 2026-12-04 on the 2-core EPYC, load ~5):
+identical predictions need both paths on the same MatMulNBits kernels, i.e. teacher forcing (prompt +
+label[:-1] as one sequence per row and distinct label prefix, scored inside the prefill, and the per-row
+genai path the same way). Built and tried (commit ab28bde): scores equal to the last bit (max difference
+0.0, 80/80 predictions on SmolLM2, tiny int4/int8 too), but it recomputes the prompt once per label (4 on
+the tone labels of 2-4 tokens): SmolLM2 80 rows, int4 66 s batched / 45 s forced per row against 18 s for
+today's per-row path (prompt once, a short pass per label); int8 51 / 53 s against 27 s. Batched label
+steps on the prompt's KV cache are fast but run MatMulNBits with several rows per step where genai runs
+one (77-79/80 predictions agree). So these graphs keep the per-row path: its speed, its numbers.
 """
 
 from __future__ import annotations
@@ -35,8 +38,7 @@ import numpy as np
 from autotune.providers import provider as provider_row
 from autotune.threads import ort_session_options
 
-__all__ = ["OrtLabelScorer", "UnsupportedGraph", "chunk_rows", "decode_mask", "forced_row_scores", "graph_ops", "label_prefixes",
-           "log_probs_at", "prefill_batch", "prompt_scores", "teacher_forced"]
+__all__ = ["OrtLabelScorer", "UnsupportedGraph", "chunk_rows", "decode_mask", "log_probs_at", "prefill_batch", "prompt_scores"]
 
 # Rows x padded prompt length per prefill: bounds the (rows, length, vocab) logits held at once
 # (SmolLM2: 768 x 49152 float32 = 150 MB).
@@ -50,49 +52,6 @@ MAX_BATCH_TOKENS = 768
 # int8: 1.3x; fp32: 5x), so these graphs keep the per-row path.
 QUANTIZED_OPS = frozenset({"MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul",
                            "DynamicQuantizeLinear", "GatherBlockQuantized", "QMoE"})
-
-
-# Weight-only quantized ops: each output row depends on its own input row only, whatever the batch, but a
-# one-token pass runs another kernel than a prompt: such graphs are scored by teacher forcing, in both paths.
-WEIGHT_ONLY_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized"})
-# Ops that quantize activations with scales of the whole batch: a row's scores would depend on its batch.
-ACTIVATION_QUANTIZED_OPS = QUANTIZED_OPS - WEIGHT_ONLY_OPS
-
-
-def graph_ops(folder: Path) -> set[str]:
-    """Operator types of the folder's decoder graph (weights not loaded)."""
-    import onnx
-
-    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
-    path = folder / decoder.get("filename", "model.onnx")
-    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
-
-
-def teacher_forced(ops: set[str]) -> bool:
-    """Whether labels are scored by teacher forcing (a weight-only quantized graph), not step by step."""
-    return bool(ops & WEIGHT_ONLY_OPS)
-
-
-def label_prefixes(conts: list[list[int]]) -> list[tuple[int, ...]]:
-    """The distinct label prefixes (each label without its last token), shortest first: one sequence each."""
-    return sorted({tuple(c[:-1]) for c in conts}, key=lambda t: (len(t), t))
-
-
-def forced_row_scores(logits_of: Any, prompt: list[int], conts: list[list[int]],
-                      prefixes: list[tuple[int, ...]]) -> tuple[list[float], float]:
-    """One row's label scores and prompt NLL by teacher forcing: ``logits_of(q)`` gives the logits
-    (length, vocab) of the sequence prompt + prefixes[q]; label k's token t is read at position n - 1 + t of
-    its prefix's sequence; the prompt's NLL from the first (shortest) sequence."""
-    n = len(prompt)
-    logits = {q: logits_of(q) for q in range(len(prefixes))}
-    first = logits[0]
-    nll = -float(log_probs_at(first[: n - 1], np.asarray(prompt[1:], dtype=np.int64)).sum()) if n > 1 else 0.0
-    index = {prefix: q for q, prefix in enumerate(prefixes)}
-    scores = []
-    for cont in conts:
-        rows = logits[index[tuple(cont[:-1])]][n - 1: n - 1 + len(cont)]
-        scores.append(float(log_probs_at(rows, np.asarray(cont, dtype=np.int64)).sum()))
-    return scores, nll
 
 
 class UnsupportedGraph(Exception):
@@ -162,6 +121,7 @@ class OrtLabelScorer:
     """The folder's decoder in an onnxruntime session, scoring labels in batches."""
 
     def __init__(self, folder: Path, *, provider: str) -> None:
+        import onnx
         import onnxruntime as ort
 
         decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
@@ -169,12 +129,11 @@ class OrtLabelScorer:
         path = folder / decoder.get("filename", "model.onnx")
         if set(inputs) - {"input_ids", "attention_mask", "past_key_names", "past_value_names"}:
             raise UnsupportedGraph(f"inputs {sorted(inputs)}")  # position_ids, embeddings, ...: not batched here
-        ops = graph_ops(folder)
+        ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
         if "GroupQueryAttention" not in ops:
             raise UnsupportedGraph("no GroupQueryAttention")  # the mask semantics above are GQA's
-        if ops & ACTIVATION_QUANTIZED_OPS:
-            raise UnsupportedGraph(f"activations quantized over the batch ({', '.join(sorted(ops & ACTIVATION_QUANTIZED_OPS))})")
-        self.forced = teacher_forced(ops)
+        if ops & QUANTIZED_OPS:
+            raise UnsupportedGraph(f"quantized MatMul ({', '.join(sorted(ops & QUANTIZED_OPS))})")
         self.layers = int(decoder["num_hidden_layers"])
         self.kv_heads = int(decoder["num_key_value_heads"])
         self.head_size = int(decoder["head_size"])
@@ -213,33 +172,10 @@ class OrtLabelScorer:
         if any(not p for p in prompts) or any(not c for c in continuations):
             raise ValueError("label scoring needs non-empty prompts and continuations")
         results: list[tuple[list[float], float]] = [([], 0.0)] * len(prompts)
-        if self.forced:
-            prefixes = label_prefixes(continuations)
-            longest = max(len(p) for p in prefixes)
-            # one sequence per row and prefix: the same bound on sequences and padded tokens per pass
-            batches = chunk_rows([len(p) + longest for p in prompts], max(1, batch_rows // len(prefixes)),
-                                 max(1, MAX_BATCH_TOKENS // len(prefixes)))
-            for batch in batches:
-                for i, scored in zip(batch, self._score_forced([prompts[i] for i in batch], continuations, prefixes), strict=True):
-                    results[i] = scored
-            return results
         for batch in chunk_rows([len(p) for p in prompts], batch_rows):
             for i, scored in zip(batch, self._score_batch([prompts[i] for i in batch], continuations), strict=True):
                 results[i] = scored
         return results
-
-    def _score_forced(self, prompts: list[list[int]], conts: list[list[int]],
-                      prefixes: list[tuple[int, ...]]) -> list[tuple[list[float], float]]:
-        sequences = [prompt + list(prefix) for prompt in prompts for prefix in prefixes]
-        ids, mask = prefill_batch(sequences, self.pad_id)
-        empty = np.zeros((len(sequences), self.kv_heads, 0, self.head_size), dtype=self.kv_dtype)
-        logits, _ = self._run(ids, mask, [(empty, empty)] * self.layers)
-        out = []
-        for r, prompt in enumerate(prompts):
-            base = r * len(prefixes)
-            out.append(forced_row_scores(lambda q, base=base, n=len(prompt): logits[base + q, : n + len(prefixes[q])],
-                                         prompt, conts, prefixes))
-        return out
 
     def _score_batch(self, prompts: list[list[int]], conts: list[list[int]]) -> list[tuple[list[float], float]]:
         rows = len(prompts)

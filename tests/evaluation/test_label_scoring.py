@@ -19,7 +19,7 @@ LABELS = ["joy", "surprise", "fear", "sadness"]
 
 @pytest.fixture(scope="module")
 def onnx_folder(tiny_onnx: Path) -> Path:
-    return tiny_onnx  # fp32: label steps on the KV cache (a quantized build is teacher-forced, see below)
+    return tiny_onnx  # fp32: the batched path (a quantized build keeps the per-row path, see below)
 
 
 @pytest.fixture(scope="module")
@@ -148,49 +148,19 @@ def test_accuracy_evaluator_predicts_the_same_as_the_per_row_path(onnx_folder: P
     assert batched["acc-perplexity"] == pytest.approx(per_row["acc-perplexity"], rel=1e-3)
 
 
-@pytest.mark.parametrize("precision", ["int4", "int8"])
-def test_a_quantized_build_is_batched_with_the_per_row_paths_scores(precision: str, tiny_model: Path, tmp_path: Path,
-                                                                     tone_rows: list[dict[str, str]]) -> None:
-    """int4/int8 MatMulNBits take another kernel path for one new token than for a prompt, so both paths
-    score labels by teacher forcing (prompt + label prefix in one pass): the same kernels, the same numbers."""
+def test_a_quantized_build_keeps_the_per_row_path(tiny_model: Path, tmp_path: Path, tone_rows: list[dict[str, str]]) -> None:
+    """int4/int8 MatMulNBits take another kernel path for one new token than for a prompt (on SmolLM2 the
+    label steps moved logits by ~3 % and changed a prediction), so their labels are scored row by row."""
     from autotune.passes.model_builder import ModelBuilderParams, build_onnx
 
-    build_onnx(tiny_model, tmp_path / precision, ModelBuilderParams(precision=precision), provider="CPUExecutionProvider",
+    build_onnx(tiny_model, tmp_path / "int4", ModelBuilderParams(precision="int4"), provider="CPUExecutionProvider",
                work_dir=tmp_path / "work")
-    backend = GenaiBackend(EvalModel(path=tmp_path / precision, kind="onnx", key=""), provider="CPUExecutionProvider")
-    prompts = prompts_of(backend, tone_rows)
-    conts = [*label_ids(backend), label_ids(backend)[0][:1], [7, 9, 11, 13, 15, 17, 19, 21]]
-    per_row = [backend.continuation_logprobs(p, conts) for p in prompts]
-    batched = backend.score_labels(prompts, conts, batch_rows=5)
-    assert isinstance(backend._scorer, scoring.OrtLabelScorer) and backend._scorer.forced  # batched, teacher-forced
-    for (row_scores, row_nll), (new_scores, new_nll) in zip(per_row, batched, strict=True):
-        np.testing.assert_allclose(new_scores, row_scores, atol=1e-5, rtol=0)
-        assert new_nll == pytest.approx(row_nll, abs=1e-4)
-        assert int(np.argmax(new_scores)) == int(np.argmax(row_scores))
-    alone = backend.score_labels(prompts, conts, batch_rows=1)
-    for (a, _), (b, _) in zip(alone, batched, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
-
-
-def test_forced_scores_read_each_label_token_at_its_position() -> None:
-    """Teacher forcing by hand: logits that put all mass on one token per position."""
-    vocab = 6
-    prompt, conts = [1, 2], [[3], [4, 5], [4, 1]]
-    prefixes = scoring.label_prefixes(conts)
-    assert prefixes == [(), (4,)]
-
-    def logits_of(q: int) -> np.ndarray:
-        sequence = prompt + list(prefixes[q])
-        out = np.full((len(sequence), vocab), -30.0, dtype=np.float32)
-        wanted = [2, 4, 5] if q else [2, 3]  # next token after each position
-        for position, token in enumerate(wanted[: len(sequence)]):
-            out[position, token] = 30.0
-        return out
-
-    scores, nll = scoring.forced_row_scores(logits_of, prompt, conts, prefixes)
-    assert nll == pytest.approx(0.0, abs=1e-6)  # token 2 after token 1: certain
-    assert scores[0] == pytest.approx(0.0, abs=1e-6) and scores[1] == pytest.approx(0.0, abs=1e-6)
-    assert scores[2] < -50  # token 1 after (prompt, 4) has no mass
+    backend = GenaiBackend(EvalModel(path=tmp_path / "int4", kind="onnx", key=""), provider="CPUExecutionProvider")
+    prompts, conts = prompts_of(backend, tone_rows)[:6], label_ids(backend)
+    assert backend.score_labels(prompts, conts) == [backend.continuation_logprobs(p, conts) for p in prompts]
+    assert backend._scorer is None
+    with pytest.raises(scoring.UnsupportedGraph, match="MatMulNBits"):
+        scoring.OrtLabelScorer(tmp_path / "int4", provider="CPUExecutionProvider")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
