@@ -269,8 +269,14 @@ class Study:
             return None
         record = read_record(trials[0])
         chain = self.ctx.pipeline.keys(record.point)
-        if not chain or record.model_key != chain[-1][2] or self.ctx.cache.get(record.model_key) is None:
+        got = self.ctx.cache.get(record.model_key) if chain and record.model_key == chain[-1][2] else None
+        if got is None:
             return None
+        if self.evaluator is not None:  # each metric measured as this evaluator measures now (its type's version too)
+            model = EvalModel.from_folder(got[0], key=record.model_key)
+            for index in range(len(self.evaluator.evaluator.metrics)):
+                if self.ctx.cache.get_json(self.evaluator.cache_key(index, model, self.evaluator._data_for(index))) is None:
+                    return None
         log.info("single run unchanged (same config, data, libraries and model): its stored result is reused")
         return study
 
