@@ -44,9 +44,12 @@ def test_single_run_builds_a_folder_genai_loads_and_generates_from(work: dict[st
 def test_identical_rerun_reuses_every_pass(work: dict[str, Path]) -> None:
     config = tiny_config(work["model"], work["data"], work["root"])
     first = autotune.run(config)
+    (work["root"] / "out" / "study.db").unlink()  # no stored result to keep: the passes run, from the cache
     second = autotune.run(config)
     assert ran(second) == {"lora": False, "merge": False, "build": False}
     assert second.record.model_key == first.record.model_key
+    third = autotune.run(config)  # nothing changed: the stored result stands as it is (issue 22 item 4)
+    assert third.record.model_dump() == second.record.model_dump()
 
 
 def test_changing_only_precision_reruns_only_the_build(work: dict[str, Path]) -> None:
