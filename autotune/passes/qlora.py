@@ -15,8 +15,8 @@ from typing import Any, ClassVar, Literal
 from autotune.context import PassContext
 from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import Pass, PassParams, register_pass, searchable
-from autotune.passes.lora import LoRAParams, train_adapter
+from autotune.passes.base import register_pass, searchable
+from autotune.passes.lora import LoRA, LoRAParams, train_adapter
 
 ADAPTER_META = "autotune_adapter.json"
 
@@ -74,24 +74,15 @@ def bnb_quantization_config(settings: dict[str, Any]) -> Any:
 
 
 @register_pass("qlora")
-class QLoRA(Pass):
+class QLoRA(LoRA):
+    """LoRA over a 4-bit base: LoRA's inputs, outputs, device key (bitsandbytes' CPU and CUDA kernels
+    differ too) and checks, plus 4-bit support here."""
+
     type_name = "QLoRA"
     Params = QLoRAParams
-    accepts = ("hf",)
-    output_kind = "adapter"
-    uses_data = True
-    # As for LoRA: the adapter depends on the device (and bitsandbytes' CPU and CUDA kernels differ).
-    device_in_key = True
-
-    def device_key(self, params: PassParams, device: str) -> dict[str, Any]:
-        from autotune.passes.lora import LoRA
-
-        return LoRA().device_key(params, device)
 
     def check(self, params: QLoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
-        from autotune.passes.lora import LoRA
-
-        LoRA().check(params, provider=provider, origin=origin)
+        super().check(params, provider=provider, origin=origin)
         reason = four_bit_support()
         if reason:
             where = origin.removesuffix(".config")
