@@ -37,6 +37,16 @@ from autotune.passes.weight_only import (
 STATS_FILE = "quant_stats.json"
 
 
+def int8_accuracy_level(provider: str, body_level: int) -> int:
+    """The accuracy_level of the mixed pass's 8-bit layers. ONNX Runtime 1.32's CPU MatMulNBits has no fast
+    8-bit kernel with float activations: at accuracy_level 0 a 576x576 8-bit MatMul decoded 14x slower than
+    fp32 (14.5 ms against 1.0 ms for 30 of them, one thread), while at level 4 (int8 activations) it was the
+    fastest of all (0.21 ms; bench/matmulnbits_kernels.py, bench/README.md section 8). Inheriting the body's
+    default 0 made GPTQ + 10 % int8 decode at 35 ms/token against 18 for plain GPTQ (issue 14). Other
+    providers keep the body's level."""
+    return 4 if provider == "CPUExecutionProvider" else body_level
+
+
 class HqqParams(PassParams):
     block_size: Literal[16, 32, 64, 128, 256] = searchable(32, space=[32, 128])
     # MatMul node names (of the fp32 graph) left in float.
@@ -118,6 +128,7 @@ class WeightOnlyPass(Pass):
             load_external_data_for_model(graph, str(source))
         high, scores = self.keep_high(graph, params, feeds)
         symmetric = getattr(params, "is_symmetric", True)
+        int8_level = int8_accuracy_level(ctx.provider, getattr(params, "accuracy_level", 0))
         common = {"block_size": params.block_size, "accuracy_level": getattr(params, "accuracy_level", 0)}
         with quiet_quantizer():
             exclude = [*params.nodes_to_exclude, *high]
@@ -127,7 +138,8 @@ class WeightOnlyPass(Pass):
             if lazy:
                 load_external_data_for_model(graph, str(source))  # what GPTQ left float: norms, the embedding
             if high and getattr(params, "high_precision", "fp32") == "int8":
-                graph = quantize_8bit(graph, high, symmetric=symmetric, **common)
+                graph = quantize_8bit(graph, high, symmetric=symmetric, block_size=params.block_size,
+                                      accuracy_level=int8_level)
         tied = tie_embedding(graph)
         save_with_external_data(graph, output)
         copy_companions(source, output)
@@ -136,6 +148,7 @@ class WeightOnlyPass(Pass):
                  "calibration_rows": len(feeds or []),
                  "layers_by_bits": {str(b): sum(1 for v in bits.values() if v == b) for b in sorted(set(bits.values()))},
                  "kept_high": high, "tied_embedding": tied,
+                 **({"int8_accuracy_level": int8_level} if high and getattr(params, "high_precision", "fp32") == "int8" else {}),
                  "sensitivity": dict(sorted(scores.items(), key=lambda kv: -kv[1]))}
         (output / STATS_FILE).write_text(json.dumps(stats, indent=2))
 

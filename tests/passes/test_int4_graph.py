@@ -91,6 +91,9 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_high(setup: dict[str, A
     if high == "int8":
         assert {name.removesuffix("_Q8") for name, a in nbits(model).items() if a["bits"] == 8} == set(kept)
         assert not float_matmuls(model)
+        # ONNX Runtime's CPU 8-bit MatMulNBits is fast only with int8 activations (level 4; issue 21 item 4)
+        assert {a.get("accuracy_level") for a in nbits(model).values() if a["bits"] == 8} == {4}
+        assert stats["int8_accuracy_level"] == 4
     else:
         assert float_matmuls(model) == set(kept)
     assert {a["bits"] for name, a in nbits(model).items() if name.removesuffix("_Q4").removesuffix("_Q8") not in kept} == {4}
