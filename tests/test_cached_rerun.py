@@ -11,6 +11,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import autotune
 from tests.conftest import tiny_config
@@ -73,3 +76,24 @@ def test_a_changed_single_run_is_run_again(tmp_path: Path, tiny_model: Path, ton
     assert first.record is not None and second.record is not None
     assert second.record.model_key != first.record.model_key
     assert not any(p.cache_hit for p in second.record.passes if p.name == "lora")
+
+
+def test_a_new_evaluator_version_measures_again(tmp_path: Path, tiny_model: Path, tone_file: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune.evaluation import memory_probe
+    from autotune.evaluation.latency import LatencyEvaluator
+
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["training_args"]["max_steps"] = 2
+    config["evaluators"] = {"tiny": json.loads(json.dumps(EVALUATOR))}
+    config["data_configs"][0]["eval_dataset_size"] = 24
+    config["engine"].update({"evaluator": "tiny", "pytorch_reference": False})
+    autotune.run(config)
+    probes: list[Any] = []
+    real = memory_probe.run_probe
+    monkeypatch.setattr(memory_probe, "run_probe", lambda *a, **k: probes.append(k) or real(*a, **k))
+    autotune.run(config)
+    assert probes == []  # unchanged: nothing measured
+    monkeypatch.setattr(LatencyEvaluator, "version", LatencyEvaluator.version + 1)
+    autotune.run(config)
+    assert probes  # the cached latency is another version's: measured again
