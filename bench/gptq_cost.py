@@ -38,14 +38,27 @@ def peak_rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
-def dataset(rows: int) -> Any:
-    import common
-
+def dataset(rows: int, model: str) -> Any:
+    """The tones data as the benchmarks split it, through APIs that the baseline tree has too."""
+    try:
+        from autotune.config_checks import load_config
+    except ImportError:  # the baseline tree
+        from autotune.config import load_config  # type: ignore[attr-defined,no-redef]
     from autotune.data import load_data
 
-    cfg = common.config("smollm2", WORK)
-    cfg["data_configs"][0]["eval_dataset_size"] = rows
-    return load_data(common.load(cfg).data_configs[0])
+    config = {
+        "input_model": {"type": "HfModel", "model_path": model},
+        "data_configs": [{
+            "name": "tones", "type": "HuggingfaceContainer",
+            "load_dataset_config": {"data_name": "json", "data_files": str(ROOT / "configs" / "data" / "tones.jsonl"), "split": "train"},
+            "pre_process_data_config": {"text_cols": ["phrase", "tone"], "source_max_len": 128,
+                                        "text_template": "### Text: {phrase}\n### The tone is:\n{tone}"},
+            "eval_dataset_size": rows,
+        }],
+        "passes": {"build": {"type": "ModelBuilder", "precision": "fp32"}},
+        "engine": {"search_strategy": False, "cache_dir": str(WORK / "cache"), "output_dir": str(WORK / "out")},
+    }
+    return load_data(load_config(config).data_configs[0])
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -58,7 +71,7 @@ def worker(args: argparse.Namespace) -> None:
     from autotune.passes import get_pass
 
     assert Path(autotune.__file__).resolve().is_relative_to(Path(args.tree).resolve()), autotune.__file__
-    data = dataset(args.held_out)
+    data = dataset(args.held_out, args.model)
     wrapped: dict[str, float] = {}
     if args.algorithm == "gptq":
         import autotune.passes.gptq as gptq
@@ -145,6 +158,7 @@ def main() -> None:
     parser.add_argument("--tree", default=str(ROOT), help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", default="gptq", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -154,11 +168,12 @@ def main() -> None:
     import common
 
     WORK.mkdir(parents=True, exist_ok=True)
+    model = str(common.smollm2_model())
     if not (WORK / "fp32" / "model.onnx").is_file():
         from autotune.passes.model_builder import ModelBuilderParams, build_onnx
 
         (WORK / "fp32-work").mkdir(exist_ok=True)
-        build_onnx(common.smollm2_model(), WORK / "fp32", ModelBuilderParams(precision="fp32"),
+        build_onnx(Path(model), WORK / "fp32", ModelBuilderParams(precision="fp32"),
                    provider="CPUExecutionProvider", work_dir=WORK / "fp32-work")
     baseline_tree = WORK / f"tree-{args.baseline}"
     if not baseline_tree.is_dir():
@@ -166,16 +181,18 @@ def main() -> None:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "autotune"], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(baseline_tree)], input=archive, check=True)
     variants = {"rtn": ("rtn", ROOT), "baseline": ("gptq", baseline_tree), "new": ("gptq", ROOT)}
-    data = dataset(args.held_out)
+    data = dataset(args.held_out, model)
     reference = logprobs(WORK / "fp32", data, args.held_out)
     rows = []
     for name in args.only.split(","):
         algorithm, tree = variants[name]
         out = WORK / name
         command = [sys.executable, __file__, "--worker", "--tree", str(tree), "--algorithm", algorithm, "--out", str(out),
-                   "--rows", str(args.rows), "--block", str(args.block), "--symmetric", str(args.symmetric),
+                   "--model", model, "--rows", str(args.rows), "--block", str(args.block), "--symmetric", str(args.symmetric),
                    "--held-out", str(args.held_out)]
-        subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "TQDM_DISABLE": "1"})
+        if done.returncode:
+            raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
         result = json.loads(Path(str(out) + ".json").read_text())
         kl, top1 = agreement(reference, logprobs(out, data, args.held_out))
         rows.append({"variant": name, **result, "kl": kl, "top1": top1})

@@ -101,8 +101,9 @@ def gptq_codes_batch(weights: list[np.ndarray], hessians: list[np.ndarray], *, b
 
 
 def _inverse_cholesky_upper(h: Any, damp_percent: float) -> Any:
-    """U upper-triangular with (H + damping)^-1 = U^T U, for a batch H [B, K, K] (float32), one matrix at a
-    time (a batch's temporaries would be several copies of all its Hessians).
+    """U upper-triangular with (H + damping)^-1 = U^T U (float32), for a batch H [B, K, K], one matrix at a
+    time (a batch's temporaries would be several copies of all its Hessians), factorised in float64 (in
+    float32 SmolLM2's output KL to fp32 was 2% higher).
 
     One Cholesky and one triangular inverse: with J the order reversal, J H J = L L^T gives H = (J L J)(J L J)^T
     with J L J upper, so U = (J L J)^-1 = J L^-1 J is upper with U^T U = H^-1 (the reference's
@@ -111,13 +112,14 @@ def _inverse_cholesky_upper(h: Any, damp_percent: float) -> Any:
     import torch
 
     k = h.shape[-1]
-    eye = torch.eye(k, dtype=h.dtype)
+    eye = torch.eye(k, dtype=torch.float64)
     out = torch.empty_like(h)
     for b in range(h.shape[0]):
-        mean = float(torch.diagonal(h[b]).mean())
+        one = h[b].to(torch.float64)
+        mean = float(torch.diagonal(one).mean())
         damp = damp_percent
         for _ in range(6):
-            lower, info = torch.linalg.cholesky_ex(torch.flip(h[b] + damp * mean * eye, dims=(0, 1)))
+            lower, info = torch.linalg.cholesky_ex(torch.flip(one + damp * mean * eye, dims=(0, 1)))
             if int(info) == 0:
                 break
             damp *= 10
