@@ -159,10 +159,13 @@ def _unparsable(exc: BaseException) -> str | None:
     return message.splitlines()[0]
 
 
-def _rows_cached(config: DataConfig, where: str, rows_cache: Path | None) -> list[dict[str, Any]]:
+def _rows_cached(config: DataConfig, where: str, rows_cache: Path | None, *,
+                 deferred: list[tuple[Path, str]] | None = None) -> list[dict[str, Any]]:
     """:func:`_read_rows`, read back from ``rows_cache`` when these files (by content) were read before:
     importing and running ``datasets`` takes seconds, a cached rerun should not. Only rows that survive a
-    JSON round trip unchanged are cached (anything else is read through ``datasets`` every time)."""
+    JSON round trip unchanged are cached (anything else is read through ``datasets`` every time).
+    ``deferred``: a list that receives the (file, text) to write instead of writing it (a run that may still be
+    refused writes nothing; its caller writes them once every input has passed)."""
     if rows_cache is None or not all(p.is_file() for p in config.data_files):
         return _read_rows(config, where)
     digest = hashlib.sha256(json.dumps([config.data_name, config.split]).encode())
@@ -177,6 +180,9 @@ def _rows_cached(config: DataConfig, where: str, rows_cache: Path | None) -> lis
     try:
         text = json.dumps(rows)
         if json.loads(text) == rows:
+            if deferred is not None:
+                deferred.append((stored, text))
+                return rows
             from autotune.fileio import write_text
 
             write_text(stored, text)
@@ -186,12 +192,13 @@ def _rows_cached(config: DataConfig, where: str, rows_cache: Path | None) -> lis
 
 
 def load_data(config: DataConfig, *, where: str = "data_configs[0]", template_where: str | None = None,
-              rows_cache: Path | None = None) -> Dataset:
+              rows_cache: Path | None = None, deferred_rows: list[tuple[Path, str]] | None = None) -> Dataset:
     """Load, template, de-duplicate and split one data config (deterministic for a given seed).
-    ``rows_cache``: a folder that keeps the parsed rows of each data file content (see :func:`_rows_cached`)."""
+    ``rows_cache``: a folder that keeps the parsed rows of each data file content (see :func:`_rows_cached`);
+    ``deferred_rows``: collects what would be written there instead (see :func:`_rows_cached`)."""
     template_where = template_where or f"{where}.text_template"
     template = Template.parse(config.text_template, where=template_where)
-    rows = _rows_cached(config, where, rows_cache)
+    rows = _rows_cached(config, where, rows_cache, deferred=deferred_rows)
     if not rows:
         raise DataError(str(config.data_files[0]), "the data set has no rows")
     available = set(rows[0])

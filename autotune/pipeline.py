@@ -7,6 +7,7 @@ and only the passes after it run: trials that share fine-tune parameters fine-tu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from autotune.cache import Cache, hash_key
@@ -82,21 +84,27 @@ class Pipeline:
         from autotune.plan import all_steps
 
         names = {s.data_name for s in all_steps(self.slots) if s.data_name} | set(extra_data or [])
+        deferred: list[tuple[Path, str]] = []  # a refused run writes nothing, not even the rows cache
         for name in sorted(names):
-            self.data(name)
+            self.data(name, deferred_rows=deferred)
         source = check_input_model(self.config)
         check_model_before_running(self.config, source)  # a Hub model is local only now
         self.cache.sweep()
+        from autotune.fileio import write_text
+
+        for path, text in deferred:  # every input passed: keep the parsed rows for the next run
+            with contextlib.suppress(OSError):
+                write_text(path, text)
 
     def data_names(self) -> list[str]:
         """The data configs loaded so far (after the preflight: every one the run reads)."""
         return list(self._data)
 
-    def data(self, name: str) -> Dataset:
+    def data(self, name: str, *, deferred_rows: list[tuple[Path, str]] | None = None) -> Dataset:
         if name not in self._data:
             index = next(i for i, d in enumerate(self.config.data_configs) if d.name == name)
             self._data[name] = load_data(self.config.data_configs[index], where=f"data_configs[{index}]",
-                                        rows_cache=self.cache.root / "rows")
+                                        rows_cache=self.cache.root / "rows", deferred_rows=deferred_rows)
         return self._data[name]
 
     @property
