@@ -14,6 +14,7 @@ section 8) with every dequantized weight within a few percent of fp32, a cause n
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -93,7 +94,8 @@ class WeightOnlyPass(Pass):
     def algorithm(self, params: Any) -> str:
         raise NotImplementedError
 
-    def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None) -> tuple[list[str], dict[str, float]]:
+    def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None,
+                  hessians: dict[str, np.ndarray] | None) -> tuple[list[str], dict[str, float]]:
         """The layers kept above 4 bits and every layer's sensitivity score (none by default)."""
         return [], {}
 
@@ -126,7 +128,10 @@ class WeightOnlyPass(Pass):
         lazy = hessians is not None and not self.selects_by_weights
         if not lazy:
             load_external_data_for_model(graph, str(source))
-        high, scores = self.keep_high(graph, params, feeds)
+        began = time.perf_counter()
+        high, scores = self.keep_high(graph, params, feeds, hessians)
+        if scores:
+            timings["sensitivity"] = time.perf_counter() - began
         symmetric = getattr(params, "is_symmetric", True)
         int8_level = int8_accuracy_level(ctx.provider, getattr(params, "accuracy_level", 0))
         common = {"block_size": params.block_size, "accuracy_level": getattr(params, "accuracy_level", 0)}
@@ -203,11 +208,13 @@ class OnnxMixedPrecisionQuantization(WeightOnlyPass):
     def algorithm(self, params: Any) -> str:
         return params.algorithm
 
-    def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None) -> tuple[list[str], dict[str, float]]:
+    def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None,
+                  hessians: dict[str, np.ndarray] | None) -> tuple[list[str], dict[str, float]]:
         from autotune.passes.sensitivity import choose, sensitivities, weight_sizes
 
-        excluded = set(params.nodes_to_exclude)
-        scores = {k: v for k, v in sensitivities(model, feeds or [], block_size=params.block_size,
-                                                  symmetric=params.is_symmetric).items() if k not in excluded}
+        # scored with the body's own algorithm (GPTQ: the body's Hessians), on ONNX Runtime's grid
+        scores = sensitivities(model, feeds or [], algorithm=params.algorithm, block_size=params.block_size,
+                               symmetric=params.is_symmetric, hessians=hessians, damp_percent=params.damp_percent,
+                               exclude=frozenset(params.nodes_to_exclude))
         sizes = {k: v for k, v in weight_sizes(model).items() if k in scores}
         return choose(scores, sizes, params.budget, params.budget_unit), scores

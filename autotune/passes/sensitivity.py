@@ -1,13 +1,23 @@
-"""Per-MatMul sensitivity to 4-bit quantization, measured on calibration data, and the budgeted choice of
-the layers kept at higher precision.
+"""Per-MatMul sensitivity to 4-bit quantization, measured on calibration data with the int4 body's own
+algorithm on ONNX Runtime's grid, and the budgeted choice of the layers kept at higher precision.
 
-The score of a layer is the relative output error of quantizing that layer alone, with the diagonal of
-its input's second moment standing in for the full Hessian (the cheap proxy of GPTQ/HAWQ-style methods):
+The score of a layer is the relative output error of quantizing that layer alone,
 
-    score = sum_k E[x_k^2] * sum_n (W - Q(W))_kn^2  /  sum_k E[x_k^2] * sum_n W_kn^2
+    score = tr(E^T H E) / tr(W^T H W),   E = W - Q(W),   H = E[x x^T] of the layer's input,
 
-so a layer whose large-activation input channels carry large rounding errors ranks first, and scores of
-layers of different shapes compare (each is a fraction of that layer's own output energy).
+a fraction of that layer's own output energy, so scores of layers of different shapes compare. Q is the
+body's algorithm, so the layers kept high are those the body would quantize worst:
+
+- ``rtn``: ONNX Runtime's round-to-nearest grid (:func:`rtn_dequantized`, the quantizer's exact codes), with
+  H's diagonal E[x_k^2] (RTN rounds each weight alone, so off-diagonal terms only add noise of either sign);
+- ``gptq``: GPTQ's own result (:func:`autotune.passes.gptq.gptq_codes_batch`) and the full Hessian, the
+  quantity GPTQ minimises. The solve is the body's, run a second time for scoring (gptq.py's driver does
+  not hand back its codes): ``quant_stats.json``'s ``seconds_by_step.sensitivity`` shows the cost;
+- ``k_quant``: a stated proxy, the asymmetric RTN grid with H's diagonal (ONNX Runtime's k-quant search is
+  a whole-graph pass with no per-layer entry point).
+
+tests/passes/test_sensitivity.py checks that the ranking agrees with each layer's output error measured by
+quantizing it alone in the ONNX graph and running it in ONNX Runtime on held-out rows.
 """
 
 from __future__ import annotations
@@ -21,38 +31,77 @@ from autotune.passes.calibration import input_moments, weight_matmuls
 
 
 def rtn_dequantized(weight: np.ndarray, block_size: int, symmetric: bool, bits: int = 4) -> np.ndarray:
-    """``weight`` [K, N] after block-wise (along K) round-to-nearest at ``bits`` and back to float."""
+    """``weight`` [K, N] after ONNX Runtime's block-wise (along K) round-to-nearest at ``bits`` (the
+    MatMulNBitsQuantizer / MLAS grid) and back to float. Symmetric: the block's largest-magnitude value, with
+    its sign, maps exactly to code 0 (scale = value / -2^(bits-1)), zero point 2^(bits-1), codes 0..2^bits-1;
+    asymmetric: scale = (max(high, 0) - min(low, 0)) / (2^bits - 1), zero point round(-min / scale).
+    tests/passes/test_sensitivity.py checks it against the quantizer's own packed weights."""
     k, n = weight.shape
     pad = (-k) % block_size
     blocks = np.pad(weight.T, ((0, 0), (0, pad))).reshape(n, -1, block_size).astype(np.float64)
     top = 2 ** bits - 1
     if symmetric:
-        scale = np.abs(blocks).max(axis=2, keepdims=True) / (top / 2)
-        scale[scale == 0] = 1.0
-        codes = np.clip(np.round(blocks / scale), -(top + 1) // 2, top // 2)
-        deq = codes * scale
+        index = np.abs(blocks).argmax(axis=2)[..., None]
+        scale = np.take_along_axis(blocks, index, axis=2) / -((top + 1) / 2)
+        zero = np.full_like(scale, (top + 1) / 2)
     else:
         low, high = np.minimum(blocks.min(axis=2, keepdims=True), 0), np.maximum(blocks.max(axis=2, keepdims=True), 0)
         scale = (high - low) / top
         scale[scale == 0] = 1.0
-        zero = np.round(-low / scale)
-        deq = (np.clip(np.round(blocks / scale) + zero, 0, top) - zero) * scale
+        zero = np.clip(np.round(-low / scale), 0, top)
+    scale[scale == 0] = 1.0
+    deq = (np.clip(np.round(blocks / scale) + zero, 0, top) - zero) * scale
     return deq.reshape(n, -1)[:, :k].T
 
 
-def sensitivities(model: Any, feeds: list[dict[str, np.ndarray]], *, block_size: int, symmetric: bool) -> dict[str, float]:
-    """MatMul node name -> relative output error of quantizing it alone to 4 bits (see the module note)."""
+def sensitivities(model: Any, feeds: list[dict[str, np.ndarray]], *, algorithm: str, block_size: int, symmetric: bool,
+                  hessians: dict[str, np.ndarray] | None = None, damp_percent: float = 0.01,
+                  exclude: frozenset[str] = frozenset()) -> dict[str, float]:
+    """MatMul node name -> relative output error of quantizing it alone to 4 bits by ``algorithm`` (see the
+    module note). ``gptq`` reads ``hessians`` (input tensor name -> E[x x^T], as the body uses them); the
+    others measure the input's diagonal second moment on ``feeds``."""
     from onnx import numpy_helper
 
-    matmuls = weight_matmuls(model)
-    moments = input_moments(model, feeds, sorted({act for act, _ in matmuls.values()}))
+    matmuls = {name: io for name, io in weight_matmuls(model).items() if name not in exclude}
     inits = {t.name: t for t in model.graph.initializer}
+    weights = {node: numpy_helper.to_array(inits[w]).astype(np.float64) for node, (_, w) in matmuls.items()}
+    if algorithm == "gptq":
+        if hessians is None:
+            raise ValueError("the gptq sensitivity needs the calibration Hessians")
+        return _gptq_scores(weights, {node: hessians[act] for node, (act, _) in matmuls.items()},
+                            block_size=block_size, symmetric=symmetric, damp_percent=damp_percent)
+    moments = input_moments(model, feeds, sorted({act for act, _ in matmuls.values()}))
+    grid_symmetric = symmetric and algorithm == "rtn"  # k-quant's grid is asymmetric
     scores: dict[str, float] = {}
-    for node, (act, weight_name) in matmuls.items():
-        weight = numpy_helper.to_array(inits[weight_name]).astype(np.float64)
-        error = weight - rtn_dequantized(weight, block_size, symmetric)
+    for node, (act, _) in matmuls.items():
+        weight = weights[node]
+        error = weight - rtn_dequantized(weight, block_size, grid_symmetric)
         energy = moments[act] @ (weight ** 2).sum(axis=1)
         scores[node] = float(moments[act] @ (error ** 2).sum(axis=1) / energy) if energy > 0 else 0.0
+    return scores
+
+
+def _gptq_scores(weights: dict[str, np.ndarray], hessians: dict[str, np.ndarray], *, block_size: int, symmetric: bool,
+                 damp_percent: float) -> dict[str, float]:
+    """tr(E^T H E) / tr(W^T H W) with E the GPTQ error of each weight, solved in batches of one shape."""
+    from autotune.passes.gptq import gptq_codes_batch
+
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for node, weight in weights.items():
+        by_shape.setdefault(weight.shape, []).append(node)
+    scores: dict[str, float] = {}
+    for (k, _), nodes in by_shape.items():
+        for start in range(0, len(nodes), 8):
+            batch = nodes[start:start + 8]
+            codes, scales, zeros = gptq_codes_batch([weights[n] for n in batch], [hessians[n] for n in batch],
+                                                    block_size=block_size, symmetric=symmetric, damp_percent=damp_percent)
+            for index, node in enumerate(batch):
+                deq = (codes[index].astype(np.float64) - np.repeat(zeros[index], block_size, axis=0)) * \
+                    np.repeat(scales[index], block_size, axis=0)
+                weight, hessian = weights[node], hessians[node].astype(np.float64)
+                error = weight - deq[:k]
+                energy = float(np.einsum("kn,kj,jn->", weight, hessian, weight))
+                scores[node] = float(np.einsum("kn,kj,jn->", error, hessian, error)) / energy if energy > 0 else 0.0
     return scores
 
 
