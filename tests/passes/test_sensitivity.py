@@ -1,5 +1,5 @@
 """Issue 21 item 4: the mixed-precision sensitivity measures what it claims. Its RTN grid is ONNX Runtime's
-own (the quantizer's packed codes), and for the body algorithms rtn and gptq the per-layer score ranks the
+own (the quantizer's packed codes), and for each body algorithm (rtn, gptq; k_quant by its RTN proxy) the per-layer score ranks the
 layers as their output error does when each is quantized alone in the ONNX graph by that algorithm and run
 in ONNX Runtime on held-out rows."""
 
@@ -145,7 +145,7 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
-@pytest.mark.parametrize("algorithm", ["rtn", "gptq"])
+@pytest.mark.parametrize("algorithm", ["rtn", "gptq", "k_quant"])
 def test_the_score_ranks_layers_as_their_measured_output_error(setup: dict[str, Any], algorithm: str) -> None:
     from autotune.passes.sensitivity import sensitivities
 
