@@ -24,6 +24,7 @@ quantizing it alone in the ONNX graph and running it in ONNX Runtime on held-out
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -65,44 +66,50 @@ def sensitivities(model: Any, feeds: list[dict[str, np.ndarray]], *, algorithm: 
 
     matmuls = {name: io for name, io in weight_matmuls(model).items() if name not in exclude}
     inits = {t.name: t for t in model.graph.initializer}
-    weights = {node: numpy_helper.to_array(inits[w]).astype(np.float64) for node, (_, w) in matmuls.items()}
+
+    def weight(node: str) -> np.ndarray:  # one at a time: all of them in float64 would be 8 bytes a weight
+        return numpy_helper.to_array(inits[matmuls[node][1]]).astype(np.float64)
+
     if algorithm == "gptq":
         if hessians is None:
             raise ValueError("the gptq sensitivity needs the calibration Hessians")
-        return _gptq_scores(weights, {node: hessians[act] for node, (act, _) in matmuls.items()},
+        shapes = {node: tuple(inits[w].dims) for node, (_, w) in matmuls.items()}
+        return _gptq_scores(shapes, weight, {node: hessians[act] for node, (act, _) in matmuls.items()},
                             block_size=block_size, symmetric=symmetric, damp_percent=damp_percent)
     moments = input_moments(model, feeds, sorted({act for act, _ in matmuls.values()}))
     grid_symmetric = symmetric and algorithm == "rtn"  # k-quant's grid is asymmetric
     scores: dict[str, float] = {}
     for node, (act, _) in matmuls.items():
-        weight = weights[node]
-        error = weight - rtn_dequantized(weight, block_size, grid_symmetric)
-        energy = moments[act] @ (weight ** 2).sum(axis=1)
+        w = weight(node)
+        error = w - rtn_dequantized(w, block_size, grid_symmetric)
+        energy = moments[act] @ (w ** 2).sum(axis=1)
         scores[node] = float(moments[act] @ (error ** 2).sum(axis=1) / energy) if energy > 0 else 0.0
     return scores
 
 
-def _gptq_scores(weights: dict[str, np.ndarray], hessians: dict[str, np.ndarray], *, block_size: int, symmetric: bool,
-                 damp_percent: float) -> dict[str, float]:
-    """tr(E^T H E) / tr(W^T H W) with E the GPTQ error of each weight, solved in batches of one shape."""
+def _gptq_scores(shapes: dict[str, tuple[int, ...]], weight: Callable[[str], np.ndarray], hessians: dict[str, np.ndarray], *,
+                 block_size: int, symmetric: bool, damp_percent: float) -> dict[str, float]:
+    """tr(E^T H E) / tr(W^T H W) with E the GPTQ error of each weight, solved in batches of (up to 8 weights of)
+    one shape, as the body solves them."""
     from autotune.passes.gptq import gptq_codes_batch
 
     by_shape: dict[tuple[int, ...], list[str]] = {}
-    for node, weight in weights.items():
-        by_shape.setdefault(weight.shape, []).append(node)
+    for node, shape in shapes.items():
+        by_shape.setdefault(shape, []).append(node)
     scores: dict[str, float] = {}
     for (k, _), nodes in by_shape.items():
         for start in range(0, len(nodes), 8):
             batch = nodes[start:start + 8]
-            codes, scales, zeros = gptq_codes_batch([weights[n] for n in batch], [hessians[n] for n in batch],
+            weights = [weight(n) for n in batch]
+            codes, scales, zeros = gptq_codes_batch(weights, [hessians[n] for n in batch],
                                                     block_size=block_size, symmetric=symmetric, damp_percent=damp_percent)
             for index, node in enumerate(batch):
                 deq = (codes[index].astype(np.float64) - np.repeat(zeros[index], block_size, axis=0)) * \
                     np.repeat(scales[index], block_size, axis=0)
-                weight, hessian = weights[node], hessians[node].astype(np.float64)
-                error = weight - deq[:k]
-                energy = float(np.einsum("kn,kj,jn->", weight, hessian, weight))
-                scores[node] = float(np.einsum("kn,kj,jn->", error, hessian, error)) / energy if energy > 0 else 0.0
+                w, hessian = weights[index], hessians[node].astype(np.float64)
+                error = w - deq[:k]
+                energy = float(((hessian @ w) * w).sum())  # tr(W^T H W), one BLAS product
+                scores[node] = float(((hessian @ error) * error).sum()) / energy if energy > 0 else 0.0
     return scores
 
 
