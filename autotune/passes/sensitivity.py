@@ -12,7 +12,8 @@ body's algorithm, so the layers kept high are those the body would quantize wors
   H's diagonal E[x_k^2] (RTN rounds each weight alone, so off-diagonal terms only add noise of either sign);
 - ``gptq``: GPTQ's own result (:func:`autotune.passes.gptq.gptq_codes_batch`) and the full Hessian, the
   quantity GPTQ minimises. The solve is the body's, run a second time for scoring (gptq.py's driver does
-  not hand back its codes): ``quant_stats.json``'s ``seconds_by_step.sensitivity`` shows the cost;
+  not take codes solved before): ``quant_stats.json``'s ``seconds_by_step.sensitivity`` shows the cost
+  (SmolLM2-135M, 64 rows: 16.6 s against the body's 9.7 s, bench/README.md section 8);
 - ``k_quant``: a stated proxy, the asymmetric RTN grid with H's diagonal (running ONNX Runtime's k-quant
   search once more only to score would double its cost, ~56 s on SmolLM2-135M; on the tiny model the
   proxy ranks the layers as k-quant's measured errors do with Spearman 0.87).
@@ -29,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from autotune.passes.calibration import input_moments, weight_matmuls
+from autotune.passes.calibration import free_cores, input_moments, weight_matmuls
 
 
 def rtn_dequantized(weight: np.ndarray, block_size: int, symmetric: bool, bits: int = 4) -> np.ndarray:
@@ -91,8 +92,24 @@ def _gptq_scores(shapes: dict[str, tuple[int, ...]], weight: Callable[[str], np.
                  block_size: int, symmetric: bool, damp_percent: float) -> dict[str, float]:
     """tr(E^T H E) / tr(W^T H W) with E the GPTQ error of each weight, solved in batches of (up to 8 weights of)
     one shape, as the body solves them."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
     from autotune.passes.gptq import gptq_codes_batch
 
+    # the body's thread policy (free_cores): on a busy shared machine a full pool runs several times slower
+    threads, previous = free_cores(), torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            return _gptq_scores_in(shapes, weight, hessians, block_size=block_size, symmetric=symmetric,
+                                   damp_percent=damp_percent, solve=gptq_codes_batch)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _gptq_scores_in(shapes: dict[str, tuple[int, ...]], weight: Callable[[str], np.ndarray], hessians: dict[str, np.ndarray],
+                    *, block_size: int, symmetric: bool, damp_percent: float, solve: Callable[..., Any]) -> dict[str, float]:
     by_shape: dict[tuple[int, ...], list[str]] = {}
     for node, shape in shapes.items():
         by_shape.setdefault(shape, []).append(node)
@@ -101,15 +118,16 @@ def _gptq_scores(shapes: dict[str, tuple[int, ...]], weight: Callable[[str], np.
         for start in range(0, len(nodes), 8):
             batch = nodes[start:start + 8]
             weights = [weight(n) for n in batch]
-            codes, scales, zeros = gptq_codes_batch(weights, [hessians[n] for n in batch],
-                                                    block_size=block_size, symmetric=symmetric, damp_percent=damp_percent)
+            codes, scales, zeros = solve(weights, [hessians[n] for n in batch], block_size=block_size, symmetric=symmetric,
+                                         damp_percent=damp_percent)
             for index, node in enumerate(batch):
                 deq = (codes[index].astype(np.float64) - np.repeat(zeros[index], block_size, axis=0)) * \
                     np.repeat(scales[index], block_size, axis=0)
-                w, hessian = weights[index], hessians[node].astype(np.float64)
-                error = w - deq[:k]
-                energy = float(((hessian @ w) * w).sum())  # tr(W^T H W), one BLAS product
-                scores[node] = float(((hessian @ error) * error).sum()) / energy if energy > 0 else 0.0
+                # tr(W^T H W) as BLAS products, in float32 (float64 takes twice as long)
+                w, hessian = weights[index].astype(np.float32), hessians[node].astype(np.float32, copy=False)
+                error = w - deq[:k].astype(np.float32)
+                energy = float(((hessian @ w) * w).sum(dtype=np.float64))
+                scores[node] = float(((hessian @ error) * error).sum(dtype=np.float64)) / energy if energy > 0 else 0.0
     return scores
 
 
