@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autotune.cache import Cache, hash_key
 from autotune.config.schema import RunConfig
@@ -29,7 +29,18 @@ from autotune.models.handle import ModelHandle
 from autotune.models.source import check_input_model, resolve_input_model
 from autotune.plan import Step, build_plan, resolve
 
+if TYPE_CHECKING:
+    from autotune.passes.precision_probe import ProbeDecision
+
 log = logging.getLogger("autotune")
+
+
+def probe_extras(probe: ProbeDecision | None) -> dict[str, Any]:
+    """The pass context's view of a precision probe: the precision it trains in, and the timings for train_stats."""
+    if probe is None:
+        return {}
+    return {"precision": probe.precision, "precision_probe": {"probe_fp32_step_s": probe.fp32_step_s,
+                                                             "probe_bf16_step_s": probe.bf16_step_s}}
 
 
 @dataclass
@@ -76,6 +87,7 @@ class Pipeline:
         self._input: ModelHandle | None = None
         self._data: dict[str, Dataset] = {}
         self._device: str | None = None
+        self._probes: dict[str, ProbeDecision] = {}  # fine-tune key -> the CPU precision probe's decision
 
     # -- inputs ---------------------------------------------------------------------------------
     def preflight(self, extra_data: list[str] | None = None) -> None:
@@ -121,6 +133,35 @@ class Pipeline:
             self._input = resolve_input_model(self.config, self.cache)
         return self._input
 
+    def _probed_precision(self, step: Step, params: Any, parent: str) -> ProbeDecision | None:
+        """The CPU precision probe's decision for a fine-tune of the input model with ``training_args.bf16``
+        unset on a CPU with bf16 instructions (cached per machine and shape); None where it does not apply."""
+        if not getattr(step.pass_cls, "probes_precision", False) or self.device != "cpu":
+            return None
+        if getattr(params.training_args, "bf16", None) is not None or getattr(params.training_args, "fp16", None):
+            return None  # forced by the user
+        from autotune.device import bf16_supported
+
+        if not bf16_supported("cpu") or parent != self.input_model().key or not step.data_name:
+            return None  # no bf16 instructions, or a base that does not exist yet: fp32
+        from autotune.passes.precision_probe import choose_precision, trainer_probe
+
+        model, data = self.input_model(), self.data(step.data_name)
+        args = params.training_args
+        shape = hash_key({"model": parent, "r": params.r, "targets": params.target_modules, "batch": args.per_device_train_batch_size,
+                          "max_len": data.source_max_len, "checkpointing": args.gradient_checkpointing})
+        work = self.cache.tmp / f"probe-{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+        def measure(precision: Any) -> Any:
+            try:
+                return trainer_probe(model_path=model.path, params=params, data=data, work_dir=work, precision=precision,
+                                     trust_remote_code=self.config.input_model.trust_remote_code)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+                release_memory()
+
+        return choose_precision(cache_root=self.cache.root, shape_key=shape, measure=measure)
+
     # -- running --------------------------------------------------------------------------------
     def keys(self, point: dict[str, Any] | None = None) -> list[tuple[Step, Any, str]]:
         """(step, params, key) for every pass of the chain at ``point``."""
@@ -136,11 +177,14 @@ class Pipeline:
                 payload["provider"] = self.config.engine.provider
             if step.data_name and step.pass_cls().reads_data(params):
                 payload["data"] = self.data(step.data_name).key
+            probe = self._probed_precision(step, params, parent) if step.pass_cls.device_in_key else None
             if step.pass_cls.device_in_key:
-                runtime = step.pass_cls().device_key(params, self.device)
+                runtime = step.pass_cls().device_key(params, self.device, probe.precision if probe else None)
                 if runtime:  # empty for CPU fp32 training, whose keys predate engine.device
                     payload["runtime"] = runtime
             parent = hash_key(payload)
+            if probe is not None:
+                self._probes[parent] = probe
             chain.append((step, params, parent))
         return chain
 
@@ -250,7 +294,8 @@ class Pipeline:
             trust_remote_code=self.config.input_model.trust_remote_code,
             report_intermediate=report_intermediate,
             progress=self.observer.training_step,
-            extras={"origin": step.origin, "device": self.device if step.pass_cls.device_in_key else "cpu"},
+            extras={"origin": step.origin, "device": self.device if step.pass_cls.device_in_key else "cpu",
+                    **probe_extras(self._probes.get(key))},
             deadline=deadline,
         )
         info = {"pass": step.pass_cls.type_name, "name": step.name, "params": params.resolved(),

@@ -24,6 +24,16 @@ TONES = ROOT / "configs" / "data" / "tones.jsonl"
 SHARED_TONES = ROOT.parent / "shared" / "data" / "tone-classification.jsonl"
 
 
+@pytest.fixture(autouse=True)
+def cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests train as on a CPU without bf16 instructions, so that no timing probe (precision_probe) picks
+    their precision and their keys do not depend on the machine; tests of the probe say otherwise."""
+    import autotune.device
+
+    flags = autotune.device.cpu_flags()
+    monkeypatch.setattr(autotune.device, "cpu_flags", lambda: flags - {"avx512_bf16", "amx_bf16"})
+
+
 @pytest.fixture(scope="session")
 def tone_rows() -> list[dict[str, str]]:
     return [json.loads(line) for line in TONES.read_text().splitlines() if line.strip()]

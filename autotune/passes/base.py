@@ -113,7 +113,7 @@ class Pass(ABC):
     # Whether the output depends on the device the pass runs on (training: GPU and CPU numerics differ).
     device_in_key: ClassVar[bool] = False
 
-    def device_key(self, params: PassParams, device: str) -> dict[str, Any]:
+    def device_key(self, params: PassParams, device: str, precision: str | None = None) -> dict[str, Any]:
         """What of the resolved ``engine.device`` enters the cache key (only when ``device_in_key``)."""
         return {"device": device}
 

@@ -158,10 +158,13 @@ class LoRA(Pass):
     # GPU and CPU numerics differ, and so do bf16 and fp32: the trained adapter depends on both.
     device_in_key = True
 
-    def device_key(self, params: PassParams, device: str) -> dict[str, Any]:
+    # On the CPU with training_args.bf16 unset, the pipeline measures fp32 against bf16 (precision_probe).
+    probes_precision: ClassVar[bool] = True
+
+    def device_key(self, params: PassParams, device: str, precision: str | None = None) -> dict[str, Any]:
         # CPU fp32 adds nothing, so the keys of caches filled before engine.device existed stay valid.
         assert isinstance(params, LoRAParams)
-        precision = mixed_precision(params.training_args, device)
+        precision = precision or mixed_precision(params.training_args, device)
         return {k: v for k, v in (("device", device), ("precision", precision)) if v not in ("cpu", "fp32")}
 
     def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
@@ -185,6 +188,8 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     assert data is not None, "the pipeline gives training passes their data"
     origin = ctx.extras.get("origin", "passes")
     device = ctx.extras.get("device", "cpu")
+    # The probe's choice (None: training_args or the device decide), as it entered the cache key.
+    precision = ctx.extras.get("precision") or mixed_precision(params.training_args, device)
     began = time.perf_counter()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -218,7 +223,7 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     val_features = tokenize_rows(tokenizer, data, val_rows, loss_on)
     collator = PadToLongest(tokenizer.pad_token_id)
     args = training_arguments(params.training_args, ctx.work_dir / "trainer", learning_rate=params.learning_rate, origin=origin,
-                              device=device)
+                              device=device, precision=precision)
     evaluating = args.eval_strategy != "no"  # the user's eval_strategy: the Trainer evaluates the validation rows
     if evaluating and not val_features:
         raise ConfigError(f"{origin}.training_args.eval_strategy", f"needs validation rows, but {len(data.train)} training rows "
@@ -284,7 +289,8 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     }
     (output / "training_log.json").write_text(json.dumps(summary, indent=2))
     # Where and how fast it trained (not part of the adapter: timings differ from run to run).
-    stats = {"device": device, "precision": mixed_precision(params.training_args, device), "seconds": round(time.perf_counter() - began, 2),
+    stats = {"device": device, "precision": precision, **ctx.extras.get("precision_probe", {}),
+             "seconds": round(time.perf_counter() - began, 2),
              "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2), "steps": result.global_step,
              **record_peak_memory(device)}
     (output / "train_stats.json").write_text(json.dumps(stats, indent=2))

@@ -78,6 +78,8 @@ class QLoRA(LoRA):
     """LoRA over a 4-bit base: LoRA's inputs, outputs, device key (bitsandbytes' CPU and CUDA kernels
     differ too) and checks, plus 4-bit support here."""
 
+    probes_precision = False  # the probe would time an unquantized base
+
     type_name = "QLoRA"
     Params = QLoRAParams
 

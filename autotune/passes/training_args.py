@@ -159,17 +159,19 @@ def check_training_args(args: TrainingArgs, *, validation_size: int, origin: str
                           f"'{strategy}' needs validation rows, but validation_size is 0")
 
 
-def training_arguments(args: TrainingArgs, output: Path, *, learning_rate: float, origin: str, device: str = "cpu") -> Any:
+def training_arguments(args: TrainingArgs, output: Path, *, learning_rate: float, origin: str, device: str = "cpu",
+                       precision: str | None = None) -> Any:
     from transformers import TrainingArguments
 
     return TrainingArguments(**training_argument_values(args, output, learning_rate=learning_rate, origin=origin,
-                                                        device=device))
+                                                        device=device, precision=precision))
 
 
 def training_argument_values(args: TrainingArgs, output: Path, *, learning_rate: float, origin: str,
-                             device: str = "cpu") -> dict[str, Any]:
+                             device: str = "cpu", precision: str | None = None) -> dict[str, Any]:
     """The keyword arguments of TrainingArguments: the user's, renamed where transformers renamed them,
-    and autotune's own (output, device, mixed precision)."""
+    and autotune's own (output, device, mixed precision: ``precision`` when given, e.g. the CPU probe's
+    choice, else :func:`mixed_precision`)."""
     valid = training_argument_names()
     values = args.model_dump(exclude_none=True)
     for old, new in RENAMED_TRAINING_ARGS.items():
@@ -186,7 +188,7 @@ def training_argument_values(args: TrainingArgs, output: Path, *, learning_rate:
         values["train_sampling_strategy"] = "group_by_length"
     values.pop("bf16", None)
     values.pop("fp16", None)
-    precision = mixed_precision(args, device)
+    precision = precision or mixed_precision(args, device)
     # A NaN/inf loss must fail the trial, not be averaged away in the logs.
     values.setdefault("logging_nan_inf_filter", False)
     if "activation_checkpointing" in valid and "gradient_checkpointing" in values:  # transformers 5's name

@@ -1,0 +1,128 @@
+"""The CPU training precision probe (issue 22 item 3): fp32 against bf16 autocast on the tiny model,
+bf16 only when faster (a fault-injected clock says which is) and its loss matches; cached per machine
+and model; training_args.bf16 forces either without a probe."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import autotune.passes.precision_probe as probe
+from autotune.cache import Cache
+from autotune.config_checks import load_config
+from autotune.pipeline import Pipeline
+from tests.conftest import tiny_config
+
+
+def ticking(seconds_per_call: float) -> Callable[[], float]:
+    """A clock that advances ``seconds_per_call`` at each reading: every probe step takes that long."""
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += seconds_per_call
+        return now[0]
+
+    return clock
+
+
+@pytest.fixture
+def bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """A CPU with bf16 instructions; yields the precisions probed, in order."""
+    monkeypatch.setattr("autotune.device.bf16_supported", lambda on: on == "cpu")
+    probed: list[str] = []
+    real = probe.trainer_probe
+
+    def counting(**kwargs: Any) -> probe.StepProbe:
+        probed.append(kwargs["precision"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(probe, "trainer_probe", counting)
+    yield probed
+
+
+def pipeline_for(tiny_model: Path, tone_file: Path, tmp_path: Path, **training_args: Any) -> Pipeline:
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    config["passes"]["lora"]["training_args"].update(training_args)
+    loaded = load_config(config)
+    pipeline = Pipeline(loaded, cache=Cache(loaded.engine.cache_dir))
+    pipeline._device = "cpu"
+    return pipeline
+
+
+def fp32_key(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> str:
+    with monkeypatch.context() as patch:
+        patch.setattr("autotune.device.bf16_supported", lambda on: False)
+        return pipeline.keys()[0][2]
+
+
+def test_probe_picks_bf16_when_faster_at_matching_loss_and_caches_it(tmp_path: Path, tiny_model: Path, tone_file: Path,
+                                                                      bf16_cpu: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe, "probe_clock", lambda precision: ticking(1.0 if precision == "fp32" else 0.5))
+    pipeline = pipeline_for(tiny_model, tone_file, tmp_path)
+    fp32 = fp32_key(pipeline, monkeypatch)
+    key = pipeline.keys()[0][2]
+    assert bf16_cpu == ["fp32", "bf16"]  # real Trainer steps of the tiny model in each precision
+    assert key != fp32  # bf16 trains a different adapter: its own cache key
+    [record] = (tmp_path / "cache" / "precision_probe").glob("*.json")
+    decision = json.loads(record.read_text())
+    assert decision["precision"] == "bf16" and decision["bf16_step_s"] < decision["fp32_step_s"]
+    assert decision["bf16_loss"] == pytest.approx(decision["fp32_loss"], rel=probe.LOSS_TOLERANCE)
+    # A second run on this machine reads the decision: no second probe, same key.
+    again = pipeline_for(tiny_model, tone_file, tmp_path)
+    assert again.keys()[0][2] == key and bf16_cpu == ["fp32", "bf16"]
+    # The fine-tune trains in bf16 and records the probe's timings.
+    again.run()
+    stats = json.loads((again.cache.entry(key) / "model" / "train_stats.json").read_text())
+    assert stats["precision"] == "bf16" and stats["probe_fp32_step_s"] == decision["fp32_step_s"]
+
+
+def test_probe_keeps_fp32_when_bf16_is_not_faster(tmp_path: Path, tiny_model: Path, tone_file: Path, bf16_cpu: list[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe, "probe_clock", lambda precision: ticking(1.0 if precision == "fp32" else 0.95))
+    pipeline = pipeline_for(tiny_model, tone_file, tmp_path)
+    assert pipeline.keys()[0][2] == fp32_key(pipeline, monkeypatch)
+    assert bf16_cpu == ["fp32", "bf16"]
+    [record] = (tmp_path / "cache" / "precision_probe").glob("*.json")
+    assert json.loads(record.read_text())["precision"] == "fp32"
+
+
+def test_probe_keeps_fp32_when_the_bf16_loss_diverges(tmp_path: Path, tiny_model: Path, tone_file: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("autotune.device.bf16_supported", lambda on: on == "cpu")
+    monkeypatch.setattr(probe, "trainer_probe", lambda **kw: probe.StepProbe(seconds=1.0 if kw["precision"] == "fp32" else 0.5,
+                                                                              loss=2.0 if kw["precision"] == "fp32" else 2.5))
+    pipeline = pipeline_for(tiny_model, tone_file, tmp_path)
+    assert pipeline.keys()[0][2] == fp32_key(pipeline, monkeypatch)
+
+
+def test_decide_takes_bf16_only_when_faster_by_the_margin_and_matching() -> None:
+    fp32 = probe.StepProbe(seconds=1.0, loss=3.0)
+    assert probe.decide(fp32, probe.StepProbe(seconds=0.5, loss=3.01)).precision == "bf16"
+    assert probe.decide(fp32, probe.StepProbe(seconds=0.95, loss=3.0)).precision == "fp32"
+    assert probe.decide(fp32, probe.StepProbe(seconds=0.5, loss=3.5)).precision == "fp32"
+
+
+@pytest.mark.parametrize("forced", [True, False])
+def test_training_args_bf16_forces_the_precision_without_a_probe(tmp_path: Path, tiny_model: Path, tone_file: Path, forced: bool,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("autotune.device.bf16_supported", lambda on: on == "cpu")
+
+    def no_probe(**_: Any) -> probe.StepProbe:
+        raise AssertionError("a forced precision must not be probed")
+
+    monkeypatch.setattr(probe, "trainer_probe", no_probe)
+    pipeline = pipeline_for(tiny_model, tone_file, tmp_path, bf16=forced)
+    # The key is the one a CPU without bf16 gives for the same settings: nothing measured entered it.
+    assert pipeline.keys()[0][2] == fp32_key(pipeline, monkeypatch)
+    assert not (tmp_path / "cache" / "precision_probe").exists()
+
+
+def test_no_probe_on_a_cpu_without_bf16(tmp_path: Path, tiny_model: Path, tone_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("autotune.device.bf16_supported", lambda on: False)
+    monkeypatch.setattr(probe, "trainer_probe", lambda **_: pytest.fail("probed on a CPU without bf16"))
+    pipeline_for(tiny_model, tone_file, tmp_path).keys()
+    assert not (tmp_path / "cache" / "precision_probe").exists()
