@@ -126,3 +126,20 @@ def test_no_probe_on_a_cpu_without_bf16(tmp_path: Path, tiny_model: Path, tone_f
     monkeypatch.setattr(probe, "trainer_probe", lambda **_: pytest.fail("probed on a CPU without bf16"))
     pipeline_for(tiny_model, tone_file, tmp_path).keys()
     assert not (tmp_path / "cache" / "precision_probe").exists()
+
+
+def test_the_bf16_probe_really_autocasts_after_an_fp32_probe(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    # A bf16 Trainer over a model an fp32 Trainer already trained does not autocast (bench/README.md
+    # section 6): each side needs its own model, or "bf16" measures fp32 again.
+    pipeline = pipeline_for(tiny_model, tone_file, tmp_path)
+    step, params, _ = pipeline.keys()[0]
+    data = pipeline.data(step.data_name)
+
+    def measure(precision: Any) -> probe.StepProbe:
+        return probe.trainer_probe(model_path=tiny_model, params=params, data=data, trust_remote_code=False,
+                                   work_dir=tmp_path / precision, precision=precision)
+
+    fp32, fp32_again, bf16 = measure("fp32"), measure("fp32"), measure("bf16")
+    assert fp32.loss == fp32_again.loss  # same seed, rows and precision: the same loss
+    assert bf16.loss != fp32.loss  # bf16 numerics, not a repeat of fp32
+    assert bf16.loss == pytest.approx(fp32.loss, rel=probe.LOSS_TOLERANCE)
