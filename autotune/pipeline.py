@@ -140,6 +140,8 @@ class Pipeline:
             return None
         if getattr(params.training_args, "bf16", None) is not None or getattr(params.training_args, "fp16", None):
             return None  # forced by the user
+        if os.environ.get("AUTOTUNE_PRECISION_PROBE", "").lower() in ("0", "off", "false"):
+            return None  # turned off for this process and its children (the test suite does: machine-independent keys)
         from autotune.device import bf16_supported
 
         if not bf16_supported("cpu") or parent != self.input_model().key or not step.data_name:

@@ -18,6 +18,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No CPU training-precision probe in tests, in this process or the autotune subprocesses tests start (keys and
+# Trainer step counts must not depend on the machine's bf16 instructions); the probe's own tests turn it back on.
+os.environ["AUTOTUNE_PRECISION_PROBE"] = "off"
 
 ROOT = Path(__file__).resolve().parents[1]
 TONES = ROOT / "configs" / "data" / "tones.jsonl"

@@ -18,6 +18,12 @@ from autotune.pipeline import Pipeline
 from tests.conftest import tiny_config
 
 
+@pytest.fixture(autouse=True)
+def probe_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/conftest.py turns the probe off for the suite; these tests are about it."""
+    monkeypatch.delenv("AUTOTUNE_PRECISION_PROBE", raising=False)
+
+
 def ticking(seconds_per_call: float) -> Callable[[], float]:
     """A clock that advances ``seconds_per_call`` at each reading: every probe step takes that long."""
     now = [0.0]
