@@ -98,7 +98,9 @@ def atomic_copy_tree(source: Path, target: Path, *, extra: Callable[[Path], Any]
 
 def same_tree(a: Path, b: Path) -> bool:
     """Whether two folders hold the same relative paths with the same bytes (a hard link of the same
-    file is equal without reading it)."""
+    file is equal without reading it). A file of ``a`` that is a hard link (weights linked from the
+    cache) is equal only to the same inode: equal bytes in a copy, or a link to an older cache entry,
+    would leave ``b`` holding a second copy instead of the current entry's file."""
     if not b.is_dir():
         return False
     files_a = sorted(p.relative_to(a) for p in a.rglob("*"))
@@ -108,7 +110,12 @@ def same_tree(a: Path, b: Path) -> bool:
         x, y = a / rel, b / rel
         if x.is_dir() != y.is_dir():
             return False
-        if x.is_file() and not (os.path.samefile(x, y) or filecmp.cmp(x, y, shallow=False)):
+        if not x.is_file():
+            continue
+        sx, sy = x.stat(), y.stat()
+        if (sx.st_ino, sx.st_dev) == (sy.st_ino, sy.st_dev):
+            continue
+        if sx.st_nlink > 1 or not filecmp.cmp(x, y, shallow=False):
             return False
     return True
 
