@@ -29,10 +29,15 @@ class FootprintParams(EvaluatorParams):
     generate_tokens: int = Field(16, gt=0)
 
 
+# What passes write beside a model about how they made it (seconds, scores): not part of what is deployed,
+# and their length varies with timings, so counting them made the size of identical weights differ by bytes.
+PASS_REPORTS = frozenset({"quant_stats.json", "train_stats.json", "drop_layers.json"})
+
+
 def folder_bytes(path: object) -> int:
     from pathlib import Path
 
-    return sum(p.stat().st_size for p in Path(str(path)).rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in Path(str(path)).rglob("*") if p.is_file() and p.name not in PASS_REPORTS)
 
 
 @register_evaluator("size", "memory")

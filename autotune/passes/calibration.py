@@ -8,7 +8,6 @@ never read: they are what the evaluators score, and calibrating on them would le
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from pathlib import Path
@@ -28,16 +27,11 @@ ONNX_DTYPES = {1: np.float32, 10: np.float16, 7: np.int64, 6: np.int32}
 
 
 def free_cores() -> int:
-    """This process's cores (its ``run --jobs`` share, :mod:`autotune.threads`) less those already busy by the
-    1-minute load average, at least 1. GPTQ's kernels use this many threads: on a shared machine whose cores
-    are all busy, multi-threaded BLAS and a spinning ONNX Runtime pool ran 3-15x slower than one thread
-    (measured on the 2-core VM at load 6)."""
-    cores = session_threads() or usable_cpus()
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, round(usable_cpus() - busy)))
+    """This process's cores (its ``run --jobs`` share, :mod:`autotune.threads`), at least 1: GPTQ's kernels use
+    this many threads. Never the load average: the thread count decides how BLAS and ONNX Runtime split their
+    sums, and the same config must give the same weights however busy the machine was at that moment (a
+    load-dependent count made two identical runs of the suite disagree)."""
+    return max(1, session_threads() or usable_cpus())
 
 
 def calibration_rows(data: Dataset, count: int, *, seed: int = 0) -> list[dict[str, Any]]:
