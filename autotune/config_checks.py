@@ -89,9 +89,7 @@ def check_targets_before_running(config: RunConfig, source: InputSource | None =
     Hub id or the demo waits for the caller that resolves it (``validate``, the run's preflight). A model
     not on this machine yet (the demo before its fetch) is checked when trained."""
     steps = [s for s in all_steps(build_plan(config)) if issubclass(s.pass_cls.Params, LoRAParams)]
-    if not steps or (source is None and names_a_hub_model(config.input_model)):
-        return
-    path = model_file(source if source is not None else locate_input_model(config.input_model, download=False))
+    path = _local_model_file(config, source) if steps else None
     if path is None:
         return
     names = module_names(path, trust_remote_code=config.input_model.trust_remote_code)
@@ -107,13 +105,19 @@ def check_targets_before_running(config: RunConfig, source: InputSource | None =
                                      names.matrices)
 
 
+def _local_model_file(config: RunConfig, source: InputSource | None) -> Path | None:
+    """The input model's folder or GGUF file when it is on this machine now; None for a Hub id not yet
+    resolved by the caller (``source`` None) or a model not fetched yet: their checks wait for the caller."""
+    if source is None and names_a_hub_model(config.input_model):
+        return None
+    return model_file(source if source is not None else locate_input_model(config.input_model, download=False))
+
+
 def check_depth_before_running(config: RunConfig, source: InputSource | None = None) -> None:
     """Every DropLayers pass (each searched ``n_drop``) against the input model's architecture and depth,
     read without loading weights; ``source`` as for :func:`check_targets_before_running`."""
     steps = [s for s in all_steps(build_plan(config)) if s.pass_cls is DropLayers]
-    if not steps or (source is None and names_a_hub_model(config.input_model)):
-        return
-    path = model_file(source if source is not None else locate_input_model(config.input_model, download=False))
+    path = _local_model_file(config, source) if steps else None
     if path is None:
         return
     model_config = read_model_config(path, trust_remote_code=config.input_model.trust_remote_code)
