@@ -77,6 +77,15 @@ def _usage(view: StudyView) -> dict[str, Any] | None:
     return usage
 
 
+def _base_spec(view: StudyView, base: str | None) -> dict[str, Any]:
+    """The stored config's input model: the candidate ``base`` of a study that searched the base model."""
+    if base is not None:
+        for candidate in view.meta.config.get("input_models") or []:
+            if candidate.get("name") == base:
+                return {k: v for k, v in candidate.items() if k != "name"}
+    return view.meta.config.get("input_model") or {}
+
+
 def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> dict[str, Any]:
     from autotune.evaluation.base import environment
     from autotune.models.source import known_model_id
@@ -87,7 +96,9 @@ def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> di
         "study": view.name,
         "trial": record.number,
         "model_key": record.model_key,
-        "base_model": known_model_id(view.meta.config.get("input_model") or {}),  # an id or None, never a local path
+        # An id or None, never a local path: the selected trial's base model when the study searched the base.
+        "base_model": known_model_id(_base_spec(view, record.base)),
+        **({"base": record.base} if record.base is not None else {}),
         "feasible": selection.feasible,
         "selection": {"policy": selection.policy, "rule": selection.rule, "missed_by": selection.missed_by,
                       "indistinguishable": selection.indistinguishable},
@@ -96,12 +107,14 @@ def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> di
         "metrics": _dump(record.metrics),
         "test_metrics": _dump(record.test_metrics),
         "remeasured": _dump(record.remeasured),
-        "baseline": _dump(view.baseline),
+        "baseline": _dump(view.baseline_for(record)),  # its own base model's
         "baseline_kind": view.meta.baseline_kind,
-        "baseline_reference": _dump(view.meta.baseline_reference),
+        # The PyTorch reference row is the first (default) base model's: shown for its trials only.
+        "baseline_reference": _dump(view.meta.baseline_reference)
+        if record.base is None or not view.meta.bases or view.meta.bases[0].name == record.base else {},
         "vs_baseline": None if diff is None else {"difference": diff.difference, "ci_low": diff.low, "ci_high": diff.high, "n": diff.n},
         "objectives": [o.model_dump(mode="json") for o in view.objectives],
-        "constraints": [b.model_dump(mode="json") for b in view.bounds],
+        "constraints": [b.model_dump(mode="json") for b in view.meta.base_bounds.get(record.base or "", view.bounds)],
         "provider": view.provider,
         "device": view.meta.device,
         "environment": environment(),
@@ -152,6 +165,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     if not card["feasible"]:
         lines += ["> **No trial met the constraints.** This is the least-infeasible trial: " + card["selection"]["rule"], ""]
     source = f"Fine-tuned from `{card['base_model']}`" if card.get("base_model") else "Fine-tuned from a local model"
+    if card.get("base"):  # the study chose among base models
+        source += f" (base model `{card['base']}`, chosen by the search among the config's candidates)"
     lines += [f"{source} by autotune; selected by `{card['selection']['policy']}`: {card['selection']['rule']}.", ""]
     if card["selection"]["indistinguishable"]:
         lines += [f"Statistically indistinguishable in accuracy (paired bootstrap, validation rows): trial(s) "

@@ -75,14 +75,11 @@ def _load(config: Path) -> Any:
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a config without running it."""
-    from autotune.config_checks import check_model_before_running
-    from autotune.models.source import check_input_model, names_a_hub_model
+    from autotune.config_checks import validate_models
 
     try:
         cfg = _load(config)
-        if names_a_hub_model(cfg.input_model):  # in the cache, or looked up on the Hub (not downloaded)
-            source = check_input_model(cfg, download=False)
-            check_model_before_running(cfg, source)
+        validate_models(cfg)  # a Hugging Face id (each candidate's): in the cache, or looked up on the Hub (not downloaded)
     except UserError as exc:
         _fail(exc)
     mode = "search" if cfg.engine.search_strategy else "single run"

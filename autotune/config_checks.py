@@ -12,7 +12,7 @@ from autotune.config.errors import join_path
 from autotune.config.loader import parse_config, read_source
 from autotune.config.schema import RunConfig
 from autotune.data import resolve_data_name
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, ModelError, UserError
 from autotune.evaluation import get_evaluator
 from autotune.evaluation.runner import metric_specs
 from autotune.models.module_names import model_file, module_names
@@ -23,8 +23,8 @@ from autotune.passes.lora import LoRAParams, no_match_error, unmatched_target
 from autotune.plan import all_steps, build_plan, check_passes, probe_points
 from autotune.space import Categorical, encode_choice
 
-__all__ = ["check_config", "check_depth_before_running", "check_metrics", "check_model_before_running",
-           "check_targets_before_running", "load_config"]
+__all__ = ["check_candidate_tokenizer", "check_candidates", "check_config", "check_depth_before_running", "check_metrics",
+           "check_model_before_running", "check_targets_before_running", "load_config", "validate_models"]
 
 
 def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = None) -> RunConfig:
@@ -44,7 +44,88 @@ def check_config(config: RunConfig, evaluator_origins: dict[str, str]) -> None:
     """Every cross-check a parsed config gets before anything runs, in the order the user sees errors."""
     check_passes(config)
     check_metrics(config, evaluator_origins)
-    check_model_before_running(config)
+    if config.base_names:
+        check_candidates(config)
+    else:
+        check_model_before_running(config)
+
+
+def check_candidates(config: RunConfig) -> None:
+    """Each candidate base model of a list ``input_model`` on this machine, checked as the run's one
+    input model would be (files, LoRA targets, depth) and its tokenizer against the data configs; a Hub
+    id not resolved yet waits for the caller that resolves it (:func:`validate_models`, the preflight).
+    A refusal is one line naming the candidate (``input_model[i]: candidate 'name': ...``)."""
+    from autotune.data import load_data
+    from autotune.models.source import candidate_error, check_input_model
+
+    datasets = None
+    for base in config.base_names:
+        one = config.for_base(base)
+        if names_a_hub_model(one.input_model):
+            continue
+        if datasets is None:  # read (not cached: validate writes nothing) once, for every candidate
+            datasets = [load_data(d, where=f"data_configs[{i}]") for i, d in enumerate(config.data_configs)]
+        try:
+            source = check_input_model(one, download=False)
+            check_model_before_running(one, source)
+            check_candidate_tokenizer(one, source, datasets)
+        except UserError as exc:
+            raise candidate_error(config, base, exc) from None
+
+
+def validate_models(config: RunConfig) -> None:
+    """``autotune validate``'s look at Hugging Face ids (in the cache, or asked of the Hub; nothing
+    downloaded): the input model's, or every candidate's, with the checks that needed its files."""
+    from autotune.models.source import candidate_error, check_input_model
+
+    for base in config.base_names or [None]:
+        one = config.for_base(base)
+        if not names_a_hub_model(one.input_model):
+            continue
+        try:
+            source = check_input_model(one, download=False)
+            check_model_before_running(one, source)
+        except UserError as exc:
+            if base is None:
+                raise
+            raise candidate_error(config, base, exc) from None
+
+
+def check_candidate_tokenizer(config: RunConfig, source: InputSource, datasets: list[Any]) -> None:
+    """A candidate's tokenizer against every data config it would serve: it loads; the prompt template
+    gives tokens; each label gives tokens, and no two labels the same ones (label scoring compares the
+    labels' log-likelihoods, the fine-tune learns them as answers). What a base model compared with
+    others must do for the study's task; the single input model's own checks are the run's."""
+    from autotune.models.loading import load_tokenizer
+
+    path = source.folder if source.gguf is None else source.gguf
+    if path is None or not path.exists():
+        return  # not on this machine yet (a Hub id validate did not download, the demo before its fetch)
+    try:
+        if source.gguf is not None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(source.gguf.parent), gguf_file=source.gguf.name,
+                                                      trust_remote_code=config.input_model.trust_remote_code)
+        else:
+            tokenizer = load_tokenizer(path, trust_remote_code=config.input_model.trust_remote_code)
+    except Exception as exc:  # any library failure to load it is the reason the candidate is refused
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise ModelError("input_model", f"its tokenizer does not load from {path} ({type(exc).__name__}: {first})") from None
+    for i, data in enumerate(datasets):
+        where = f"data_configs[{i}]"
+        rows = data.train or data.eval
+        if rows and not tokenizer(data.template.prompt(rows[0]), add_special_tokens=False)["input_ids"]:
+            raise ModelError("input_model", f"its tokenizer gives no tokens for {where}'s prompt template")
+        seen: dict[tuple[int, ...], str] = {}
+        for label in data.labels or []:
+            ids = tuple(tokenizer(label, add_special_tokens=False)["input_ids"])
+            if not ids:
+                raise ModelError("input_model", f"its tokenizer gives no tokens for label '{label}' of {where}")
+            if ids in seen:
+                raise ModelError("input_model", f"its tokenizer gives labels '{seen[ids]}' and '{label}' of {where} the same "
+                                                f"tokens {list(ids)}: label scoring could not tell them apart")
+            seen[ids] = label
 
 
 def check_model_before_running(config: RunConfig, source: InputSource | None = None) -> None:

@@ -27,7 +27,7 @@ def reproduce_config(view: StudyView, record: TrialRecord) -> dict[str, Any]:
               "evaluator": cfg.engine.evaluator, "search_strategy": False,
               "output_dir": str(cfg.engine.output_dir / f"reproduce-trial-{record.number}")}
     return {
-        "input_model": cfg.input_model.model_dump(mode="json", exclude_none=True),
+        "input_model": cfg.for_base(record.base).input_model.model_dump(mode="json", exclude_none=True),  # the trial's base
         "data_configs": [d.model_dump(mode="json") for d in cfg.data_configs],
         "passes": passes,
         "evaluators": {name: e.model_dump(mode="json") for name, e in cfg.evaluators.items()},

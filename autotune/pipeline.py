@@ -24,10 +24,10 @@ from autotune.config.schema import RunConfig
 from autotune.context import PassContext
 from autotune.data import Dataset, load_data
 from autotune.device import release_memory
-from autotune.errors import DiskFullError
+from autotune.errors import DiskFullError, UserError
 from autotune.models.handle import ModelHandle
-from autotune.models.source import check_input_model, resolve_input_model
-from autotune.plan import Step, build_plan, resolve
+from autotune.models.source import candidate_error, check_input_model, resolve_input_model
+from autotune.plan import Step, base_of, build_plan, resolve
 
 if TYPE_CHECKING:
     from autotune.passes.precision_probe import ProbeDecision
@@ -84,7 +84,7 @@ class Pipeline:
         self.cache = cache  # the run's cache (RunContext builds it, over the artifact store when one is set)
         self.observer = observer or PipelineObserver()
         self.slots = build_plan(config)
-        self._input: ModelHandle | None = None
+        self._inputs: dict[str | None, ModelHandle] = {}  # by base name (None: the one input model)
         self._data: dict[str, Dataset] = {}
         self._device: str | None = None
         self._probes: dict[str, ProbeDecision] = {}  # fine-tune key -> the CPU precision probe's decision
@@ -99,8 +99,19 @@ class Pipeline:
         deferred: list[tuple[Path, str]] = []  # a refused run writes nothing, not even the rows cache
         for name in sorted(names):
             self.data(name, deferred_rows=deferred)
-        source = check_input_model(self.config)
-        check_model_before_running(self.config, source)  # a Hub model is local only now
+        from autotune.config_checks import check_candidate_tokenizer
+
+        for base in self.config.base_names or [None]:
+            config = self.config.for_base(base)
+            try:
+                source = check_input_model(config)
+                check_model_before_running(config, source)  # a Hub model is local only now
+                if base is not None:
+                    check_candidate_tokenizer(config, source, [self._data[n] for n in sorted(names)])
+            except UserError as exc:
+                if base is None:
+                    raise
+                raise candidate_error(self.config, base, exc) from None
         self.cache.sweep()
         from autotune.fileio import write_text
 
@@ -128,12 +139,13 @@ class Pipeline:
             self._device = resolve_device(self.config.engine.device)
         return self._device
 
-    def input_model(self) -> ModelHandle:
-        if self._input is None:
-            self._input = resolve_input_model(self.config, self.cache)
-        return self._input
+    def input_model(self, base: str | None = None) -> ModelHandle:
+        """The base model ``base`` (a candidate's name; None: the default one) as an HF folder handle, once."""
+        if base not in self._inputs:
+            self._inputs[base] = resolve_input_model(self.config.for_base(base), self.cache)
+        return self._inputs[base]
 
-    def _probed_precision(self, step: Step, params: Any, parent: str) -> ProbeDecision | None:
+    def _probed_precision(self, step: Step, params: Any, parent: str, base: str | None = None) -> ProbeDecision | None:
         """The CPU precision probe's decision for a fine-tune of the input model with ``training_args.bf16``
         unset on a CPU with bf16 instructions (cached per machine and shape); None where it does not apply."""
         if not getattr(step.pass_cls, "probes_precision", False) or self.device != "cpu":
@@ -144,11 +156,11 @@ class Pipeline:
             return None  # turned off for this process and its children (the test suite does: machine-independent keys)
         from autotune.device import bf16_supported
 
-        if not bf16_supported("cpu") or parent != self.input_model().key or not step.data_name:
+        if not bf16_supported("cpu") or parent != self.input_model(base).key or not step.data_name:
             return None  # no bf16 instructions, or a base that does not exist yet: fp32
         from autotune.passes.precision_probe import choose_precision, trainer_probe
 
-        model, data = self.input_model(), self.data(step.data_name)
+        model, data = self.input_model(base), self.data(step.data_name)
         args = params.training_args
         shape = hash_key({"model": parent, "r": params.r, "targets": params.target_modules, "batch": args.per_device_train_batch_size,
                           "max_len": data.source_max_len, "checkpointing": args.gradient_checkpointing})
@@ -157,7 +169,7 @@ class Pipeline:
         def measure(precision: Any) -> Any:
             try:
                 return trainer_probe(model_path=model.path, params=params, data=data, work_dir=work, precision=precision,
-                                     trust_remote_code=self.config.input_model.trust_remote_code)
+                                     trust_remote_code=self.config.for_base(base).input_model.trust_remote_code)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
                 release_memory()
@@ -169,8 +181,9 @@ class Pipeline:
         """(step, params, key) for every pass of the chain at ``point``."""
         return self._chain(resolve(self.slots, point), point)
 
-    def _chain(self, steps: list[Step], point: dict[str, Any] | None) -> list[tuple[Step, Any, str]]:
-        parent = self.input_model().key
+    def _chain(self, steps: list[Step], point: dict[str, Any] | None, base: str | None = None) -> list[tuple[Step, Any, str]]:
+        base = base if base is not None else base_of(point)
+        parent = self.input_model(base).key
         chain = []
         for step in steps:
             params = step.params(point)
@@ -179,7 +192,7 @@ class Pipeline:
                 payload["provider"] = self.config.engine.provider
             if step.data_name and step.pass_cls().reads_data(params):
                 payload["data"] = self.data(step.data_name).key
-            probe = self._probed_precision(step, params, parent) if step.pass_cls.device_in_key else None
+            probe = self._probed_precision(step, params, parent, base) if step.pass_cls.device_in_key else None
             if step.pass_cls.device_in_key:
                 runtime = step.pass_cls().device_key(params, self.device, probe.precision if probe else None)
                 if runtime:  # empty for CPU fp32 training, whose keys predate engine.device
@@ -197,26 +210,27 @@ class Pipeline:
         report_intermediate: Callable[[int, float], None] | None = None,
         deadline: float | None = None,
     ) -> PipelineResult:
-        chain = self.keys(point)
-        with self.cache.in_use([self.input_model().key] + [key for _, _, key in chain]):
-            return self._run_chain(chain, report_intermediate, deadline)
+        chain, base = self.keys(point), base_of(point)
+        with self.cache.in_use([self.input_model(base).key] + [key for _, _, key in chain]):
+            return self._run_chain(chain, report_intermediate, deadline, base)
 
-    def run_baseline_build(self) -> PipelineResult:
-        """The input model built as fp32 ONNX for the target provider, through the cache: the baseline
-        measured like the trials (same runtime, same provider), not PyTorch eager beside ONNX."""
+    def run_baseline_build(self, base: str | None = None) -> PipelineResult:
+        """The input model (the base ``base``) built as fp32 ONNX for the target provider, through the cache:
+        the baseline measured like the trials (same runtime, same provider), not PyTorch eager beside ONNX."""
         from autotune.passes import get_pass
 
         step = Step(name="baseline", pass_cls=get_pass("ModelBuilder", path="(baseline)"), fixed={"precision": "fp32"},
                     space={}, origin="baseline")
-        chain = self._chain([step], None)
-        with self.cache.in_use([self.input_model().key] + [key for _, _, key in chain]):
-            return self._run_chain(chain, None, None)
+        chain = self._chain([step], None, base)
+        with self.cache.in_use([self.input_model(base).key] + [key for _, _, key in chain]):
+            return self._run_chain(chain, None, None, base)
 
-    def _run_chain(self, chain: list[tuple[Step, Any, str]], report_intermediate: Any, deadline: float | None) -> PipelineResult:
-        source = self.input_model()
+    def _run_chain(self, chain: list[tuple[Step, Any, str]], report_intermediate: Any, deadline: float | None,
+                   base: str | None = None) -> PipelineResult:
+        source = self.input_model(base)
         result = PipelineResult(model=source, input_model=source)
         handles: list[ModelHandle] = [source]
-        start = self._cached_prefix(chain, handles)
+        start = self._cached_prefix(chain, handles, base)
         for i, (step, params, key) in enumerate(chain):
             if i < start:
                 result.passes.append(PassRecord(step.name, step.pass_cls.type_name, key, params.resolved(), 0.0, True, handles[i + 1].kind))
@@ -229,7 +243,7 @@ class Pipeline:
                 from autotune.context import TrialTimeout
 
                 raise TrialTimeout(f"trial_timeout exceeded before pass {step.name}")
-            handle, ran = self._run_pass(step, params, key, parent, report_intermediate, deadline)
+            handle, ran = self._run_pass(step, params, key, parent, report_intermediate, deadline, base)
             record = PassRecord(step.name, step.pass_cls.type_name, key, params.resolved(),
                                 time.perf_counter() - began, not ran, handle.kind)
             result.passes.append(record)
@@ -238,24 +252,24 @@ class Pipeline:
         result.model = handles[-1]
         return result
 
-    def _cached_prefix(self, chain: list[tuple[Step, Any, str]], handles: list[ModelHandle]) -> int:
+    def _cached_prefix(self, chain: list[tuple[Step, Any, str]], handles: list[ModelHandle], base: str | None = None) -> int:
         """Fill ``handles`` with the outputs of the longest cached prefix; return its length."""
         for end in range(len(chain), 0, -1):
             if not self.cache.has(chain[end - 1][2]):
                 continue
-            fetched = self._fetch(chain, end)
+            fetched = self._fetch(chain, end, base)
             if fetched is not None:
                 handles.extend(fetched)
                 return end
         return 0
 
-    def _fetch(self, chain: list[tuple[Step, Any, str]], end: int) -> list[ModelHandle] | None:
+    def _fetch(self, chain: list[tuple[Step, Any, str]], end: int, base: str | None = None) -> list[ModelHandle] | None:
         """Handles for chain[:end], reading back (and verifying) only the entries that are needed."""
         needed = {end - 1}
         if chain[end - 1][0].pass_cls.output_kind == "adapter" and end >= 2:
             needed.add(end - 2)  # an adapter needs its base to be merged
         handles: list[ModelHandle] = []
-        previous = self.input_model()
+        previous = self.input_model(base)
         for i in range(end):
             step, _, key = chain[i]
             kind = step.pass_cls.output_kind
@@ -272,12 +286,13 @@ class Pipeline:
         return handles
 
     def _run_pass(self, step: Step, params: Any, key: str, parent: ModelHandle,
-                  report_intermediate: Callable[[int, float], None] | None, deadline: float | None = None) -> tuple[ModelHandle, bool]:
+                  report_intermediate: Callable[[int, float], None] | None, deadline: float | None = None,
+                  base: str | None = None) -> tuple[ModelHandle, bool]:
         """The pass's output (built here, or by another worker that claimed it first) and whether it ran here."""
         for _ in range(3):  # another worker's copy may prove corrupt on download: then claim and build it here
             with self.cache.claim(key, deadline=deadline) as build_here:
                 if build_here:
-                    self._build(step, params, key, parent, report_intermediate, deadline)
+                    self._build(step, params, key, parent, report_intermediate, deadline, base)
             got = self.cache.get(key)
             if got is not None:
                 kind = step.pass_cls.output_kind
@@ -285,7 +300,7 @@ class Pipeline:
         raise RuntimeError(f"cache entry {key} vanished after writing")  # pragma: no cover
 
     def _build(self, step: Step, params: Any, key: str, parent: ModelHandle,
-               report_intermediate: Callable[[int, float], None] | None, deadline: float | None) -> None:
+               report_intermediate: Callable[[int, float], None] | None, deadline: float | None, base: str | None = None) -> None:
         work = self.cache.tmp / f"work-{os.getpid()}.{uuid.uuid4().hex[:12]}"
         self.cache.tmp.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True)
@@ -293,7 +308,7 @@ class Pipeline:
             provider=self.config.engine.provider,
             work_dir=work,
             data=self.data(step.data_name) if step.data_name and step.pass_cls().reads_data(params) else None,
-            trust_remote_code=self.config.input_model.trust_remote_code,
+            trust_remote_code=self.config.for_base(base).input_model.trust_remote_code,
             report_intermediate=report_intermediate,
             progress=self.observer.training_step,
             extras={"origin": step.origin, "device": self.device if step.pass_cls.device_in_key else "cpu",
@@ -301,7 +316,7 @@ class Pipeline:
             deadline=deadline,
         )
         info = {"pass": step.pass_cls.type_name, "name": step.name, "params": params.resolved(),
-                "parent": parent.key, "kind": step.pass_cls.output_kind}
+                "parent": parent.key, "kind": step.pass_cls.output_kind, **({"base": base} if base is not None else {})}
         try:
             with self.cache.put(key, info) as output:
                 step.pass_cls().run(parent, params, ctx, output)

@@ -88,11 +88,32 @@ class Choice:
         return next(iter(self.options.values()))
 
 
-Slot = Step | Choice
+BASE_KEY = "input_model"  # a point's base model, when input_model lists candidates
+
+
+@dataclass
+class BaseChoice:
+    """The base model: a point's ``input_model`` names one of the candidates (a categorical parameter)."""
+
+    names: list[str]
+    name: str = BASE_KEY
+    origin: str = BASE_KEY
+
+    @property
+    def key(self) -> str:
+        return BASE_KEY
+
+
+Slot = Step | Choice | BaseChoice
+
+
+def base_of(point: dict[str, Any] | None) -> str | None:
+    """The base model a point names (None: the config's one input model, or its default base)."""
+    return None if point is None else point.get(BASE_KEY)
 
 
 def build_plan(config: RunConfig) -> list[Slot]:
-    slots: list[Slot] = []
+    slots: list[Slot] = [BaseChoice(names=config.base_names)] if config.base_names else []
     for name, spec in config.passes.items():
         if not spec.alternatives:
             slots.append(build_step(name, spec.type, spec.params, spec.origin, config))
@@ -110,11 +131,12 @@ def build_plan(config: RunConfig) -> list[Slot]:
 
 def resolve(slots: list[Slot], point: dict[str, Any] | None = None) -> list[Step]:
     """The steps that run at ``point``: each group's chosen alternative."""
-    return [slot.chosen(point) if isinstance(slot, Choice) else slot for slot in slots]
+    return [slot.chosen(point) if isinstance(slot, Choice) else slot for slot in slots if not isinstance(slot, BaseChoice)]
 
 
 def all_steps(slots: list[Slot]) -> list[Step]:
-    return [s for slot in slots for s in (slot.options.values() if isinstance(slot, Choice) else [slot])]
+    return [s for slot in slots if not isinstance(slot, BaseChoice)
+            for s in (slot.options.values() if isinstance(slot, Choice) else [slot])]
 
 
 KIND_WORDS = {"hf": "a Hugging Face model", "adapter": "a LoRA adapter", "onnx": "an ONNX model"}
@@ -127,6 +149,11 @@ def check_passes(config: RunConfig) -> None:
     kind = "hf"
     before = "the input model"
     for slot in slots:
+        if isinstance(slot, BaseChoice):
+            if config.engine.search_strategy is None:
+                raise ConfigError("input_model", "lists several base models but engine.search_strategy is false; keep one "
+                                                 "or set a search strategy")
+            continue
         if isinstance(slot, Choice):
             if config.engine.search_strategy is None and len(slot.options) > 1:
                 raise ConfigError(slot.origin, "lists alternatives but engine.search_strategy is false; keep one or set a search strategy")

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BoundSpec", "DataSummary",
+    "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BaseModelInfo", "BoundSpec", "DataSummary",
     "MetricValue", "ObjectiveSpec", "Owner", "PassSummary", "StudyFingerprint", "StudyMeta", "StudyView", "TrialRecord",
     "metric_kind",
     "read_meta", "read_record", "write_final", "write_final_baseline", "write_meta", "write_record",
@@ -123,6 +123,19 @@ class StudyFingerprint(_Stored):
     data: dict[str, dict[str, Any]] = Field(default_factory=dict)
     evaluator: dict[str, Any] = Field(default_factory=dict)
     passes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The base model candidates of a list input_model (name, model_path, gguf_file, revision); None in
+    # fingerprints written before they were kept, and for a single input model.
+    models: list[dict[str, Any]] | None = None
+
+
+class BaseModelInfo(_Stored):
+    """One candidate base model of a study that searches the base: its name, where it came from, and its
+    Hugging Face id when known (the card's ``base_model``: never a local path)."""
+
+    name: str
+    model_path: str = ""
+    gguf_file: str | None = None
+    model_id: str | None = None
 
 
 class StudyMeta(_Stored):
@@ -146,6 +159,14 @@ class StudyMeta(_Stored):
     versions: dict[str, str] = Field(default_factory=dict)
     grid_enqueued: bool = False
     fingerprint: StudyFingerprint | None = None  # None: a study written before fingerprints were kept
+    # A study that searches the base model: its candidates, and each one's own baseline and bounds (a
+    # trial is compared with its own base's baseline; ``baseline``/``bounds`` are the first candidate's).
+    bases: list[BaseModelInfo] = Field(default_factory=list)
+    base_baselines: dict[str, dict[str, MetricValue]] = Field(default_factory=dict)
+    base_bounds: dict[str, list[BoundSpec]] = Field(default_factory=dict)
+
+    def base_info(self, name: str | None) -> BaseModelInfo | None:
+        return next((b for b in self.bases if b.name == name), None)
 
     def objective(self, kind: MetricKind) -> ObjectiveSpec | None:
         """The first objective of that kind (by priority), if any."""
@@ -267,6 +288,10 @@ class TrialRecord(_Stored):
     # After the study (from FINAL_ATTR): the test split's metrics, and latency re-measured interleaved.
     test_metrics: dict[str, MetricValue] = Field(default_factory=dict)
     remeasured: dict[str, MetricValue] = Field(default_factory=dict)
+    # The base model of the trial (its candidate's name), when the study searches the base model.
+    base: str | None = None
+    # A DropLayers pass's summary: which blocks went (of how many), by what method.
+    dropped_layers: dict[str, Any] | None = None
 
 
 def write_record(trial: Any, record: TrialRecord) -> None:
@@ -299,10 +324,14 @@ def write_final(study: Any, number: int, *, test_metrics: dict[str, MetricValue]
     study.set_user_attr(FINAL_ATTR, final)
 
 
-def write_final_baseline(study: Any, remeasured: dict[str, MetricValue]) -> None:
-    """Store the baseline's latency re-measured in the same interleaved rounds as the Pareto set."""
+def write_final_baseline(study: Any, remeasured: dict[str, MetricValue], *, base: str | None = None) -> None:
+    """Store the baseline's latency (the base model ``base``'s, when the study searches the base model)
+    re-measured in the same interleaved rounds as the Pareto set."""
     final = dict(study.user_attrs.get(FINAL_ATTR) or {})
-    final[BASELINE_FINAL] = {"remeasured": {k: m.model_dump(mode="json") for k, m in remeasured.items()}}
+    entry = {"remeasured": {k: m.model_dump(mode="json") for k, m in remeasured.items()}}
+    final[BASELINE_FINAL if base is None else f"{BASELINE_FINAL}:{base}"] = entry
+    if base is not None and read_meta(study).bases[:1] and read_meta(study).bases[0].name == base:
+        final[BASELINE_FINAL] = entry  # the first base's is the study's default baseline
     study.set_user_attr(FINAL_ATTR, final)
 
 
@@ -355,6 +384,10 @@ class StudyView:
         for key, value in ((final.get(BASELINE_FINAL) or {}).get("remeasured") or {}).items():
             if key in meta.baseline:
                 meta.baseline[key] = MetricValue.model_validate(value)
+        for base, baseline in meta.base_baselines.items():  # each base model's own, likewise
+            for key, value in ((final.get(f"{BASELINE_FINAL}:{base}") or {}).get("remeasured") or {}).items():
+                if key in baseline:
+                    baseline[key] = MetricValue.model_validate(value)
         return cls(study.study_name, meta, records, study)
 
     @property
@@ -372,6 +405,12 @@ class StudyView:
     @property
     def provider(self) -> str:
         return self.meta.provider
+
+    def baseline_for(self, record: TrialRecord | None) -> dict[str, MetricValue]:
+        """The baseline a trial is compared with: its own base model's (like for like), else the study's."""
+        if record is not None and record.base is not None and record.base in self.meta.base_baselines:
+            return self.meta.base_baselines[record.base]
+        return self.meta.baseline
 
     def title(self, metric: str) -> str:
         """The readable name of metric id ``metric``, as the trials table shows it: the objective's label,

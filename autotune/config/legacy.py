@@ -54,8 +54,7 @@ def _take(out: Located, src: dict[str, Any], path: str, rename: dict[str, str] |
         out.put(rename.get(key, key), value, join_path(path, key))
 
 
-def convert_input_model(raw: Any) -> Located:
-    path = "input_model"
+def convert_input_model(raw: Any, path: str = "input_model") -> Located:
     raw = _mapping(raw, path)
     out = Located(path)
     kind = raw.get("type", "HfModel")

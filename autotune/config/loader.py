@@ -15,6 +15,7 @@ import yaml
 from autotune.config import legacy
 from autotune.config.errors import join_path, validate_model
 from autotune.config.schema import (
+    CandidateModelConfig,
     DataConfig,
     EngineConfig,
     EvaluatorConfig,
@@ -100,16 +101,14 @@ def parse_config(raw: dict[str, Any], base: Path, *,
     against passes, metric types and the model are ``autotune.config_checks``'), and where each
     evaluator was written. ``pass_aliases(type, where)``: a pass type's older parameter spellings."""
     legacy.check_top_keys(raw)
-    model = legacy.convert_input_model(raw["input_model"])
-    from autotune.models.fetch import find_demo
-    from autotune.models.hub import looks_like_hub_id
-
-    model_path = model.get("model_path")
-    # A path that exists is a path; else an org/name id (or the demo's name) stays as written, for the Hub.
-    if isinstance(model_path, str) and model_path and (
-            (base / model_path).exists() or not (looks_like_hub_id(model_path) or find_demo(model_path))):
-        model["model_path"] = _resolve(base, model_path)
-    input_model = _validate_located(InputModelConfig, model)
+    input_models: list[CandidateModelConfig] = []
+    if isinstance(raw["input_model"], list):  # base models the study chooses among
+        input_models = _candidates(raw["input_model"], base)
+        input_model = input_models[0].as_input_model()
+        if len(input_models) == 1:  # one candidate is the single-model form, exactly
+            input_models = []
+    else:
+        input_model = _input_model(raw["input_model"], "input_model", base)
 
     raw_data = raw.get("data_configs") or []
     if not isinstance(raw_data, list):
@@ -168,6 +167,7 @@ def parse_config(raw: dict[str, Any], base: Path, *,
     evaluators, evaluator_origins = _load_evaluators(raw.get("evaluators") or {}, engine, base)
     config = RunConfig(
         input_model=input_model,
+        input_models=input_models,
         data_configs=data_configs,
         passes=passes,
         evaluators=evaluators,
@@ -175,6 +175,53 @@ def parse_config(raw: dict[str, Any], base: Path, *,
         config_dir=base,
     )
     return config, evaluator_origins
+
+
+def _input_model(raw: Any, where: str, base: Path) -> InputModelConfig:
+    """One model (``input_model``, or one candidate of a list at ``where``), its local path resolved."""
+    from autotune.models.fetch import find_demo
+    from autotune.models.hub import looks_like_hub_id
+
+    model = legacy.convert_input_model(raw, where)
+    model_path = model.get("model_path")
+    # A path that exists is a path; else an org/name id (or the demo's name) stays as written, for the Hub.
+    if isinstance(model_path, str) and model_path and (
+            (base / model_path).exists() or not (looks_like_hub_id(model_path) or find_demo(model_path))):
+        model["model_path"] = _resolve(base, model_path)
+    return _validate_located(InputModelConfig, model)
+
+
+def default_base_name(spec: InputModelConfig) -> str:
+    """A candidate's name when none is given: a GGUF's stem, else the folder's name or an id's ``name``."""
+    if spec.gguf_file:
+        return Path(spec.gguf_file).stem
+    return Path(str(spec.model_path)).name or str(spec.model_path)
+
+
+def _candidates(raw: list[Any], base: Path) -> list[CandidateModelConfig]:
+    """The candidates of a list ``input_model`` (a mapping each, or a bare id/path), each named; a name
+    used twice is refused (the study tells bases apart by name)."""
+    if not raw:
+        raise ConfigError("input_model", "an empty list of candidates; give one model or several")
+    out: list[CandidateModelConfig] = []
+    for i, item in enumerate(raw):
+        where = f"input_model[{i}]"
+        body = {"model_path": item} if isinstance(item, str) else item
+        if not isinstance(body, dict):
+            raise ConfigError(where, f"expected a mapping (type, model_path, name...) or a model id or path, got {item!r}")
+        body = dict(body)
+        name = body.pop("name", None)
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"{where}.name", f"expected a non-empty string, got {name!r}")
+        spec = _input_model(body, where, base)
+        chosen = name.strip() if name is not None else default_base_name(spec)
+        for j, earlier in enumerate(out):
+            if earlier.name == chosen:
+                given = f"{where}.name" if name is not None else where
+                raise ConfigError(given, f"candidate name '{chosen}' is used twice (input_model[{j}] has it too); "
+                                         "give each candidate its own name")
+        out.append(CandidateModelConfig(**spec.model_dump(), name=chosen))
+    return out
 
 
 # Olive data keys autotune accepts for compatibility but cannot apply: key -> (the value autotune's

@@ -32,6 +32,17 @@ class InputModelConfig(Strict):
     trust_remote_code: bool = False
 
 
+class CandidateModelConfig(InputModelConfig):
+    """One base model of a list ``input_model``: the study samples among the candidates by ``name``
+    (given, else the file or folder name: ``org/name`` -> ``name``, a GGUF -> its stem)."""
+
+    name: str = Field(min_length=1)
+
+    def as_input_model(self) -> InputModelConfig:
+        """The candidate as the single ``input_model`` a run of that base has (the name left out)."""
+        return InputModelConfig.model_validate(self.model_dump(exclude={"name"}))
+
+
 class DataConfig(Strict):
     """A local JSON/JSON-lines/CSV/Parquet file, a text template and a held-out split."""
 
@@ -233,6 +244,9 @@ class RunConfig(Strict):
     """A whole run: model, data, ordered passes, evaluators and engine settings."""
 
     input_model: InputModelConfig
+    # A list ``input_model`` of two or more base models: the study's ``input_model`` parameter chooses
+    # one per trial; ``input_model`` is then the first (the default base). Empty for one model.
+    input_models: list[CandidateModelConfig] = Field(default_factory=list)
     data_configs: list[DataConfig] = Field(default_factory=list)
     passes: dict[str, PassConfig] = Field(default_factory=dict)
     evaluators: dict[str, EvaluatorConfig] = Field(default_factory=dict)
@@ -247,6 +261,21 @@ class RunConfig(Strict):
         if dupes:
             raise ValueError(f"data config name '{sorted(dupes)[0]}' is used twice")
         return self
+
+    @property
+    def base_names(self) -> list[str]:
+        """The candidates' names when the base model is searched, else empty."""
+        return [c.name for c in self.input_models]
+
+    def base_index(self, name: str) -> int:
+        return next(i for i, c in enumerate(self.input_models) if c.name == name)
+
+    def for_base(self, name: str | None) -> RunConfig:
+        """This config as a run of one base model: ``input_model`` set to the candidate ``name`` (None:
+        the default base, this config itself)."""
+        if name is None or not self.input_models or name == self.input_models[0].name:
+            return self
+        return self.model_copy(update={"input_model": self.input_models[self.base_index(name)].as_input_model()})
 
     def data_config(self, name: str) -> DataConfig:
         for data in self.data_configs:

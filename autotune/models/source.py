@@ -18,12 +18,12 @@ from typing import Any
 
 from autotune.cache import Cache, hash_key
 from autotune.config.schema import InputModelConfig, RunConfig
-from autotune.errors import ConfigError, ModelError
+from autotune.errors import ConfigError, ModelError, UserError
 from autotune.models.fetch import DemoModel, find_demo
 from autotune.models.handle import ModelHandle
 from autotune.models.hub import HF_FOLDER_FILES, REMOTE_CODE_FILES, HubSnapshot, find_hub_model, looks_like_hub_id
 
-__all__ = ["InputSource", "check_input_model", "known_model_id", "locate_input_model", "names_a_hub_model",
+__all__ = ["InputSource", "candidate_error", "check_input_model", "known_model_id", "locate_input_model", "names_a_hub_model",
            "resolve_input_model"]
 
 log = logging.getLogger("autotune")
@@ -77,6 +77,16 @@ def locate_input_model(spec: InputModelConfig, *, download: bool = True) -> Inpu
     if spec.gguf_file:
         return InputSource(gguf=snapshot.path / spec.gguf_file, hub=snapshot, model_id=text)
     return InputSource(folder=snapshot.path, hub=snapshot, model_id=text)
+
+
+def candidate_error(config: RunConfig, base: str, exc: UserError) -> UserError:
+    """``exc`` (raised checking one candidate base model as the run's input model) as one line naming the
+    candidate: ``input_model[i]: candidate 'name': <what was wrong>``."""
+    index = config.base_index(base)
+    where = exc.where
+    if where == "input_model" or where.startswith("input_model."):
+        return type(exc)(f"input_model[{index}]{where[len('input_model'):]}", f"candidate '{base}': {exc.message}")
+    return type(exc)(f"input_model[{index}]", f"candidate '{base}': " + (f"{where}: " if where else "") + exc.message)
 
 
 def check_input_model(config: RunConfig, *, download: bool = True) -> InputSource:

@@ -48,9 +48,11 @@ def print_summary(result: Any, console: Console | None = None) -> None:
         tests = [f"{r.test_metrics[m].value:.4g} ({r.test_metrics[m].value - r.metrics[m].value:+.3f})"
                  if m in r.test_metrics and m in r.metrics else "" for m in tested]
         table.add_row(f"{r.number}{mark}", *[str(r.point.get(k, "")) for k in params], *values, *tests)
-    if view.baseline:
-        base = [f"{view.baseline[m].value:.4g}" if m in view.baseline else "" for m in objectives]
-        table.add_row(f"baseline ({view.meta.baseline_kind})", *["" for _ in params], *base, *["" for _ in tested])
+    # One baseline row per base model when the study searched the base (each trial is compared with its own).
+    baselines = {f" {name}": b for name, b in view.meta.base_baselines.items()} or ({"": view.baseline} if view.baseline else {})
+    for name, baseline in baselines.items():
+        base = [f"{baseline[m].value:.4g}" if m in baseline else "" for m in objectives]
+        table.add_row(f"baseline{name} ({view.meta.baseline_kind})", *["" for _ in params], *base, *["" for _ in tested])
     if view.meta.baseline_reference:
         ref = [f"{view.meta.baseline_reference[m].value:.4g}" if m in view.meta.baseline_reference else "" for m in objectives]
         table.add_row("input model, PyTorch (reference)", *["" for _ in params], *ref, *["" for _ in tested])

@@ -9,8 +9,12 @@ from autotune.records import TrialRecord
 
 def trial_row(record: TrialRecord) -> dict[str, Any]:
     row: dict[str, Any] = {"number": record.number, "state": record.state, "feasible": record.feasible}
+    if record.base is not None:  # a study that searches the base model: the trial's base by its candidate name
+        row["base"] = record.base
     for key, value in sorted(record.point.items()):
         row[f"param.{key}"] = value
+    if record.dropped_layers is not None:  # DropLayers: which blocks went (their indices in the input model)
+        row["dropped_layers"] = ",".join(str(i) for i in record.dropped_layers.get("dropped") or []) or "none"
     for key, metric in record.metrics.items():
         row[key] = metric.value
         if metric.ci_low is not None:

@@ -88,8 +88,9 @@ def _metrics_section(view: StudyView, selection: Selection) -> str:
     if record is None or not record.metrics:
         return '<p class="muted">No trial was selected, so there are no metrics to show.</p>'
     rows = []
+    baseline = view.baseline_for(record)  # its own base model's, when the study searched the base
     for key, m in record.metrics.items():
-        base = view.baseline.get(key)
+        base = baseline.get(key)
         ci = f"[{m.ci_low:.4g}, {m.ci_high:.4g}]" if m.ci_low is not None and m.ci_high is not None else ""
         change = ""
         if base is not None:
@@ -103,8 +104,32 @@ def _metrics_section(view: StudyView, selection: Selection) -> str:
     if selection.indistinguishable:
         note = (f'<p id="indistinguishable">Statistically indistinguishable in accuracy from the selected trial (paired bootstrap '
                 f'on the validation rows): trial(s) {escape(", ".join(map(str, selection.indistinguishable)))}.</p>')
+    if record.base is not None:
+        note += f'<p id="selected-base">Base model: {escape(_base_words(view, record.base))}; compared with its own baseline.</p>'
     return note + rows_table(["metric", "id", f"trial {record.number} (validation)", "95% CI", "test", "gap", "unit", "better",
                               f"baseline ({view.meta.baseline_kind})", "change", "flag"], rows, table_id="selected-metrics")
+
+
+def _base_words(view: StudyView, name: str) -> str:
+    info = view.meta.base_info(name)
+    if info is None:
+        return name
+    return f"{name} ({info.model_id or info.model_path}{', ' + info.gguf_file if info.gguf_file else ''})"
+
+
+def _bases_section(view: StudyView) -> str:
+    """A study that searched the base model: each candidate, its baseline and its trials."""
+    if not view.meta.bases:
+        return ""
+    metrics = [o.metric for o in view.objectives]
+    rows = []
+    for info in view.meta.bases:
+        baseline = view.meta.base_baselines.get(info.name, {})
+        trials = [r for r in view.records if r.base == info.name]
+        rows.append([_base_words(view, info.name), len(trials), sum(r.state == "COMPLETE" for r in trials),
+                     *[baseline[m].value if m in baseline else None for m in metrics]])
+    header = ["base model", "trials", "completed", *[f"baseline {view.title(m)}" for m in metrics]]
+    return "<h2>Base models</h2>" + rows_table(header, rows, table_id="base-models")
 
 
 def _constraints_section(view: StudyView, selection: Selection) -> str:
@@ -112,7 +137,8 @@ def _constraints_section(view: StudyView, selection: Selection) -> str:
         return '<p class="muted">No constraints: every completed trial counts as feasible.</p>'
     rows = []
     record = selection.record
-    for b in view.bounds:
+    bounds = view.meta.base_bounds.get(record.base, view.bounds) if record is not None and record.base else view.bounds
+    for b in bounds:
         measured = record.metrics.get(b.metric) if record else None
         value = measured.value if measured is not None else None
         miss = record.constraints.get(b.metric) if record else None
@@ -183,6 +209,7 @@ def render(view: StudyView, selection: Selection, trials: Any, pareto: Any, plot
         f"Trials: {len(view.records)}.</p>",
         "<h2>Selected model against the baseline</h2>", _metrics_section(view, selection),
         "<h2>Constraints</h2>", _constraints_section(view, selection),
+        _bases_section(view),
         "<h2>Pareto set (feasible, non-dominated trials)</h2>", frame_table(pareto, table_id="pareto-table", selected=chosen,
                                                                           empty="None: no completed trial met the constraints."),
         "<h2>Plots</h2>", *figures,

@@ -33,12 +33,12 @@ def _model(ctx: RunContext, record: TrialRecord, rebuild: Any) -> EvalModel | No
     return EvalModel.from_folder(got[0], key=record.model_key) if got is not None else None
 
 
-def _baseline_model(view: StudyView, ctx: RunContext) -> EvalModel | None:
-    """The like-for-like baseline (the input model as fp32 ONNX), when the study measured one."""
+def _baseline_model(view: StudyView, ctx: RunContext, base: str | None = None) -> EvalModel | None:
+    """The like-for-like baseline (the input model, or the base ``base``, as fp32 ONNX), when the study measured one."""
     if view.meta.baseline_kind != "onnx-fp32" or not view.meta.baseline:
         return None
     try:
-        built = ctx.pipeline.run_baseline_build().model  # a cache hit, unless evicted
+        built = ctx.pipeline.run_baseline_build(base).model  # a cache hit, unless evicted
     except UserError as exc:  # e.g. the input model is not on this machine: its first value stays
         log.warning("baseline latency not re-measured: %s", exc)
         return None
@@ -58,17 +58,21 @@ def remeasure_latency(view: StudyView, ctx: RunContext, records: list[TrialRecor
     if not latency:
         return
     # (trial number, or None for the baseline; its record; its model), for those whose model is at hand
-    entries: list[tuple[int | None, TrialRecord | None, EvalModel]] = []
+    # (a base model's name for its baseline when the study searches the base model)
+    entries: list[tuple[int | str | None, TrialRecord | None, EvalModel]] = []
     for record in records:
         model = _model(ctx, record, rebuild)
         if model is not None:
             entries.append((record.number, record, model))
-    baseline = _baseline_model(view, ctx)
-    if baseline is not None:
-        entries.append((None, None, baseline))
+    trials = len(entries)
+    bases = [b.name for b in view.meta.bases if b.name in view.meta.base_baselines and any(r.base == b.name for r in records)]
+    for base in bases or [None]:
+        baseline = _baseline_model(view, ctx, base)
+        if baseline is not None:
+            entries.append((base, None, baseline))
     log.info("re-measuring the latency of %d trial(s) that could be on the Pareto set%s, %d rounds interleaved",
-             len(entries) - (baseline is not None), " and the baseline" if baseline is not None else "", rounds)
-    values: dict[int | None, dict[str, list[MetricValue]]] = {number: {} for number, _, _ in entries}
+             trials, f" and {len(entries) - trials} baseline(s)" if len(entries) > trials else "", rounds)
+    values: dict[int | str | None, dict[str, list[MetricValue]]] = {number: {} for number, _, _ in entries}
     done = 0
     for done in range(1, rounds + 1):
         # One fresh process per model per round (latency only: memory is not measured again).
@@ -81,15 +85,19 @@ def remeasure_latency(view: StudyView, ctx: RunContext, records: list[TrialRecor
             break
     for number, record, _ in entries:
         if record is None:
-            remeasured = _medians(values[number], view.meta.baseline, done)
-            view.meta.baseline.update({k: v for k, v in remeasured.items() if k in view.meta.baseline})
-            write_final_baseline(view.study, remeasured)
+            base = number if isinstance(number, str) else None
+            measured = view.meta.base_baselines.get(base, view.meta.baseline) if base is not None else view.meta.baseline
+            remeasured = _medians(values[number], measured, done)
+            measured.update({k: v for k, v in remeasured.items() if k in measured})
+            if base is None or (view.meta.bases and view.meta.bases[0].name == base):  # the study's default baseline
+                view.meta.baseline.update({k: v for k, v in remeasured.items() if k in view.meta.baseline})
+            write_final_baseline(view.study, remeasured, base=base)
         else:
             record.remeasured = _medians(values[number], record.metrics, done)
             write_final(view.study, record.number, remeasured=record.remeasured)
 
 
-def intervals_separate(values: dict[int | None, dict[str, list[MetricValue]]]) -> bool:
+def intervals_separate(values: dict[Any, dict[str, list[MetricValue]]]) -> bool:
     """Whether, for every metric measured with an interval, each model's interval (the span of its rounds'
     95 % intervals so far) overlaps no other model's: then more rounds cannot change the ranking. False when
     any such metric lacks an interval in some round, and when no metric has one."""

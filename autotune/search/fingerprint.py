@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["check_resume", "study_fingerprint"]
 
 SPLITS = ("train", "validation", "test")
+# What names a candidate base model: a trial's base is its name, so the name must keep meaning the same files.
+MODEL_KEYS = ("name", "model_path", "gguf_file", "revision")
 
 
 def _rows_sha256(rows: list[dict[str, Any]]) -> str:
@@ -49,7 +51,8 @@ def study_fingerprint(ctx: RunContext) -> StudyFingerprint:
         fixed = {k: v for k, v in step.params({}).resolved().items() if k not in step.space}
         passes[step.prefix] = {"type": step.pass_cls.type_name, "origin": step.origin, "user_keys": step.user_keys,
                                "fixed": fixed}
-    return StudyFingerprint(data=data, evaluator=evaluator, passes=passes)
+    models = [{k: v for k, v in c.model_dump(mode="json").items() if k in MODEL_KEYS} for c in ctx.config.input_models]
+    return StudyFingerprint(data=data, evaluator=evaluator, passes=passes, models=models or None)
 
 
 def check_resume(storage: Any, study_name: str, current: StudyFingerprint, *, config: Any) -> None:
@@ -82,7 +85,33 @@ class _StoredAttrs:
 
 
 def _differences(old: StudyFingerprint, new: StudyFingerprint, config: Any) -> list[tuple[str, str]]:
-    return _data_differences(old, new, config) + _evaluator_differences(old, new, config) + _pass_differences(old, new)
+    return (_model_differences(old, new) + _data_differences(old, new, config) + _evaluator_differences(old, new, config)
+            + _pass_differences(old, new))
+
+
+def _model_differences(old: StudyFingerprint, new: StudyFingerprint) -> list[tuple[str, str]]:
+    """The candidate base models: each name must name the same model as when the study's trials ran.
+    (Adding or removing a candidate changes the searched values, which the space's own check refuses.)"""
+    if old.models is None and new.models is None:
+        return []
+    if old.models is None or new.models is None:
+        then = "several base models" if old.models else "one input model"
+        now = "several" if new.models else "one"
+        return [("input_model", f"the study's trials ran on {then}, this config has {now}")]
+    before = {m.get("name"): m for m in old.models}
+    for i, now in enumerate(new.models):
+        was = before.get(now.get("name"))
+        if was is None:
+            continue
+        for key in MODEL_KEYS:
+            if was.get(key) != now.get(key):
+                return [(f"input_model[{i}].{key}", f"the study's trials of base '{now.get('name')}' ran with "
+                                                    f"{_shown(was.get(key))}, this config has {_shown(now.get(key))}")]
+    names_then = [m.get("name") for m in old.models]
+    names_now = [m.get("name") for m in new.models]
+    if sorted(map(str, names_then)) != sorted(map(str, names_now)):
+        return [("input_model", f"the study's trials chose among base models {names_then}, this config lists {names_now}")]
+    return []
 
 
 def _data_where(name: str, config: Any) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotune.errors import ConfigError
-from autotune.plan import Choice, Slot, Step
+from autotune.plan import BaseChoice, Choice, Slot, Step
 from autotune.space import Categorical, FloatRange, IntRange, encode_choice
 
 
@@ -45,7 +45,9 @@ def suggest_point(trial: Any, slots: list[Slot]) -> dict[str, Any]:
     """Ask Optuna for every active searched parameter: ``{"<pass>.<param>": value}``."""
     point: dict[str, Any] = {}
     for slot in slots:
-        if isinstance(slot, Choice):
+        if isinstance(slot, BaseChoice):
+            point[slot.key] = trial.suggest_categorical(slot.key, list(slot.names))
+        elif isinstance(slot, Choice):
             if len(slot.options) > 1:
                 point[slot.key] = trial.suggest_categorical(slot.key, list(slot.options))
             _suggest_step(trial, slot.chosen(point), point)
@@ -82,7 +84,9 @@ def grid_points(slots: list[Slot]) -> list[dict[str, Any]]:
     """Every distinct valid point of a discrete space (inactive parameters left out, no duplicates)."""
     points: list[dict[str, Any]] = [{}]
     for slot in slots:
-        if isinstance(slot, Choice):
+        if isinstance(slot, BaseChoice):
+            points = [{**p, slot.key: name} for p in points for name in slot.names]
+        elif isinstance(slot, Choice):
             expanded = []
             for label, step in slot.options.items():
                 chosen = [{**p, slot.key: label} if len(slot.options) > 1 else dict(p) for p in points]
@@ -110,6 +114,9 @@ def distributions(slots: list[Slot]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for slot in slots:
+        if isinstance(slot, BaseChoice):
+            out[slot.key] = optuna.distributions.CategoricalDistribution(list(slot.names))
+            continue
         steps = list(slot.options.values()) if isinstance(slot, Choice) else [slot]
         if isinstance(slot, Choice) and len(slot.options) > 1:
             out[slot.key] = optuna.distributions.CategoricalDistribution(list(slot.options))
@@ -136,11 +143,16 @@ def check_space_against_study(slots: list[Slot], study: Any, study_name: str) ->
             except ValueError:
                 if old == planned[name]:
                     continue
-                raise ConfigError(f"passes.{name}", f"study '{study_name}' searched it over {_values_text(old)}; another set of "
+                raise ConfigError(_param_where(name), f"study '{study_name}' searched it over {_values_text(old)}; another set of "
                                   "values needs a new study (set engine.study_name), or keep the old values") from None
             if isinstance(old, optuna.distributions.CategoricalDistribution) and old != planned[name]:
-                raise ConfigError(f"passes.{name}", f"study '{study_name}' searched it over {_values_text(old)}; another set of "
+                raise ConfigError(_param_where(name), f"study '{study_name}' searched it over {_values_text(old)}; another set of "
                                   "values needs a new study (set engine.study_name), or keep the old values")
+
+
+def _param_where(name: str) -> str:
+    """The config key of a point's parameter: the base model's list, or a pass parameter."""
+    return "input_model" if name == "input_model" else f"passes.{name}"
 
 
 def _values_text(distribution: Any) -> str:
@@ -154,10 +166,13 @@ def interleave_prefixes(points: list[dict[str, Any]], slots: list[Slot]) -> list
     """The grid reordered so that consecutive points differ in the earliest pass they vary: parallel
     jobs (``run --jobs``) then start on different fine-tunes instead of waiting for one another's."""
     for slot in slots:
+        if isinstance(slot, BaseChoice):
+            continue  # grouped with the first pass below: another base is another fine-tune of every pass
         prefix = (slot.prefix if isinstance(slot, Step) else slot.name) + "."
         groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
         for point in points:
-            groups.setdefault(tuple(sorted((k, v) for k, v in point.items() if k.startswith(prefix))), []).append(point)
+            shared = tuple(sorted((k, v) for k, v in point.items() if k.startswith(prefix) or k == "input_model"))
+            groups.setdefault(shared, []).append(point)
         if len(groups) > 1:
             queues = list(groups.values())
             return [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]

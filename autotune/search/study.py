@@ -20,9 +20,7 @@ from autotune.errors import ConfigError
 from autotune.evaluation.base import EvalModel, environment
 from autotune.evaluation.goals import Bound
 from autotune.logging_setup import dropped_messages, ignored_warning, library_level
-from autotune.plan import all_steps
 from autotune.records import (
-    BoundSpec,
     DataSummary,
     MetricValue,
     ObjectiveSpec,
@@ -32,6 +30,7 @@ from autotune.records import (
     read_record,
     write_meta,
 )
+from autotune.search.baselines import base_infos, bound_spec, measure_baselines
 from autotune.search.fingerprint import check_resume, study_fingerprint
 from autotune.search.objectives import ConstraintsFunc, objectives_from
 from autotune.search.recovery import fail_dead_owners, requeue_interrupted
@@ -129,6 +128,7 @@ class Study:
         self.meta = StudyMeta(mode=self.mode)
         self.grid: list[dict[str, Any]] | None = None
         self.bounds: list[Bound] = []
+        self.base_bounds: dict[str, list[Bound]] = {}  # by base name, when the study searches the base model
         self.study: Any = None
         self.stopped_by: str | None = None
         self.unchanged = False  # a single run whose stored result stands (see _unchanged_single_run)
@@ -155,29 +155,6 @@ class Study:
             raise ConfigError("engine.selection.latency_budget_ms", "the evaluator has no latency objective to apply it to")
         if selection.min_accuracy is not None and "accuracy" not in kinds:
             raise ConfigError("engine.selection.min_accuracy", "the evaluator has no accuracy objective to apply it to")
-
-    def _baselines(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str]:
-        """(baseline, PyTorch reference, baseline kind). A study whose models are ONNX is compared with
-        the input model built as fp32 ONNX for its provider, measured by the same evaluator; the input
-        model in PyTorch eager stays an extra, labelled reference."""
-        if self.evaluator is None:
-            return None, None, "none"
-        relative = any(s.goal and s.goal.type != "threshold" for s in self.evaluator.specs)
-        if not (self.cfg.engine.evaluate_input_model or relative):
-            return None, None, "none"
-        source = self.ctx.pipeline.input_model()
-        reference = None
-        if self.cfg.engine.evaluate_input_model and self.cfg.engine.pytorch_reference:
-            log.info("evaluating the input model in PyTorch (reference)")
-            reference = self.evaluator.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
-        if not any(step.pass_cls.output_kind == "onnx" for step in all_steps(self.ctx.pipeline.slots)):
-            if reference is None:
-                reference = self.evaluator.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
-            return reference, None, "pytorch"
-        log.info("building and evaluating the baseline: the input model as fp32 ONNX on %s", self.cfg.engine.provider)
-        built = self.ctx.pipeline.run_baseline_build().model
-        baseline = self.evaluator.evaluate(EvalModel(path=built.path, kind=built.kind, key=built.key))
-        return baseline, reference, "onnx-fp32"
 
     def _create(self, directions: list[str], sampler: Any) -> Any:
         import optuna
@@ -214,8 +191,11 @@ class Study:
                 self.study, self.meta, self.unchanged = unchanged, read_meta(unchanged), True
                 self.bounds = [Bound(**b.model_dump()) for b in self.meta.bounds]
                 return unchanged
-        baseline, reference, baseline_kind = self._baselines()
+        measured = measure_baselines(self.ctx, self.evaluator)
+        baseline, reference, baseline_kind = measured.baseline, measured.reference, measured.kind
         self.bounds = self.evaluator.bounds(baseline) if self.evaluator is not None else []
+        if self.evaluator is not None:  # a trial's relative goals are against its own base's baseline
+            self.base_bounds = {name: self.evaluator.bounds(b) for name, b in measured.per_base.items()}
         sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds))
         study = self._create([o.direction for o in objectives], sampler)
         check_space_against_study(self.ctx.pipeline.slots, study, self.name)
@@ -223,14 +203,17 @@ class Study:
         study.set_metric_names([o.metric for o in objectives])
         self.meta = StudyMeta(
             mode=self.mode, objectives=objectives,
-            bounds=[BoundSpec(metric=b.metric, value=b.value, higher_is_better=b.higher_is_better, goal=b.goal) for b in self.bounds],
+            bounds=[bound_spec(b) for b in self.bounds],
             baseline={k: MetricValue.model_validate(v.to_dict()) for k, v in (baseline or {}).items()},
             baseline_kind=baseline_kind,
             baseline_reference={k: MetricValue.model_validate(v.to_dict()) for k, v in (reference or {}).items()},
             data=self._data_summaries(),
             config=stored_config(self.cfg), provider=self.cfg.engine.provider, versions=environment(),
             device=device_info(self.ctx.pipeline.device), grid_enqueued=bool(previous and previous.grid_enqueued),
-            fingerprint=fingerprint,
+            fingerprint=fingerprint, bases=base_infos(self.cfg),
+            base_baselines={name: {k: MetricValue.model_validate(v.to_dict()) for k, v in b.items()}
+                            for name, b in measured.per_base.items()},
+            base_bounds={name: [bound_spec(b) for b in bounds] for name, bounds in self.base_bounds.items()},
         )
         if enqueue and self.jobs > 1:
             enqueue = interleave_prefixes(enqueue, self.ctx.pipeline.slots)
@@ -289,6 +272,7 @@ class Study:
         study = optuna.load_study(study_name=self.name, storage=self.storage)
         self.meta = read_meta(study)
         self.bounds = [Bound(**b.model_dump()) for b in self.meta.bounds]
+        self.base_bounds = {name: [Bound(**b.model_dump()) for b in bounds] for name, bounds in self.meta.base_bounds.items()}
         study.sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds), job=job)
         self.grid = enqueue or None
         self.study = study
@@ -323,7 +307,8 @@ class Study:
         observer = self.ctx.observer
         say = observer.message if observer is not None and hasattr(observer, "message") else log.info
         runner = TrialRunner(self.ctx, objectives=self.meta.objectives, bounds=self.bounds, early_stop=early_stop,
-                             log_dir=self.cfg.engine.output_dir / "logs", duplicates=duplicates, say=say)
+                             log_dir=self.cfg.engine.output_dir / "logs", duplicates=duplicates, say=say,
+                             base_bounds=self.base_bounds)
         fidelity = self._opt_out_rule(strategy.multi_fidelity if strategy is not None else None)
         if fidelity is not None and runner.evaluator is not None:
             from autotune.search.fidelity import FidelityRule

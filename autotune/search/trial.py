@@ -18,7 +18,7 @@ from autotune.errors import TrialTimeout, UserError
 from autotune.evaluation.base import EvalModel
 from autotune.evaluation.goals import Bound
 from autotune.fileio import write_text
-from autotune.plan import resolve
+from autotune.plan import base_of, resolve
 from autotune.records import CONSTRAINTS_ATTR, MetricValue, ObjectiveSpec, Owner, PassSummary, TrialRecord, write_record
 from autotune.search.early_stop import MedianRule, TrialStopped
 from autotune.search.fidelity import SliceStopped
@@ -38,12 +38,14 @@ class TrialRunner:
     """The Optuna objective: runs the pipeline and the evaluator for the trial's point."""
 
     def __init__(self, ctx: RunContext, *, objectives: list[ObjectiveSpec], bounds: list[Bound], early_stop: Any,
-                 log_dir: Path, duplicates: Any = None, say: Callable[[str], None] | None = None) -> None:
+                 log_dir: Path, duplicates: Any = None, say: Callable[[str], None] | None = None,
+                 base_bounds: dict[str, list[Bound]] | None = None) -> None:
         self.ctx = ctx
         self.pipeline = ctx.pipeline
         self.evaluator = ctx.evaluator() if ctx.config.engine.evaluator else None
         self.objectives = objectives
         self.bounds = bounds
+        self.base_bounds = base_bounds or {}  # a study that searches the base model: each base's own bounds
         self.early_stop = early_stop  # EarlyStopConfig, or None: never stop early
         self.log_dir = log_dir
         self.duplicates = duplicates  # search.stopping.Duplicates, or None (an infinite space)
@@ -57,7 +59,7 @@ class TrialRunner:
 
         began = time.perf_counter()
         point = suggest_point(trial, self.pipeline.slots)
-        record = TrialRecord(number=trial.number, point=point, owner=Owner.this_process(),
+        record = TrialRecord(number=trial.number, point=point, owner=Owner.this_process(), base=base_of(point),
                              params={s.name: s.params(point).resolved() for s in resolve(self.pipeline.slots, point)})
         write_record(trial, record)
         if self.duplicates is not None:
@@ -123,6 +125,7 @@ class TrialRunner:
                          for p in result.passes]
         record.model_key = result.model.key
         record.artifacts = {p.name: self.ctx.cache.location(p.key) for p in result.passes}
+        record.dropped_layers = self._dropped_layers(result.passes)
         if deadline and time.monotonic() > deadline:
             raise TrialTimeout(f"trial_timeout={timeout:g} s exceeded after the passes")
         values: dict[str, float] = {}
@@ -142,9 +145,26 @@ class TrialRunner:
         # A run without an evaluator (a single run may have none) is measured by its wall time alone.
         values.setdefault("seconds.total", time.perf_counter() - began)
         record.objectives = {o.metric: values[o.metric] for o in self.objectives}
-        record.constraints = constraint_values(self.bounds, values)
+        record.constraints = constraint_values(self.base_bounds.get(record.base or "", self.bounds), values)
         record.feasible = all(v <= 0 for v in record.constraints.values())
         return values
+
+    def _dropped_layers(self, passes: list[Any]) -> dict[str, Any] | None:
+        """The DropLayers pass's summary (its drop_layers.json in the cache entry, less the scores): which
+        blocks went, of how many, by which method; None without that pass or its file here."""
+        for record in passes:
+            if record.type != "DropLayers":
+                continue
+            import json
+
+            from autotune.passes.drop_layers import STATS_FILE
+
+            try:
+                stats = json.loads((self.ctx.cache.entry(record.key) / "model" / STATS_FILE).read_text())
+            except (OSError, ValueError):
+                return None
+            return {k: stats[k] for k in ("n_drop", "method", "num_hidden_layers", "kept_layers", "dropped") if k in stats}
+        return None
 
     def _front(self, study: Any) -> list[TrialRecord]:
         """The current Pareto front: feasible completed trials no other completed trial dominates."""

@@ -108,7 +108,9 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
                          f"tell from trial {best.number}'s, because it is cheaper (prefer_cheaper)")
                 best = cheapest
                 same = _indistinguishable(best, candidates, accuracy.metric)
-    vs_baseline = paired_difference(best.metrics.get(accuracy.metric), view.baseline.get(accuracy.metric)) if accuracy else None
+    # Against its own base model's baseline (like for like, when the study searches the base model).
+    baseline = view.baseline_for(best)
+    vs_baseline = paired_difference(best.metrics.get(accuracy.metric), baseline.get(accuracy.metric)) if accuracy else None
     return Selection(record=best, policy=policy, rule=rule, indistinguishable=sorted(r.number for r in same if r is not best),
                      vs_baseline=vs_baseline)
 
