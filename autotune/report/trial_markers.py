@@ -1,0 +1,78 @@
+"""How the trials are drawn: feasible dots and infeasible crosses, or (when a study searches depth or precision)
+colour by blocks dropped and marker shape by precision (issue 24). The Pareto and history plots share it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from autotune.records import TrialRecord
+from autotune.report.plot_common import FEASIBLE, INFEASIBLE, ci_bar
+
+__all__ = ["DEPTH_COLOURS", "PRECISION_MARKERS", "QUANTIZER_PRECISION", "draw_trials", "variant"]
+
+PRECISION_MARKERS = {"fp32": "o", "fp16": "D", "int8": "s", "int4": "^"}
+DEPTH_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+QUANTIZER_PRECISION = {"OnnxGptqQuantization": "int4", "OnnxHqqQuantization": "int4", "OnnxMixedPrecisionQuantization": "int4",
+                       "OnnxDynamicQuantization": "int8", "OnnxStaticQuantization": "int8"}
+
+
+def variant(record: TrialRecord) -> tuple[int | None, str | None]:
+    """(blocks dropped, precision) of a trial, from its passes' settings (None: no such pass)."""
+    depth = precision = None
+    for params in record.params.values():
+        if "n_drop" in params:  # DropLayers
+            depth = int(params["n_drop"])
+        if "precision" in params:  # ModelBuilder
+            precision = str(params["precision"])
+    for summary in record.passes:  # a quantizer after an fp32 build sets the precision of the model
+        precision = QUANTIZER_PRECISION.get(summary.type, precision)
+    return depth, precision
+
+
+def _variant_styles(done: list[TrialRecord]) -> dict[int, tuple[str, str]] | None:
+    """Trial number -> (colour, marker) when the trials differ in depth or precision, else None."""
+    variants = {r.number: variant(r) for r in done}
+    depths = sorted({d for d, _ in variants.values() if d is not None})
+    precisions = {p for _, p in variants.values()}
+    if len(depths) < 2 and len(precisions) < 2:
+        return None
+    colour = {d: DEPTH_COLOURS[i % len(DEPTH_COLOURS)] for i, d in enumerate(depths)}
+    return {n: (colour.get(d, FEASIBLE) if d is not None else FEASIBLE, PRECISION_MARKERS.get(p or "", "P"))
+            for n, (d, p) in variants.items()}
+
+
+def _variant_legend(ax: Any, done: list[TrialRecord]) -> None:
+    """Legend entries for the depth colours and precision shapes (the trials themselves carry no label)."""
+    variants = [variant(r) for r in done]
+    depths = sorted({d for d, _ in variants if d is not None})
+    for i, d in enumerate(depths):
+        ax.scatter([], [], s=60, c=DEPTH_COLOURS[i % len(DEPTH_COLOURS)], marker="o", label=f"colour: {d} blocks dropped")
+    for p in sorted({p for _, p in variants if p is not None}):
+        ax.scatter([], [], s=60, c="white", edgecolors="#333333", marker=PRECISION_MARKERS.get(p, "P"), label=f"shape: {p}")
+    if any(r.feasible is False for r in done):
+        ax.scatter([], [], s=60, c=INFEASIBLE, marker="o", label="grey: infeasible trial (misses a bound)")
+
+
+def draw_trials(ax: Any, done: list[TrialRecord], x_of: Callable[[TrialRecord], float], ym: str,
+                area_of: Callable[[TrialRecord], float]) -> None:
+    """Feasible trials as blue dots, infeasible ones as grey crosses, each with its CI bar on ``ym``. When the
+    trials differ in depth or precision: colour by depth, shape by precision (infeasible ones grey)."""
+    styled = _variant_styles(done)
+    if styled is not None:
+        for r in done:
+            colour, marker = styled[r.number]
+            colour = colour if r.feasible is not False else INFEASIBLE
+            ax.scatter([x_of(r)], [r.objectives[ym]], s=[area_of(r)], c=colour, marker=marker, alpha=0.85, edgecolors="white",
+                       linewidths=0.5, zorder=3)
+            ci_bar(ax, x_of(r), r.objectives[ym], r.metrics.get(ym), colour)
+        _variant_legend(ax, done)
+        return
+    styles = ((True, FEASIBLE, "o", "feasible trial"), (False, INFEASIBLE, "X", "infeasible trial (misses a bound)"))
+    for feasible, color, marker, label in styles:
+        rows = [r for r in done if (r.feasible is not False) == feasible]
+        if rows:
+            ax.scatter([x_of(r) for r in rows], [r.objectives[ym] for r in rows], s=[area_of(r) for r in rows], c=color, marker=marker,
+                       alpha=0.85, edgecolors="white", linewidths=0.5, zorder=3, label=label)
+        for r in rows:
+            ci_bar(ax, x_of(r), r.objectives[ym], r.metrics.get(ym), color)
