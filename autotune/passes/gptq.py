@@ -32,6 +32,9 @@ import numpy as np
 
 from autotune.passes.calibration import free_cores, weight_matmuls
 
+# One weight's GPTQ result: (codes [K_padded, N], scales [n_blocks, N], zero points [n_blocks, N]).
+GptqSolution = tuple[np.ndarray, np.ndarray, np.ndarray]
+
 # Rows updated together between two BLAS updates of the rest (the reference's lazy batch).
 LAZY_ROWS = 128
 # MatMuls of one weight shape are solved together as a batch of up to this many bytes (weights, Hessians and
@@ -173,12 +176,14 @@ def pack_matmul_nbits(node: Any, codes: np.ndarray, scales: np.ndarray, zeros: n
 
 def gptq_quantize_graph(model: Any, hessians: dict[str, np.ndarray], *, block_size: int, symmetric: bool,
                         damp_percent: float, accuracy_level: int, exclude: list[str], weights_dir: Path | None = None,
-                        timings: dict[str, float] | None = None) -> Any:
+                        timings: dict[str, float] | None = None, solved: dict[str, GptqSolution] | None = None) -> Any:
     """Every float MatMul with a constant 2-D weight of ``model`` (not in ``exclude``) to GPTQ int4, in place.
     ``hessians``: input tensor name -> E[x x^T] (:func:`autotune.passes.calibration.input_hessians`); each is
     dropped from the dict once its MatMuls are done, to bound memory. Weights still in external data are read
-    from ``weights_dir`` one batch at a time (the float weights are then never all in memory). ``timings``
-    gains the seconds of the solves and of the packing."""
+    from ``weights_dir`` one batch at a time (the float weights are then never all in memory). ``solved``: MatMul
+    name -> its solution from the same weights, Hessians and settings (the mixed pass's sensitivity solves GPTQ
+    for its scores): packed as is, not solved again, and dropped from the dict once packed. ``timings`` gains
+    the seconds of the solves and of the packing."""
     from onnx import helper
 
     matmuls = {name: io for name, io in weight_matmuls(model).items() if name not in set(exclude)}
@@ -192,15 +197,21 @@ def gptq_quantize_graph(model: Any, hessians: dict[str, np.ndarray], *, block_si
         readers[act] = readers.get(act, 0) + 1
     replaced: dict[str, Any] = {}
     added: list[Any] = []
+    given = solved if solved is not None else {}
     solve = pack = 0.0
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
     with _torch_threads(free_cores()):
-        for batch in _shape_batches(matmuls, {t.name: tuple(t.dims) for t in model.graph.initializer}):
+        for batch in shape_batches(matmuls, dims):
             began = time.perf_counter()
-            weights = [_weight(inits[matmuls[name][1]], weights_dir) for name in batch]
-            codes, scales, zeros = gptq_codes_batch(weights, [hessians[matmuls[name][0]] for name in batch], block_size=block_size,
-                                                    symmetric=symmetric, damp_percent=damp_percent)
-            k = weights[0].shape[0]
-            del weights
+            results = {name: given.pop(name) for name in batch if name in given}
+            todo = [name for name in batch if name not in results]
+            if todo:
+                weights = [_weight(inits[matmuls[name][1]], weights_dir) for name in todo]
+                codes, scales, zeros = gptq_codes_batch(weights, [hessians[matmuls[name][0]] for name in todo], block_size=block_size,
+                                                        symmetric=symmetric, damp_percent=damp_percent)
+                del weights
+                results.update({name: (codes[i], scales[i], zeros[i]) for i, name in enumerate(todo)})
+            k = dims[matmuls[batch[0]][1]][0]
             for name in batch:
                 act = matmuls[name][0]
                 readers[act] -= 1
@@ -208,9 +219,9 @@ def gptq_quantize_graph(model: Any, hessians: dict[str, np.ndarray], *, block_si
                     del hessians[act]
             solve += time.perf_counter() - began
             began = time.perf_counter()
-            for index, name in enumerate(batch):
-                replaced[name], new_inits = pack_matmul_nbits(nodes[name], codes[index], scales[index], zeros[index], k=k,
-                                                              block_size=block_size, symmetric=symmetric, accuracy_level=accuracy_level)
+            for name in batch:
+                replaced[name], new_inits = pack_matmul_nbits(nodes[name], *results.pop(name), k=k, block_size=block_size,
+                                                              symmetric=symmetric, accuracy_level=accuracy_level)
                 added += new_inits
             pack += time.perf_counter() - began
     all_nodes = [replaced.get(node.name, node) for node in model.graph.node]
@@ -258,9 +269,9 @@ def _torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _shape_batches(matmuls: dict[str, tuple[str, str]], dims: dict[str, tuple[int, ...]]) -> list[list[str]]:
+def shape_batches(matmuls: dict[str, tuple[str, str]], dims: dict[str, tuple[int, ...]]) -> list[list[str]]:
     """The MatMul names grouped by weight shape, in batches of at most ``BATCH_BYTES`` of float32 weights and
-    Hessians."""
+    Hessians: the batches GPTQ is solved in (the body's and the mixed pass's sensitivity's alike)."""
     by_shape: dict[tuple[int, ...], list[str]] = {}
     for name, (_, weight) in matmuls.items():
         by_shape.setdefault(dims[weight], []).append(name)

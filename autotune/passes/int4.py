@@ -95,8 +95,9 @@ class WeightOnlyPass(Pass):
         raise NotImplementedError
 
     def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None,
-                  hessians: dict[str, np.ndarray] | None) -> tuple[list[str], dict[str, float]]:
-        """The layers kept above 4 bits and every layer's sensitivity score (none by default)."""
+                  hessians: dict[str, np.ndarray] | None, solved: dict[str, Any]) -> tuple[list[str], dict[str, float]]:
+        """The layers kept above 4 bits and every layer's sensitivity score (none by default); a GPTQ score may
+        leave each layer's GPTQ solution in ``solved`` for the body to pack."""
         return [], {}
 
     def run(self, model: ModelHandle, params: Any, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
@@ -129,7 +130,8 @@ class WeightOnlyPass(Pass):
         if not lazy:
             load_external_data_for_model(graph, str(source))
         began = time.perf_counter()
-        high, scores = self.keep_high(graph, params, feeds, hessians)
+        solved: dict[str, Any] = {}  # GPTQ solved once: the sensitivity's codes, packed by the body
+        high, scores = self.keep_high(graph, params, feeds, hessians, solved)
         if scores:
             timings["sensitivity"] = time.perf_counter() - began
         symmetric = getattr(params, "is_symmetric", True)
@@ -139,7 +141,8 @@ class WeightOnlyPass(Pass):
             exclude = [*params.nodes_to_exclude, *high]
             graph = quantize_int4(graph, algorithm, symmetric=symmetric, exclude=exclude, hessians=hessians,
                                   damp_percent=getattr(params, "damp_percent", 0.01), weights_dir=source, timings=timings,
-                                  **common)
+                                  solved=solved, **common)
+            solved.clear()  # the layers kept high: not packed
             if lazy:
                 load_external_data_for_model(graph, str(source))  # what GPTQ left float: norms, the embedding
             if high and getattr(params, "high_precision", "fp32") == "int8":
@@ -209,12 +212,13 @@ class OnnxMixedPrecisionQuantization(WeightOnlyPass):
         return params.algorithm
 
     def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None,
-                  hessians: dict[str, np.ndarray] | None) -> tuple[list[str], dict[str, float]]:
+                  hessians: dict[str, np.ndarray] | None, solved: dict[str, Any]) -> tuple[list[str], dict[str, float]]:
         from autotune.passes.sensitivity import choose, sensitivities, weight_sizes
 
-        # scored with the body's own algorithm (GPTQ: the body's Hessians), on ONNX Runtime's grid
+        # scored with the body's own algorithm (GPTQ: the body's Hessians and solve, handed on in ``solved``), on
+        # ONNX Runtime's grid
         scores = sensitivities(model, feeds or [], algorithm=params.algorithm, block_size=params.block_size,
                                symmetric=params.is_symmetric, hessians=hessians, damp_percent=params.damp_percent,
-                               exclude=frozenset(params.nodes_to_exclude))
+                               exclude=frozenset(params.nodes_to_exclude), solved=solved)
         sizes = {k: v for k, v in weight_sizes(model).items() if k in scores}
         return choose(scores, sizes, params.budget, params.budget_unit), scores

@@ -11,9 +11,10 @@ body's algorithm, so the layers kept high are those the body would quantize wors
 - ``rtn``: ONNX Runtime's round-to-nearest grid (:func:`rtn_dequantized`, the quantizer's exact codes), with
   H's diagonal E[x_k^2] (RTN rounds each weight alone, so off-diagonal terms only add noise of either sign);
 - ``gptq``: GPTQ's own result (:func:`autotune.passes.gptq.gptq_codes_batch`) and the full Hessian, the
-  quantity GPTQ minimises. The solve is the body's, run a second time for scoring (gptq.py's driver does
-  not take codes solved before): ``quant_stats.json``'s ``seconds_by_step.sensitivity`` shows the cost
-  (SmolLM2-135M, 64 rows: 16.6 s against the body's 9.7 s, bench/README.md section 8);
+  quantity GPTQ minimises. The solve is the body's (same batches, :func:`autotune.passes.gptq.shape_batches`),
+  and it is solved once: the scorer hands each layer's codes to the body (``solved``), which packs those of
+  the layers it quantizes instead of solving them again; ``quant_stats.json``'s ``seconds_by_step.sensitivity``
+  then holds the solve;
 - ``k_quant``: a stated proxy, the asymmetric RTN grid with H's diagonal (running ONNX Runtime's k-quant
   search once more only to score would double its cost, ~56 s on SmolLM2-135M; on the tiny model the
   proxy ranks the layers as k-quant's measured errors do with Spearman 0.87).
@@ -26,11 +27,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from autotune.passes.calibration import free_cores, input_moments, weight_matmuls
+
+if TYPE_CHECKING:
+    from autotune.passes.gptq import GptqSolution
 
 
 def rtn_dequantized(weight: np.ndarray, block_size: int, symmetric: bool, bits: int = 4) -> np.ndarray:
@@ -59,10 +63,11 @@ def rtn_dequantized(weight: np.ndarray, block_size: int, symmetric: bool, bits: 
 
 def sensitivities(model: Any, feeds: list[dict[str, np.ndarray]], *, algorithm: str, block_size: int, symmetric: bool,
                   hessians: dict[str, np.ndarray] | None = None, damp_percent: float = 0.01,
-                  exclude: frozenset[str] = frozenset()) -> dict[str, float]:
+                  exclude: frozenset[str] = frozenset(), solved: dict[str, GptqSolution] | None = None) -> dict[str, float]:
     """MatMul node name -> relative output error of quantizing it alone to 4 bits by ``algorithm`` (see the
-    module note). ``gptq`` reads ``hessians`` (input tensor name -> E[x x^T], as the body uses them); the
-    others measure the input's diagonal second moment on ``feeds``."""
+    module note). ``gptq`` reads ``hessians`` (input tensor name -> E[x x^T], as the body uses them) and fills
+    ``solved``, when given, with each node's GPTQ solution for the body to pack; the others measure the input's
+    diagonal second moment on ``feeds``."""
     from onnx import numpy_helper
 
     matmuls = {name: io for name, io in weight_matmuls(model).items() if name not in exclude}
@@ -74,9 +79,11 @@ def sensitivities(model: Any, feeds: list[dict[str, np.ndarray]], *, algorithm: 
     if algorithm == "gptq":
         if hessians is None:
             raise ValueError("the gptq sensitivity needs the calibration Hessians")
-        shapes = {node: tuple(inits[w].dims) for node, (_, w) in matmuls.items()}
-        return _gptq_scores(shapes, weight, {node: hessians[act] for node, (act, _) in matmuls.items()},
-                            block_size=block_size, symmetric=symmetric, damp_percent=damp_percent)
+        # the weights as stored (float32): GPTQ solves in float32, and a batch of float64 copies would double its memory
+        return _gptq_scores(matmuls, {t.name: tuple(t.dims) for t in model.graph.initializer},
+                            lambda node: numpy_helper.to_array(inits[matmuls[node][1]]),
+                            {node: hessians[act] for node, (act, _) in matmuls.items()}, block_size=block_size,
+                            symmetric=symmetric, damp_percent=damp_percent, solved=solved)
     moments = input_moments(model, feeds, sorted({act for act, _ in matmuls.values()}))
     grid_symmetric = symmetric and algorithm == "rtn"  # k-quant's grid is asymmetric
     scores: dict[str, float] = {}
@@ -88,46 +95,39 @@ def sensitivities(model: Any, feeds: list[dict[str, np.ndarray]], *, algorithm: 
     return scores
 
 
-def _gptq_scores(shapes: dict[str, tuple[int, ...]], weight: Callable[[str], np.ndarray], hessians: dict[str, np.ndarray], *,
-                 block_size: int, symmetric: bool, damp_percent: float) -> dict[str, float]:
-    """tr(E^T H E) / tr(W^T H W) with E the GPTQ error of each weight, solved in batches of (up to 8 weights of)
-    one shape, as the body solves them."""
+def _gptq_scores(matmuls: dict[str, tuple[str, str]], dims: dict[str, tuple[int, ...]], weight: Callable[[str], np.ndarray],
+                 hessians: dict[str, np.ndarray], *, block_size: int, symmetric: bool, damp_percent: float,
+                 solved: dict[str, GptqSolution] | None) -> dict[str, float]:
+    """tr(E^T H E) / tr(W^T H W) with E the GPTQ error of each weight, solved in the body's batches and on its
+    threads, so that the body can pack these very codes."""
     import torch
     from threadpoolctl import threadpool_limits
 
-    from autotune.passes.gptq import gptq_codes_batch
+    from autotune.passes.gptq import gptq_codes_batch, shape_batches
 
     # the body's thread policy (free_cores): on a busy shared machine a full pool runs several times slower
     threads, previous = free_cores(), torch.get_num_threads()
     torch.set_num_threads(threads)
+    scores: dict[str, float] = {}
     try:
         with threadpool_limits(limits=threads):
-            return _gptq_scores_in(shapes, weight, hessians, block_size=block_size, symmetric=symmetric,
-                                   damp_percent=damp_percent, solve=gptq_codes_batch)
+            for batch in shape_batches(matmuls, dims):
+                k = dims[matmuls[batch[0]][1]][0]
+                weights = [weight(n) for n in batch]
+                codes, scales, zeros = gptq_codes_batch(weights, [hessians[n] for n in batch], block_size=block_size,
+                                                        symmetric=symmetric, damp_percent=damp_percent)
+                for index, node in enumerate(batch):
+                    if solved is not None:
+                        solved[node] = (codes[index], scales[index], zeros[index])
+                    deq = (codes[index].astype(np.float64) - np.repeat(zeros[index], block_size, axis=0)) * \
+                        np.repeat(scales[index], block_size, axis=0)
+                    # tr(W^T H W) as BLAS products, in float32 (float64 takes twice as long)
+                    w, hessian = weights[index].astype(np.float32), hessians[node].astype(np.float32, copy=False)
+                    error = w - deq[:k].astype(np.float32)
+                    energy = float(((hessian @ w) * w).sum(dtype=np.float64))
+                    scores[node] = float(((hessian @ error) * error).sum(dtype=np.float64)) / energy if energy > 0 else 0.0
     finally:
         torch.set_num_threads(previous)
-
-
-def _gptq_scores_in(shapes: dict[str, tuple[int, ...]], weight: Callable[[str], np.ndarray], hessians: dict[str, np.ndarray],
-                    *, block_size: int, symmetric: bool, damp_percent: float, solve: Callable[..., Any]) -> dict[str, float]:
-    by_shape: dict[tuple[int, ...], list[str]] = {}
-    for node, shape in shapes.items():
-        by_shape.setdefault(shape, []).append(node)
-    scores: dict[str, float] = {}
-    for (k, _), nodes in by_shape.items():
-        for start in range(0, len(nodes), 8):
-            batch = nodes[start:start + 8]
-            weights = [weight(n) for n in batch]
-            codes, scales, zeros = solve(weights, [hessians[n] for n in batch], block_size=block_size, symmetric=symmetric,
-                                         damp_percent=damp_percent)
-            for index, node in enumerate(batch):
-                deq = (codes[index].astype(np.float64) - np.repeat(zeros[index], block_size, axis=0)) * \
-                    np.repeat(scales[index], block_size, axis=0)
-                # tr(W^T H W) as BLAS products, in float32 (float64 takes twice as long)
-                w, hessian = weights[index].astype(np.float32), hessians[node].astype(np.float32, copy=False)
-                error = w - deq[:k].astype(np.float32)
-                energy = float(((hessian @ w) * w).sum(dtype=np.float64))
-                scores[node] = float(((hessian @ error) * error).sum(dtype=np.float64)) / energy if energy > 0 else 0.0
     return scores
 
 

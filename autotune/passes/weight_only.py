@@ -21,10 +21,12 @@ ALGORITHMS = ("rtn", "k_quant", "gptq")
 
 def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: bool, accuracy_level: int,
                   exclude: list[str], hessians: dict[str, np.ndarray] | None = None, damp_percent: float = 0.01,
-                  weights_dir: Path | None = None, timings: dict[str, float] | None = None) -> Any:
+                  weights_dir: Path | None = None, timings: dict[str, float] | None = None,
+                  solved: dict[str, Any] | None = None) -> Any:
     """``model`` (ModelProto, weights loaded) with its MatMuls at 4 bits by ``algorithm``; returns a ModelProto.
     ``hessians`` (GPTQ's calibration statistics per MatMul input) are required by ``gptq``, which also takes a
-    graph whose weights are still external (in ``weights_dir``)."""
+    graph whose weights are still external (in ``weights_dir``) and packs the codes in ``solved`` (MatMul name ->
+    GPTQ solution, from the mixed pass's sensitivity) instead of solving those MatMuls again."""
     from onnxruntime.quantization.matmul_nbits_quantizer import KQuantWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     if algorithm == "gptq":
@@ -34,7 +36,7 @@ def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: boo
             raise ValueError("gptq needs the calibration Hessians")
         return gptq_quantize_graph(model, hessians, block_size=block_size, symmetric=symmetric, damp_percent=damp_percent,
                                    accuracy_level=accuracy_level, exclude=exclude, weights_dir=weights_dir,
-                                   timings=timings)
+                                   timings=timings, solved=solved)
     configs = {"rtn": None, "k_quant": KQuantWeightOnlyQuantConfig()}
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=symmetric,
                                      accuracy_level=accuracy_level or None, nodes_to_exclude=exclude,
