@@ -3,14 +3,19 @@
 Random weights (seeded), so it learns nothing useful; what it gives is a real Hugging Face folder
 (safetensors, tokenizer files) that every pass and evaluator handles as it would a real model, in
 seconds on a CPU. ``tests/conftest.py`` and ``bench/common.py`` both build it from here (the
-benchmarks must not need pytest or the test tree).
+benchmarks must not need pytest or the test tree). :func:`held_out_logprobs` reads what a quantized ONNX
+build predicts, to compare it with its fp32 build (the int4/GPTQ tests and bench/gptq_cost.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["TEMPLATE", "make_tiny_llama"]
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = ["TEMPLATE", "held_out_logprobs", "make_tiny_llama"]
 
 # The tone data's prompt template (configs/data/tones.jsonl): its text is in the tokenizer's training set.
 TEMPLATE = "### Text: {phrase}\n### The tone is:\n{tone}"
@@ -44,3 +49,36 @@ def make_tiny_llama(folder: Path, texts: list[str], *, seed: int = 0, tie_word_e
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def held_out_logprobs(folder: Path, data: Any, *, rows: int, field: str | None = None, last_only: bool = False) -> list[np.ndarray]:
+    """Next-token log-probabilities (float64) of the builder ONNX decoder in ``folder`` on the first ``rows``
+    held-out rows of ``data`` (an :class:`autotune.data.Dataset`), one array [positions, vocab] per row.
+
+    A row is its templated prompt + answer, or with ``field`` that column's text alone; ``last_only`` keeps
+    the last position only ([1, vocab]). onnxruntime on CPU, the whole row in one call without KV cache.
+    """
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from autotune.data import encode_example
+    from autotune.models.loading import load_tokenizer
+    from autotune.passes.calibration import decoder_feed
+
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    inputs = {i.name: i.type.tensor_type.elem_type for i in graph.input}
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    tokenizer = load_tokenizer(folder)
+    out = []
+    for row in data.eval[:rows]:
+        prompt, answer = (row[field], None) if field else (data.template.prompt(row), data.template.answer(row))
+        ids, _ = encode_example(tokenizer, prompt, answer, max_len=data.source_max_len)
+        logits = session.run(["logits"], decoder_feed(inputs, ids, decoder["num_key_value_heads"], decoder["head_size"]))[0][0]
+        logits = logits[-1:] if last_only else logits
+        logits = logits.astype(np.float64)
+        out.append(logits - np.logaddexp.reduce(logits, axis=1, keepdims=True))
+    return out

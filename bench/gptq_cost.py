@@ -115,29 +115,6 @@ def worker(args: argparse.Namespace) -> None:
     Path(args.out + ".json").write_text(json.dumps(result))  # not stdout: ONNX Runtime's quantizers print progress there
 
 
-def logprobs(folder: Path, data: Any, n: int) -> list[Any]:
-    """Next-token log-probabilities at every position of ``n`` held-out templated rows."""
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    from autotune.data import encode_example
-    from autotune.models.loading import load_tokenizer
-    from autotune.passes.calibration import decoder_feed
-
-    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
-    inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.input}
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    tokenizer = load_tokenizer(folder)
-    out = []
-    for row in data.eval[:n]:
-        ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.answer(row), max_len=data.source_max_len)
-        logits = session.run(["logits"], decoder_feed(inputs, ids, decoder["num_key_value_heads"], decoder["head_size"]))[0][0]
-        logits = logits.astype(np.float64)
-        out.append(logits - np.logaddexp.reduce(logits, axis=1, keepdims=True))
-    return out
-
-
 def agreement(reference: list[Any], candidate: list[Any]) -> tuple[float, float]:
     import numpy as np
 
@@ -167,6 +144,8 @@ def main() -> None:
     sys.path.insert(1, str(ROOT / "bench"))
     import common
 
+    from autotune.testing import held_out_logprobs
+
     WORK.mkdir(parents=True, exist_ok=True)
     model = str(common.smollm2_model())
     if not (WORK / "fp32" / "model.onnx").is_file():
@@ -182,7 +161,7 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", str(baseline_tree)], input=archive, check=True)
     variants = {"rtn": ("rtn", ROOT), "baseline": ("gptq", baseline_tree), "new": ("gptq", ROOT)}
     data = dataset(args.held_out, model)
-    reference = logprobs(WORK / "fp32", data, args.held_out)
+    reference = held_out_logprobs(WORK / "fp32", data, rows=args.held_out)
     rows = []
     for name in args.only.split(","):
         algorithm, tree = variants[name]
@@ -194,7 +173,7 @@ def main() -> None:
         if done.returncode:
             raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
         result = json.loads(Path(str(out) + ".json").read_text())
-        kl, top1 = agreement(reference, logprobs(out, data, args.held_out))
+        kl, top1 = agreement(reference, held_out_logprobs(out, data, rows=args.held_out))
         rows.append({"variant": name, **result, "kl": kl, "top1": top1})
         print(json.dumps(rows[-1]), flush=True)
     (WORK / "report.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))

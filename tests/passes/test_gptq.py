@@ -12,7 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from autotune.testing import held_out_logprobs, make_tiny_llama
 from tests.passes.test_int4_support import TONES, dataset, fp32_build, run_pass
+
+HELD_OUT = 40  # held-out rows (templated prompt + answer, every position) the output error is measured on
 
 
 def correlated_tiny_model(folder: Path, *, seed: int = 0, rank: int = 8) -> Path:
@@ -22,8 +25,6 @@ def correlated_tiny_model(folder: Path, *, seed: int = 0, rank: int = 8) -> Path
     (KL ratio 0.54-0.66 on seeds 0-2 here) and the comparison says little."""
     import torch
     from transformers import LlamaForCausalLM
-
-    from autotune.testing import make_tiny_llama
 
     rows = [json.loads(line) for line in TONES.read_text().splitlines() if line.strip()]
     make_tiny_llama(folder, [r["phrase"] for r in rows], seed=seed, tie_word_embeddings=True)
@@ -47,40 +48,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "model": model, "fp32": fp32_build(model, root / "fp32"), "data": dataset(model, root)}
 
 
-def held_out_logprobs(folder: Path, data: Any, n: int = 40) -> np.ndarray:
-    """Next-token log-probabilities at every position of ``n`` held-out templated rows (prompt + answer)."""
-    import onnx
-    import onnxruntime as ort
-
-    from autotune.data import encode_example
-    from autotune.models.loading import load_tokenizer
-    from autotune.passes.calibration import decoder_feed
-
-    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
-    inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.input}
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    tokenizer = load_tokenizer(folder)
-    out = []
-    for row in data.eval[:n]:
-        ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.answer(row), max_len=data.source_max_len)
-        logits = session.run(["logits"], decoder_feed(inputs, ids, decoder["num_key_value_heads"], decoder["head_size"]))[0][0]
-        logits = logits.astype(np.float64)
-        out.append(logits - np.logaddexp.reduce(logits, axis=1, keepdims=True))
-    return np.concatenate(out)
-
-
 def kl_to(reference: np.ndarray, candidate: np.ndarray) -> float:
     return float((np.exp(reference) * (reference - candidate)).sum(axis=1).mean())
 
 
 def test_gptq_output_error_is_well_below_round_to_nearest(setup: dict[str, Any]) -> None:
     # Measured here (KL GPTQ / RTN, 64 calibration rows, block 32): 0.33, 0.36, 0.40 on seeds 0, 1, 2.
-    reference = held_out_logprobs(setup["fp32"], setup["data"])
+    reference = np.concatenate(held_out_logprobs(setup["fp32"], setup["data"], rows=HELD_OUT))
     errors = {}
     for name, pass_type, params in (("rtn", "OnnxBlockWiseRtnQuantization", {"block_size": 32}),
                                     ("gptq", "OnnxGptqQuantization", {"block_size": 32, "calibration_rows": 64})):
         out = run_pass(pass_type, params, setup["fp32"], setup["root"] / name, setup["data"])
-        errors[name] = kl_to(reference, held_out_logprobs(out, setup["data"]))
+        errors[name] = kl_to(reference, np.concatenate(held_out_logprobs(out, setup["data"], rows=HELD_OUT)))
     assert errors["rtn"] > 0.01, errors  # RTN visibly hurts, so the ratio measures something
     assert errors["gptq"] < 0.6 * errors["rtn"], errors
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from autotune.testing import held_out_logprobs
 from tests.conftest import TONES, make_tiny_llama, tiny_config
 
 # A quantized model passes when it agrees with its fp32 build on the fixed prompts this well. Measured on
@@ -72,26 +73,10 @@ def run_pass(pass_type: str, params: dict[str, Any], source: Path, out: Path, da
 
 
 def next_token_logprobs(folder: Path, data: Any, n: int = N_PROMPTS) -> np.ndarray:
-    """Log-probabilities of the next token after each of ``n`` fixed held-out phrases (onnxruntime, no KV cache)."""
-    import onnx
-    import onnxruntime as ort
-
-    from autotune.data import encode_example
-    from autotune.models.loading import load_tokenizer
-    from autotune.passes.calibration import decoder_feed
-
-    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
-    inputs = {i.name: i.type.tensor_type.elem_type for i in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.input}
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    tokenizer = load_tokenizer(folder)
-    out = []
-    for row in data.eval[:n]:
-        # The phrase alone: full prompts all end in the same template tokens, and a random-weight model's next
-        # token depends mostly on the last one; phrases end in different words.
-        ids, _ = encode_example(tokenizer, row["phrase"], None, max_len=data.source_max_len)
-        logits = session.run(["logits"], decoder_feed(inputs, ids, decoder["num_key_value_heads"], decoder["head_size"]))[0][0, -1]
-        out.append(logits - np.logaddexp.reduce(logits))
-    return np.array(out, dtype=np.float64)
+    """Log-probabilities [n, vocab] of the next token after each of ``n`` fixed held-out phrases. The phrase alone:
+    full prompts all end in the same template tokens, and a random-weight model's next token depends mostly on
+    the last one; phrases end in different words."""
+    return np.concatenate(held_out_logprobs(folder, data, rows=n, field="phrase", last_only=True))
 
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
