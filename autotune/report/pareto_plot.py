@@ -126,9 +126,17 @@ def pareto_plot(view: StudyView, selection: Selection, path: Path) -> Path:
         ax.step([p[0] for p in flat], [p[1] for p in flat], where="pre" if x_obj.higher_is_better else "post",
                 color=FRONT, linewidth=1.8, zorder=3, label=f"Pareto front ({pretty(ym)} vs {pretty(xm)})")
     bx, by = base_value(view.baseline.get(xm)), base_value(base_y)
+    bases = view.meta.bases
     if bx is not None and by is not None:
-        ax.scatter([bx], [by], marker="D", s=90, c=BASELINE, zorder=5, label="baseline (input model)")
+        ax.scatter([bx], [by], marker="D", s=90, c=BASELINE, zorder=5,
+                   label=f"baseline ({bases[0].name})" if bases else "baseline (input model)")
         ci_bar(ax, bx, by, base_y, BASELINE)
+        for info in bases[1:]:  # a study that searched the base model: each other base's own baseline, hollow
+            own = view.meta.base_baselines.get(info.name) or {}
+            x, y = base_value(own.get(xm)), base_value(own.get(ym))
+            if x is not None and y is not None:
+                ax.scatter([x], [y], marker="D", s=90, facecolors="none", edgecolors=BASELINE, linewidths=1.6, zorder=5,
+                           label=f"baseline ({info.name})")
     elif by is not None:
         ax.axhline(by, color=BASELINE, linestyle="--", linewidth=1.2, label=f"baseline {pretty(ym)}")
     elif bx is not None:
