@@ -51,6 +51,8 @@ def base_config(models: list[Any], data: Path, work: Path) -> dict[str, Any]:
     config["passes"]["lora"]["training_args"]["max_steps"] = 2
     config["data_configs"][0]["eval_dataset_size"] = 24
     config["evaluators"] = {"tiny": json.loads(json.dumps(EVALUATOR))}
+    # A goal relative to the baseline: resolved per base (a trial's bound is its own base's baseline + 1 MB).
+    config["evaluators"]["tiny"]["metrics"][1]["sub_types"][0]["goal"] = {"type": "max-degradation", "value": 1.0}
     config["engine"].update({"evaluator": "tiny", "search_strategy": {"sampler": "grid", "seed": 0},
                              "pytorch_reference": False, "selection": {"remeasure_rounds": 0}})
     return config
@@ -84,6 +86,11 @@ def test_a_two_base_study_runs_caches_per_base_and_names_each_trials_base(
     sizes = {name: baseline["footprint-size_mb"].value for name, baseline in meta.base_baselines.items()}
     assert set(sizes) == {"a", "b"} and sizes["a"] > sizes["b"]  # each base measured as itself (2 blocks vs 1)
     assert meta.baseline["footprint-size_mb"].value == sizes["a"]  # the default baseline is the first base's
+    assert {name: bounds[0].value for name, bounds in meta.base_bounds.items()} == pytest.approx(
+        {name: size + 1.0 for name, size in sizes.items()})
+    for r in records:  # each trial's constraint is against its own base's bound
+        size = r.metrics["footprint-size_mb"].value
+        assert r.constraints["footprint-size_mb"] == pytest.approx(size - (sizes[r.base] + 1.0)) and r.feasible
 
     trials = (tmp_path / "out" / "trials.csv").read_text().splitlines()
     header = trials[0].split(",")
