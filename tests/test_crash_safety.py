@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -29,33 +30,57 @@ def start(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
                                 stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200", **env})
 
 
-@pytest.mark.parametrize(("point", "sig"), [("fine-tune", signal.SIGKILL), ("build", signal.SIGKILL),
-                                           ("cache-write", signal.SIGKILL), ("fine-tune", signal.SIGINT)])
-def test_kill_then_rerun_resumes_with_nothing_lost(point: str, sig: int, tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    config = study_config(tiny_model, tone_file, tmp_path)
-    config["passes"]["lora"]["r"] = [2, 4, 8]
-    config["passes"]["lora"]["training_args"]["max_steps"] = 4
-    # The builder's own int4 (GPTQ would build fp32 in a work folder first, then write the entry).
-    config["passes"]["build"].update(precision="int4", algo_config="default")
-    config["engine"].update({"heartbeat_seconds": 1, "evaluate_input_model": False})
-    path = tmp_path / "config.json"
+def drill(config: dict[str, Any], root: Path, *, point: str, at: int, sig: int = signal.SIGKILL) -> subprocess.Popen:
+    """Write ``config``, run it in a real subprocess until the crash hooks pause it at the ``at``-th ``point``
+    (tests/crash_hooks.py), send ``sig`` there (kill -9, or Ctrl-C) and wait for the process to end."""
+    path = root / "config.json"
     path.write_text(json.dumps(config))
-    marker = tmp_path / "marker"
-    # Trials 0 and 1 complete; the third fine-tune/build of the run is where the process dies.
-    first_log = tmp_path / "first.log"
-    proc = start(path, {"AUTOTUNE_TEST_PAUSE": point, "AUTOTUNE_TEST_PAUSE_AT": "3", "AUTOTUNE_TEST_MARKER": str(marker)}, first_log)
+    marker, log = root / "marker", root / "first.log"
+    proc = start(path, {"AUTOTUNE_TEST_PAUSE": point, "AUTOTUNE_TEST_PAUSE_AT": str(at), "AUTOTUNE_TEST_MARKER": str(marker)}, log)
     deadline = time.time() + 240
     while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline, first_log.read_text()
+        assert proc.poll() is None and time.time() < deadline, log.read_text()
         time.sleep(0.2)
-    proc.send_signal(sig)  # kill -9, or Ctrl-C
+    proc.send_signal(sig)
     try:
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGUSR1)  # faulthandler: every thread's stack into the log
         time.sleep(2)
         proc.kill()
-        pytest.fail(f"the process did not exit after signal {sig}; its output and stacks:\n{first_log.read_text()[-6000:]}")
+        pytest.fail(f"the process did not exit after signal {sig}; its output and stacks:\n{log.read_text()[-6000:]}")
+    return proc
+
+
+def rerun(root: Path) -> tuple[str, list[optuna.trial.FrozenTrial]]:
+    """The same command again, to its end: (its output, the study's trials)."""
+    log = root / "rerun.log"
+    proc = start(root / "config.json", {}, log)
+    proc.wait(timeout=300)
+    output = log.read_text()
+    assert proc.returncode == 0, output
+    return output, optuna.load_study(study_name="out", storage=f"sqlite:///{root / 'out' / 'study.db'}").trials
+
+
+def cheap(config: dict[str, Any]) -> dict[str, Any]:
+    """Two optimizer steps (the fine-tune pause is at the second), few evaluation rows, no baseline evaluation:
+    the drills test what a kill leaves behind, not the model."""
+    config["passes"]["lora"]["training_args"]["max_steps"] = 2
+    config["data_configs"][0]["eval_dataset_size"] = 8
+    config["engine"]["evaluate_input_model"] = False
+    return config
+
+
+@pytest.mark.parametrize(("point", "sig"), [("fine-tune", signal.SIGKILL), ("build", signal.SIGKILL),
+                                           ("cache-write", signal.SIGKILL), ("fine-tune", signal.SIGINT)])
+def test_kill_then_rerun_resumes_with_nothing_lost(point: str, sig: int, tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    config = cheap(study_config(tiny_model, tone_file, tmp_path))
+    config["passes"]["lora"]["r"] = [2, 4, 8]
+    # The builder's own int4 (GPTQ would build fp32 in a work folder first, then write the entry).
+    config["passes"]["build"].update(precision="int4", algo_config="default")
+    config["engine"]["heartbeat_seconds"] = 1
+    # Trials 0 and 1 complete; the third fine-tune/build of the run is where the process dies (kill -9, or Ctrl-C).
+    drill(config, tmp_path, point=point, at=3, sig=sig)
     storage = f"sqlite:///{tmp_path / 'out' / 'study.db'}"
     before = {t.number: t.values for t in optuna.load_study(study_name="out", storage=storage).trials
               if t.state == optuna.trial.TrialState.COMPLETE}
@@ -65,10 +90,7 @@ def test_kill_then_rerun_resumes_with_nothing_lost(point: str, sig: int, tmp_pat
         assert staging and any((p / "model" / "model.onnx").is_file() for p in staging)  # written, not renamed
     time.sleep(4)  # past the heartbeat grace period (3 x 1 s)
 
-    rerun = start(path, {}, tmp_path / "rerun.log")
-    rerun.wait(timeout=300)
-    assert rerun.returncode == 0, (tmp_path / "rerun.log").read_text()
-    after = optuna.load_study(study_name="out", storage=storage).trials
+    _, after = rerun(tmp_path)
     for number, values in before.items():
         assert after[number].state == optuna.trial.TrialState.COMPLETE and after[number].values == values
     killed = after[2]
@@ -83,27 +105,12 @@ def test_kill_then_rerun_resumes_with_nothing_lost(point: str, sig: int, tmp_pat
 
 def test_kill_9_then_the_same_command_at_once_retries_the_killed_trial(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
     """No wait for the heartbeat: the rerun sees that the owner (this host, same boot) is gone."""
-    config = study_config(tiny_model, tone_file, tmp_path)
+    config = cheap(study_config(tiny_model, tone_file, tmp_path))
     config["passes"]["lora"]["r"] = [2, 4]
-    config["passes"]["lora"]["training_args"]["max_steps"] = 4
     config["passes"]["build"]["precision"] = "int4"
     config["engine"]["heartbeat_seconds"] = 60  # a stale-heartbeat retry would take 180 s: not what this tests
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    marker = tmp_path / "marker"
-    proc = start(path, {"AUTOTUNE_TEST_PAUSE": "fine-tune", "AUTOTUNE_TEST_PAUSE_AT": "1", "AUTOTUNE_TEST_MARKER": str(marker)},
-                 tmp_path / "first.log")
-    deadline = time.time() + 240
-    while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    rerun = start(path, {}, tmp_path / "rerun.log")
-    rerun.wait(timeout=300)
-    output = (tmp_path / "rerun.log").read_text()
-    assert rerun.returncode == 0, output
-    trials = optuna.load_study(study_name="out", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}").trials
+    proc = drill(config, tmp_path, point="fine-tune", at=1)
+    output, trials = rerun(tmp_path)
     killed = trials[0]
     assert killed.state == optuna.trial.TrialState.FAIL
     assert "the worker died" in killed.user_attrs["autotune_record"]["fail_reason"]
@@ -118,25 +125,11 @@ def test_kill_9_under_max_samples_then_the_same_command_runs_every_grid_point(tm
                                                                                   tone_file: Path) -> None:
     """A trial failed because its worker died counts toward nothing: the rerun redoes its point first
     and still runs the rest of the grid within ``max_samples``."""
-    config = study_config(tiny_model, tone_file, tmp_path, max_samples=4)  # a grid of 4 points
-    config["engine"].update({"heartbeat_seconds": 60, "evaluate_input_model": False})
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    marker = tmp_path / "marker"
+    config = cheap(study_config(tiny_model, tone_file, tmp_path, max_samples=4))  # a grid of 4 points
+    config["engine"]["heartbeat_seconds"] = 60
     # Each trial builds once: the third build is the third trial's.
-    proc = start(path, {"AUTOTUNE_TEST_PAUSE": "build", "AUTOTUNE_TEST_PAUSE_AT": "3", "AUTOTUNE_TEST_MARKER": str(marker)},
-                 tmp_path / "first.log")
-    deadline = time.time() + 240
-    while not marker.exists():
-        assert proc.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    rerun = start(path, {}, tmp_path / "rerun.log")
-    rerun.wait(timeout=300)
-    output = (tmp_path / "rerun.log").read_text()
-    assert rerun.returncode == 0, output
-    trials = optuna.load_study(study_name="out", storage=f"sqlite:///{tmp_path / 'out' / 'study.db'}").trials
+    drill(config, tmp_path, point="build", at=3)
+    output, trials = rerun(tmp_path)
     State = optuna.trial.TrialState
     killed = trials[2]
     assert killed.state == State.FAIL and "the worker died" in killed.user_attrs["autotune_record"]["fail_reason"]
