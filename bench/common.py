@@ -42,9 +42,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
 TARGET_SETS = [["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj"]]
 
 
-def parse_args(description: str, *, repeats: int = 1, extra: dict[str, Any] | None = None) -> argparse.Namespace:
+def parse_args(description: str, *, repeats: int = 1, model: str = "tiny", extra: dict[str, Any] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--model", choices=sorted(SETTINGS), default="tiny", help="tiny (fast, built here) or smollm2 (the real model)")
+    parser.add_argument("--model", choices=sorted(SETTINGS), default=model,
+                        help=f"tiny (fast, built here) or smollm2 (the real model); default {model}")
     parser.add_argument("--repeats", type=int, default=repeats, help=f"repeats of the measurement (default {repeats})")
     for name, default in (extra or {}).items():
         parser.add_argument(f"--{name}", type=type(default), default=default)
