@@ -4,6 +4,8 @@ is never a pruning ground; survivors get exactly the values of a full evaluation
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -101,9 +103,14 @@ def test_false_prune_rate_in_a_binomial_simulation_is_at_most_half_alpha(rows: i
     assert max(rates.values()) > 0.005, rates  # the rule does prune: the bound is not vacuous
 
 
-@pytest.fixture()
-def built(tmp_path: Path, tiny_model: Path, tone_file: Path) -> tuple[dict[str, Any], EvalModel]:
-    config = tiny_config(tiny_model, tone_file, tmp_path)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+          tone_rows: list[dict[str, str]]) -> tuple[dict[str, Any], EvalModel]:
+    """One single run whose model both tests read (each changes its own copy of the config)."""
+    root = tmp_path_factory.mktemp("fidelity")
+    tone_file = root / "tones.jsonl"
+    tone_file.write_text("\n".join(json.dumps(r) for r in tone_rows[:200]) + "\n")
+    config = tiny_config(tiny_model, tone_file, root)
     config["data_configs"][0]["eval_dataset_size"] = 90
     size_metric = {**EVALUATOR["metrics"][2], "name": "size", "sub_types": [{"name": "size_mb", "priority": 2}]}
     config["evaluators"] = {"e": {"metrics": [{**EVALUATOR["metrics"][0], "name": "acc"}, size_metric]}}
@@ -134,7 +141,7 @@ CONSTANT_METRIC = "def score(model_dir, data):\n    return {'score': 0.1}\n"
 
 
 def test_a_custom_data_metric_is_never_pruned_on_its_slice_value(built: tuple[dict[str, Any], EvalModel], tmp_path: Path) -> None:
-    config, model = built
+    config, model = copy.deepcopy(built[0]), built[1]
     (tmp_path / "mine.py").write_text(CONSTANT_METRIC)
     custom = {"name": "mine", "type": "custom", "data_config": "tones", "sub_types": [{"name": "score", "priority": 1}],
               "user_config": {"function": f"{tmp_path / 'mine.py'}:score"}}

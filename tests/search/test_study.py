@@ -31,7 +31,10 @@ def study_config(tiny_model: Path, data: Path, root: Path, **search: Any) -> dic
     config["passes"]["build"]["precision"] = ["int4", "fp32"]
     config["evaluators"] = {"tiny": copy.deepcopy(EVALUATOR)}  # tests change it: never share the module's copy
     config["data_configs"][0]["eval_dataset_size"] = 24
-    config["engine"].update({"evaluator": "tiny", "search_strategy": {"sampler": "grid", "seed": 0, **search}})
+    # No final latency re-measure (3 rounds of a fresh process per Pareto candidate and the baseline: most of a
+    # tiny study's time) and no PyTorch reference row: the tests that check them turn them on.
+    config["engine"].update({"evaluator": "tiny", "search_strategy": {"sampler": "grid", "seed": 0, **search},
+                             "pytorch_reference": False, "selection": {"remeasure_rounds": 0}})
     return config
 
 
@@ -44,7 +47,9 @@ def lora_runs(study: optuna.Study) -> int:
 
 
 def test_grid_study_records_every_trial_and_fine_tunes_once_per_rank(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    result = autotune.run(study_config(tiny_model, tone_file, tmp_path))
+    config = study_config(tiny_model, tone_file, tmp_path)
+    config["engine"]["selection"]["remeasure_rounds"] = 1  # the setting reaches the final re-measure
+    result = autotune.run(config)
     study = load(tmp_path)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
     points = {(t.params["lora.r"], t.params["build.precision"]) for t in study.trials}
@@ -57,6 +62,14 @@ def test_grid_study_records_every_trial_and_fine_tunes_once_per_rank(tmp_path: P
     assert len(result.trials) == 4 and not result.pareto.empty
     assert (tmp_path / "out" / "best" / "genai_config.json").is_file()
     assert (tmp_path / "out" / "trials.csv").is_file()
+    # The trials that could be on the Pareto set (at least two: nothing to rank otherwise) and the baseline
+    # were re-measured, in the 1 round the config asked for.
+    from autotune.records import StudyView
+
+    view = StudyView.load(study)
+    rounds = [len(r.remeasured["latency-decode_ms_per_token_p50"].details["rounds"]) for r in view.records if r.remeasured]
+    assert len(rounds) >= 2 and set(rounds) == {1}, rounds
+    assert len(view.baseline["latency-decode_ms_per_token_p50"].details["rounds"]) == 1
 
 
 def test_resume_keeps_trials_and_redoes_no_work(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
