@@ -47,6 +47,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, tone_rows: list[dict[st
     return make_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama", [r["phrase"] for r in tone_rows])
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama built as fp32 ONNX once for the session (tests only read it)."""
+    from autotune.passes.model_builder import ModelBuilderParams, build_onnx
+
+    root = tmp_path_factory.mktemp("tiny-onnx")
+    build_onnx(tiny_model, root / "fp32", ModelBuilderParams(precision="fp32"), provider="CPUExecutionProvider", work_dir=root / "work")
+    return root / "fp32"
+
+
 @pytest.fixture()
 def tone_file(tmp_path: Path, tone_rows: list[dict[str, str]]) -> Path:
     path = tmp_path / "tones.jsonl"

@@ -22,13 +22,9 @@ from autotune.passes import get_pass
 from tests.conftest import tiny_config
 
 
-@pytest.fixture(scope="module")
-def fp32_onnx(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from autotune.passes.model_builder import ModelBuilderParams, build_onnx
-
-    root = tmp_path_factory.mktemp("fp32-onnx")
-    build_onnx(tiny_model, root / "fp32", ModelBuilderParams(precision="fp32"), provider="CPUExecutionProvider", work_dir=root / "work")
-    return root / "fp32"
+@pytest.fixture()
+def fp32_onnx(tiny_onnx: Path) -> Path:
+    return tiny_onnx  # the session's fp32 build (conftest.py): the quantizers read it and write elsewhere
 
 
 class Collect(logging.Handler):

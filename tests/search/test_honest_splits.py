@@ -27,6 +27,7 @@ def split_config(model: Path, data: Path, root: Path) -> dict[str, Any]:
     config = study_config(model, data, root)
     config["passes"]["lora"]["r"] = 2
     config["data_configs"][0].update({"eval_dataset_size": 40, "test_dataset_size": 40})
+    config["engine"]["pytorch_reference"] = True  # the baseline test reads its reference row
     # Accuracy and size only: both deterministic, so two runs can be compared value for value.
     config["evaluators"]["tiny"]["metrics"] = [EVALUATOR["metrics"][0],
                                                {**EVALUATOR["metrics"][2], "sub_types": [{"name": "size_mb", "priority": 2}]}]
