@@ -56,6 +56,8 @@ def autotune_config(model: str, work: Path) -> dict[str, Any]:
     cfg["data_configs"][0]["pre_process_data_config"]["source_max_len"] = p["source_max_len"]
     cfg["passes"]["build"]["block_size"] = p["block_size"]
     cfg["passes"]["build"]["is_symmetric"] = True
+    # the builder's own rounding, as Olive's ModelBuilder: autotune's default (auto) would calibrate int4 by GPTQ
+    cfg["passes"]["build"]["algo_config"] = "default"
     cfg["evaluators"] = {}  # engine.evaluator None: the single run trains, merges and builds, and evaluates nothing
     cfg["engine"]["evaluator"] = None
     return cfg
