@@ -13,7 +13,9 @@ import json
 import string
 from typing import Any
 
-from autotune.records import MetricValue, StudyView, TrialRecord
+from autotune.errors import UserError
+from autotune.records import MetricValue, StudyView, TrialRecord, metric_kind
+from autotune.report.values import check_interval, shown_metric
 
 __all__ = ["SNIPPET", "card_markdown", "config_hash", "model_card"]
 
@@ -86,6 +88,27 @@ def _base_spec(view: StudyView, base: str | None) -> dict[str, Any]:
     return view.meta.config.get("input_model") or {}
 
 
+def _split_metrics(view: StudyView, record: TrialRecord) -> list[str]:
+    """The metric ids whose value depends on the data split (those the test split scores too): by the stored
+    evaluator config, as the evaluator runner decides; without one, every metric that is no latency, size or memory."""
+    from autotune.evaluation import get_evaluator
+
+    config = view.meta.config or {}
+    evaluator = (config.get("evaluators") or {}).get((config.get("engine") or {}).get("evaluator") or "")
+    if not evaluator:
+        return [k for k in record.metrics if metric_kind(k) not in ("latency", "size", "memory")]
+    reads: list[str] = []
+    for metric in evaluator.get("metrics") or []:
+        keys = [f"{metric['name']}-{sub['name']}" for sub in metric.get("sub_types") or []]
+        try:
+            needs_data = get_evaluator(metric["type"], where="").needs_data
+        except UserError:  # a metric type registered by code this process has not imported: judge by its ids
+            needs_data = any(metric_kind(k) not in ("latency", "size", "memory") for k in keys)
+        if metric.get("data_config") is not None or needs_data:
+            reads += keys
+    return [k for k in record.metrics if k in reads]
+
+
 def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> dict[str, Any]:
     from autotune.evaluation.base import environment
     from autotune.models.source import known_model_id
@@ -104,9 +127,12 @@ def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> di
                       "indistinguishable": selection.indistinguishable},
         "parameters": record.params,
         "searched": record.point,
-        "metrics": _dump(record.metrics),
+        # One value per metric, as every table and figure shows it: a latency re-measured after the study replaces the
+        # first (which stays in its details.first_value), with the interval of the value shown.
+        "metrics": _dump({k: m for k in record.metrics if (m := shown_metric(record, k)) is not None}),
         "test_metrics": _dump(record.test_metrics),
         "remeasured": _dump(record.remeasured),
+        "split_metrics": _split_metrics(view, record),  # measured on validation rows (the rest on no split)
         "baseline": _dump(view.baseline_for(record)),  # its own base model's
         "baseline_kind": view.meta.baseline_kind,
         # The PyTorch reference row is the first (default) base model's: shown for its trials only.
@@ -126,10 +152,18 @@ def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> di
     }
 
 
-def _interval(m: dict[str, Any] | None) -> str:
-    if not m or m.get("ci_low") is None:
+def _interval(m: dict[str, Any] | None, *, where: str) -> str:
+    """The metric's own 95% interval as the card prints it; a value outside it is refused (IntervalError)."""
+    if not m or m.get("ci_low") is None or m.get("ci_high") is None:
         return ""
+    check_interval(where, m["value"], m["ci_low"], m["ci_high"])
     return f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+
+
+def _on_split(card: dict[str, Any], key: str) -> bool:
+    if "split_metrics" in card:
+        return key in card["split_metrics"]
+    return metric_kind(key) not in ("latency", "size", "memory")  # a card written before the field
 
 
 def _front_matter(card: dict[str, Any]) -> str:
@@ -137,7 +171,9 @@ def _front_matter(card: dict[str, Any]) -> str:
 
     results = []
     for key, m in card["metrics"].items():
-        entries = [{"type": m.get("name") or key, "value": round(m["value"], 6), "name": f"{m.get('label') or key} (validation)"}]
+        # Only a metric scored on rows names its split; latency, size and memory are measured on no split.
+        split = " (validation)" if _on_split(card, key) else ""
+        entries = [{"type": m.get("name") or key, "value": round(m["value"], 6), "name": f"{m.get('label') or key}{split}"}]
         test = card["test_metrics"].get(key)
         if test:
             entries.append({"type": test.get("name") or key, "value": round(test["value"], 6),
@@ -182,17 +218,17 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["## Metrics", "", f"Baseline: the input model {_baseline_words(card['baseline_kind'])}.", "",
               "| metric | validation (95% CI) | test (95% CI) | gap | baseline | change |", "|---|---|---|---|---|---|"]
     for key, m in card["metrics"].items():
+        # card["metrics"] holds the value shown (re-measured where it was) with its own interval.
         test, base = card["test_metrics"].get(key), card["baseline"].get(key)
-        again = card["remeasured"].get(key)
-        value = again["value"] if again else m["value"]
+        value, again = m["value"], card["remeasured"].get(key)
         unit = f" {m.get('unit')}" if m.get("unit") and m.get("unit") != "ratio" else ""
-        gap = f"{test['value'] - m['value']:+.3f}" if test else ""
+        gap = f"{test['value'] - value:+.3f}" if test else ""
         change = f"{value - base['value']:+.4g}" if base else ""
         note = f" (re-measured, spread {again['details'].get('spread', 0):.3g})" if again else ""
-        test_text = f"{test['value']:.4g}{_interval(test)}" if test else "not measured"
+        test_text = f"{test['value']:.4g}{_interval(test, where=f'test_metrics.{key}')}" if test else "not measured"
         base_text = f"{base['value']:.4g}" if base else ""
-        lines.append(f"| {m.get('label') or key} | {value:.4g}{unit}{_interval(m)}{note} | {test_text} | {gap} | "
-                     f"{base_text} | {change} |")
+        lines.append(f"| {m.get('label') or key} | {value:.4g}{unit}{_interval(m, where=f'metrics.{key}')}{note} | {test_text} | "
+                     f"{gap} | {base_text} | {change} |")
     if card.get("vs_baseline"):
         d = card["vs_baseline"]
         lines += ["", f"Accuracy minus the baseline's on the same {d['n']} validation rows: {d['difference']:+.3f} "

@@ -18,6 +18,7 @@ from autotune.evaluation.runner import metric_specs
 from autotune.models.module_names import model_file, module_names
 from autotune.models.source import InputSource, locate_input_model, names_a_hub_model
 from autotune.passes import get_pass
+from autotune.passes.builder_support import check_architecture_before_running
 from autotune.passes.drop_layers import DropLayers, DropLayersParams, check_depth_config, read_model_config
 from autotune.passes.lora import LoRAParams, no_match_error, unmatched_target
 from autotune.plan import all_steps, build_plan, check_passes, probe_points
@@ -130,6 +131,7 @@ def check_candidate_tokenizer(config: RunConfig, source: InputSource, datasets: 
 
 def check_model_before_running(config: RunConfig, source: InputSource | None = None) -> None:
     """The LoRA targets, then the dropped depth, against the input model's files (see each check)."""
+    check_architecture_before_running(config, all_steps(build_plan(config)), source)  # the ONNX builder exports it
     check_targets_before_running(config, source)
     check_depth_before_running(config, source)
 

@@ -13,10 +13,10 @@ import os
 import platform
 import subprocess
 import sys
-import warnings
 from typing import Any
 
 from autotune.errors import ConfigError
+from autotune.warning_filters import ignored_warning
 
 __all__ = ["DEVICES", "bf16_supported", "check_device", "check_provider", "cpu_flags", "cuda_missing", "cuda_provider_problem",
            "device_info", "provider_platform_problem", "release_memory", "resolve_device"]
@@ -175,8 +175,9 @@ def session_providers(provider: str) -> list[str]:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the fallback is reported by us in one line, not by ORT's log
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # ORT's own "provider not available" warning
+    # ORT's own "provider not available" warning; only this filter entry is undone afterwards (not
+    # warnings.catch_warnings, which restores a copy of the whole list: a filter another thread added meanwhile would go)
+    with ignored_warning(UserWarning):
         session = ort.InferenceSession(_probe_model(), options, providers=[provider, "CPUExecutionProvider"])
     return list(session.get_providers())
 

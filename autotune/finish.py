@@ -16,6 +16,7 @@ from autotune.export import export_best
 from autotune.fileio import atomic_copy_tree, write_json
 from autotune.records import StudyView, TrialRecord
 from autotune.report.results import write_results
+from autotune.report.values import shown_metric
 from autotune.result import StudyResult
 from autotune.search.storage import redact_url
 from autotune.selection import Selection, pareto_set, select
@@ -81,7 +82,8 @@ def finish(view: StudyView, *, ctx: RunContext, storage_url: str, output_dir: Pa
     best_info = None
     if chosen.record is not None:
         best_info = {"trial": chosen.record.number, "model_dir": str(best) if best else None, "feasible": chosen.feasible,
-                     "rule": chosen.rule, "metrics": {k: m.model_dump(mode="json") for k, m in chosen.record.metrics.items()}}
+                     "rule": chosen.rule, "metrics": {k: m.model_dump(mode="json") for k in chosen.record.metrics
+                                                      if (m := shown_metric(chosen.record, k)) is not None}}
     return StudyResult(best=best_info, report_dir=output_dir, view=view, selection=chosen, storage=redact_url(storage_url))
 
 

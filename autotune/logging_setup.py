@@ -20,6 +20,9 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any, TextIO
 
+# re-exported: the scoped warning filter lives in a leaf module, for autotune.device's use too
+from autotune.warning_filters import ignored_warning as ignored_warning
+
 OLIVE_SEVERITY = {0: logging.DEBUG, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR, 4: logging.CRITICAL}
 
 
@@ -121,32 +124,6 @@ def library_level(name: str, level: int) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
-
-
-@contextlib.contextmanager
-def ignored_warning(category: type[Warning]) -> Iterator[None]:
-    """For the duration, warnings of ``category`` are ignored; afterwards that one filter entry is removed
-    again (unlike ``warnings.catch_warnings``, which puts back a copy of the whole list and so drops any
-    filter another thread, or an import, added meanwhile). Nested uses each add and remove their own entry."""
-    entry = ("ignore", None, category, None, 0)  # what warnings.filterwarnings would add, but this very object
-    warnings.filters.insert(0, entry)
-    _filters_changed()
-    try:
-        yield
-    finally:
-        for index, item in enumerate(warnings.filters):
-            if item is entry:
-                del warnings.filters[index]
-                break
-        _filters_changed()
-
-
-def _filters_changed() -> None:
-    """Tell the warnings module its filter list changed, as its own functions do (the per-module "already
-    warned" caches are keyed on the list's version)."""
-    mutated = getattr(warnings, "_filters_mutated", None)
-    if mutated is not None:
-        mutated()
 
 
 @contextlib.contextmanager

@@ -4,7 +4,11 @@
 
 Each quantizer runs in a fresh process on the same fp32 ONNX build (built once into
 results/bench/gptq-cost/fp32): GPTQ as of ``--baseline`` (that commit's ``autotune/`` tree, extracted with
-``git archive``), GPTQ of this tree, and ONNX Runtime's RTN (the same grid, no calibration) for scale. Per
+``git archive``), GPTQ of this tree, and two round-to-nearest roundings without calibration for scale:
+``rtn-mlas``, ONNX Runtime's default MatMulNBits rounding on GPTQ's own grid (MLAS's, the mixed pass's ``rtn``:
+against it GPTQ's gain is the error compensation alone), and ``rtn``, the ``OnnxBlockWiseRtnQuantization``
+pass on neural-compressor's RTN grid (symmetric scale 2·max/15, coarser than MLAS's max/8: against it the
+gain mixes grid and algorithm; see autotune/passes/weight_only.py). Per
 quantizer: the pass's wall seconds and where they went (calibration forward passes, Hessian accumulation,
 the GPTQ solves, packing; for the baseline its Hessian collection and solves are timed by wrapping its
 functions), the process's peak RSS (VmHWM of the fresh process, so imports and data loading count too)
@@ -91,7 +95,7 @@ def worker(args: argparse.Namespace) -> None:
         pass_type = "OnnxGptqQuantization"
         params = {"block_size": args.block, "calibration_rows": args.rows, "is_symmetric": args.symmetric,
                   "accuracy_level": 4}
-    else:
+    else:  # "rtn": the pass, on neural-compressor's grid; "rtn-mlas": below, on GPTQ's grid
         pass_type, params = "OnnxBlockWiseRtnQuantization", {"block_size": args.block, "is_symmetric": args.symmetric,
                                                              "accuracy_level": 4}
     cls = get_pass(pass_type, path="bench")
@@ -101,8 +105,11 @@ def worker(args: argparse.Namespace) -> None:
         folder.mkdir(parents=True)
     load = load_average()
     began = time.perf_counter()
-    cls().run(ModelHandle(kind="onnx", path=WORK / "fp32", key=""), cls.Params(**params),
-              PassContext(provider="CPUExecutionProvider", work_dir=work, data=data), out)
+    if args.algorithm == "rtn-mlas":
+        rtn_on_the_mlas_grid(WORK / "fp32", out, block_size=args.block, symmetric=bool(args.symmetric))
+    else:
+        cls().run(ModelHandle(kind="onnx", path=WORK / "fp32", key=""), cls.Params(**params),
+                  PassContext(provider="CPUExecutionProvider", work_dir=work, data=data), out)
     seconds = time.perf_counter() - began
     stats_file = out / "quant_stats.json"
     stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
@@ -113,6 +120,32 @@ def worker(args: argparse.Namespace) -> None:
     result = {"seconds": seconds, "steps": steps, "process_peak_mb": peak_rss_mb(), "pass_peak_mb": stats.get("peak_rss_mb"),
               "load_before": load, "load_after": load_average()}
     Path(args.out + ".json").write_text(json.dumps(result))  # not stdout: ONNX Runtime's quantizers print progress there
+
+
+def rtn_on_the_mlas_grid(fp32: Path, out: Path, *, block_size: int, symmetric: bool) -> None:
+    """Round-to-nearest on GPTQ's grid (``quantize_int4(..., "rtn")``, ONNX Runtime's default MatMulNBits
+    quantizer), written as the int4 passes write a folder (tied embedding, companions, ``quant_stats.json``)."""
+    import onnx
+
+    from autotune.passes.ort_quantize import copy_companions, save_with_external_data
+    from autotune.passes.weight_only import PassCost, quantize_int4, quiet_quantizer, tie_embedding
+
+    cost = PassCost()
+    with quiet_quantizer():
+        graph = quantize_int4(onnx.load(str(fp32 / "model.onnx")), "rtn", block_size=block_size, symmetric=symmetric,
+                              accuracy_level=4, exclude=[])
+    tie_embedding(graph)
+    save_with_external_data(graph, out)
+    copy_companions(fp32, out)
+    (out / "quant_stats.json").write_text(json.dumps({"algorithm": "rtn", **cost.stats()}))
+
+
+VARIANTS = {  # name -> (worker algorithm, label in the table)
+    "rtn-mlas": ("rtn-mlas", "RTN on GPTQ's grid (MLAS, max/8)"),
+    "rtn": ("rtn", "RTN pass (neural-compressor's grid, 2·max/15)"),
+    "baseline": ("gptq", "GPTQ at --baseline"),
+    "new": ("gptq", "GPTQ of this tree"),
+}
 
 
 def agreement(reference: list[Any], candidate: list[Any]) -> tuple[float, float]:
@@ -130,7 +163,7 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=32)
     parser.add_argument("--symmetric", type=int, default=1)
     parser.add_argument("--held-out", type=int, default=40)
-    parser.add_argument("--only", default="rtn,baseline,new", help="comma-separated subset of rtn,baseline,new")
+    parser.add_argument("--only", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tree", default=str(ROOT), help=argparse.SUPPRESS)
     parser.add_argument("--algorithm", default="gptq", help=argparse.SUPPRESS)
@@ -159,12 +192,12 @@ def main() -> None:
         baseline_tree.mkdir()
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline, "autotune"], check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(baseline_tree)], input=archive, check=True)
-    variants = {"rtn": ("rtn", ROOT), "baseline": ("gptq", baseline_tree), "new": ("gptq", ROOT)}
+    trees = {"baseline": baseline_tree}
     data = dataset(args.held_out, model)
     reference = held_out_logprobs(WORK / "fp32", data, rows=args.held_out)
     rows = []
     for name in args.only.split(","):
-        algorithm, tree = variants[name]
+        algorithm, tree = VARIANTS[name][0], trees.get(name, ROOT)
         out = WORK / name
         command = [sys.executable, __file__, "--worker", "--tree", str(tree), "--algorithm", algorithm, "--out", str(out),
                    "--model", model, "--rows", str(args.rows), "--block", str(args.block), "--symmetric", str(args.symmetric),
@@ -174,14 +207,14 @@ def main() -> None:
             raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
         result = json.loads(Path(str(out) + ".json").read_text())
         kl, top1 = agreement(reference, held_out_logprobs(out, data, rows=args.held_out))
-        rows.append({"variant": name, **result, "kl": kl, "top1": top1})
+        rows.append({"variant": name, "quantizer": VARIANTS[name][1], **result, "kl": kl, "top1": top1})
         print(json.dumps(rows[-1]), flush=True)
     (WORK / "report.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
     print("| quantizer | seconds | where the time goes (s) | peak RSS MB (process / pass) | load avg before→after | KL to fp32 | top-1 |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         steps = ", ".join(f"{k} {v:.1f}" for k, v in row["steps"].items()) or "-"
-        print(f"| {row['variant']} | {row['seconds']:.1f} | {steps} | {row['process_peak_mb']:.0f} / {row['pass_peak_mb']} | "
+        print(f"| {row['quantizer']} | {row['seconds']:.1f} | {steps} | {row['process_peak_mb']:.0f} / {row['pass_peak_mb']} | "
               f"{row['load_before']:.2f}→{row['load_after']:.2f} | {row['kl']:.4f} | {row['top1']:.3f} |")
 
 

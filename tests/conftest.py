@@ -27,6 +27,29 @@ TONES = ROOT / "configs" / "data" / "tones.jsonl"
 SHARED_TONES = ROOT.parent / "shared" / "data" / "tone-classification.jsonl"
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one test process per core, at most 4 (each holds a tiny model, a builder process and the
+    libraries: ~1.5 GB; the studies' subprocesses use the cores too)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
+
+
+# The longest modules (real studies in subprocesses: one to five minutes each on 2 cores), scheduled first: with a
+# module per test process at a time (--dist loadscope), one that starts last would run on alone at the end.
+LONG_MODULES = ("tests/test_crash_safety.py", "tests/search/test_workers.py", "tests/search/test_study.py",
+                "tests/search/test_shared_store.py", "tests/search/test_one_flow.py", "tests/test_cli_commands.py",
+                "tests/search/test_honest_splits.py", "tests/test_cached_rerun.py", "tests/search/test_jobs.py",
+                "tests/search/test_duplicates.py", "tests/test_cache_budget.py", "tests/models/test_families.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+
+    def order(item: pytest.Item) -> int:
+        return rank.get(Path(str(item.path)).resolve().relative_to(ROOT).as_posix(), len(LONG_MODULES))
+
+    items.sort(key=order)  # stable: the order within a module, and of the other modules, is kept
+
+
 @pytest.fixture(autouse=True)
 def cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests train as on a CPU without bf16 instructions, so that no timing probe (precision_probe) picks

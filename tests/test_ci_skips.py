@@ -16,7 +16,7 @@ POSTGRES_TEST = "tests/search/test_workers.py::test_three_workers_on_postgres_sh
 def run_postgres_test(ci: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "AUTOTUNE_TEST_POSTGRES_URL"}
     env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", POSTGRES_TEST, "-rs"],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", POSTGRES_TEST, "-rs"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent / "autotune"
 # layer imports fails the test, which asks where it belongs.
 LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["autotune.errors", "autotune.fileio", "autotune.registry", "autotune.providers", "autotune.threads",
-                "autotune.device", "autotune.artifacts", "autotune.space", "autotune.urls",
+                "autotune.device", "autotune.warning_filters", "autotune.artifacts", "autotune.space", "autotune.urls",
                 "autotune.evaluation.goals", "autotune.evaluation.metrics", "autotune.report.tables"]),
     ("stored records", ["autotune.records", "autotune.selection.policies"]),
     ("config/data/models", ["autotune.config", "autotune.data", "autotune.models", "autotune.cache",

@@ -1,6 +1,6 @@
 """The distribution as pip sees it: its own name (PyPI's ``autotune`` is another project), the licence it
-declares shipped as a file, ``py.typed``, ``python -m autotune``, and a dependency list that matches
-what the package imports."""
+declares shipped as a file, ``py.typed``, the built-in evaluators and search spaces (found by an installed
+wheel from any folder), ``python -m autotune``, and a dependency list that matches what the package imports."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+import yaml
+
 import autotune
+from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "autotune-slm"
@@ -71,16 +76,23 @@ def test_every_direct_import_is_declared_and_every_base_dependency_is_used() -> 
     assert not unused, f"declared but never imported (drop them, or say in RUNTIME_ONLY who needs them): {unused}"
 
 
-def test_the_wheel_ships_the_license_py_typed_and_the_new_name(tmp_path: Path) -> None:
-    source = tmp_path / "src"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel pip builds from a copy of the sources (a build in the checkout would leave build/ there)."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "autotune", source / "autotune", ignore=shutil.ignore_patterns("__pycache__"))
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"),
                            str(source)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    (built,) = (root / "dist").glob("*.whl")
+    return built
+
+
+def test_the_wheel_ships_the_license_py_typed_and_the_new_name(wheel: Path) -> None:
     assert wheel.name.startswith("autotune_slm-")
     names = zipfile.ZipFile(wheel).namelist()
     assert "autotune/py.typed" in names and "autotune/__main__.py" in names
@@ -89,3 +101,51 @@ def test_the_wheel_ships_the_license_py_typed_and_the_new_name(tmp_path: Path) -
     assert text.startswith("MIT License") and "the autotune authors" in text
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "Name: autotune-slm" in metadata and "psutil" not in metadata
+    for folder in BUILTIN_FOLDERS:
+        shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith(f"autotune/builtin/{folder}/")}
+        assert shipped == {p.name for p in (ROOT / folder).iterdir()}, folder
+
+
+BUILTIN_FOLDERS = ("evaluators", "search_spaces")
+
+
+def test_the_top_level_evaluators_and_search_spaces_are_the_packaged_ones_byte_for_byte() -> None:
+    # autotune/builtin/ is what ships (package data); the checkout's top-level folders are copies for reading.
+    for folder in BUILTIN_FOLDERS:
+        top, packaged = ROOT / folder, ROOT / "autotune" / "builtin" / folder
+        assert sorted(p.name for p in top.iterdir()) == sorted(p.name for p in packaged.iterdir()), folder
+        for path in top.iterdir():
+            assert path.read_bytes() == (packaged / path.name).read_bytes(), f"{path} differs from {packaged / path.name}"
+
+
+def test_an_installed_wheel_finds_the_built_in_evaluator_and_search_space_from_any_folder(
+        wheel: Path, tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    # A fresh venv holding the wheel alone; the dev venv's libraries (torch & co, not autotune: its editable
+    # finder is installed by a .pth file, which a path line of a .pth does not run) are seen through a .pth line.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    python = venv / "bin" / "python"
+    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
+                           str(wheel)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    (site / "dev_libraries.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    where = subprocess.run([str(python), "-c", "import autotune.config.loader as l; print(l.__file__); print(l.BUILTIN_ROOT)"],
+                           capture_output=True, text=True, timeout=120, cwd=empty)
+    assert where.returncode == 0, where.stderr
+    module, builtin = where.stdout.split()
+    assert Path(module).is_relative_to(site) and Path(builtin).is_relative_to(site)  # the wheel's autotune, not the checkout's
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    config["evaluators"] = {"main": "tone-accuracy-latency"}  # built-in names: no evaluators/ or search_spaces/ near
+    config["engine"]["search_strategy"] = {"sampler": "tpe", "max_samples": 2, "search_space": "lora-default"}
+    config["engine"]["evaluator"] = "main"
+    del config["passes"]["lora"]["training_args"]["learning_rate"]  # the space searches it
+    path = empty / "run.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))  # the passes in their order
+    proc = subprocess.run([str(venv / "bin" / "autotune"), "validate", "--config", "run.yaml"], capture_output=True, text=True,
+                          timeout=300, cwd=empty)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "run.yaml: valid (3 passes, search" in proc.stdout

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,11 @@ from autotune.config.schema import (
 )
 from autotune.errors import ConfigError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The built-in evaluators and search spaces (``evaluators: tone-accuracy-latency``, ``search_space:
+# lora-default``) ship as package data, so that an installed wheel finds them from any folder. The
+# top-level evaluators/ and search_spaces/ folders of a checkout are byte-identical copies for reading
+# (tests/test_packaging.py keeps them so).
+BUILTIN_ROOT = resources.files("autotune") / "builtin"
 log = logging.getLogger("autotune")
 
 
@@ -57,8 +62,8 @@ def read_mapping(path: Path, *, what: str = "config") -> dict[str, Any]:
 
 
 def find_named(folder: str, name: str, base: Path) -> Path | None:
-    """``<folder>/<name>.yaml`` beside the config, above it, in the working folder or the project."""
-    candidates = [base / folder, base.parent / folder, Path.cwd() / folder, PROJECT_ROOT / folder]
+    """``<folder>/<name>.yaml`` beside the config, above it, in the working folder, else autotune's built-in one."""
+    candidates = [base / folder, base.parent / folder, Path.cwd() / folder, Path(str(BUILTIN_ROOT / folder))]
     for directory in candidates:
         for suffix in (".yaml", ".yml", ".json"):
             path = directory / f"{name}{suffix}"

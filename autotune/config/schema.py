@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "DmlExecutionProvider")
 SAMPLERS = ("tpe", "nsga2", "random", "grid", "gp", "auto")
@@ -30,6 +30,16 @@ class InputModelConfig(Strict):
     revision: str = Field("main", min_length=1)
     task: Literal["text-generation"] = "text-generation"
     trust_remote_code: bool = False
+    # The model's name, when the config gives one (a one-item ``input_model`` list keeps its candidate's).
+    # Left out of a dump when unset, so a config without one dumps (and is stored and compared) as before.
+    name: str | None = Field(None, min_length=1)
+
+    @model_serializer(mode="wrap")
+    def _unset_name_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("name", "") is None:
+            del data["name"]
+        return data
 
 
 class CandidateModelConfig(InputModelConfig):
@@ -39,8 +49,8 @@ class CandidateModelConfig(InputModelConfig):
     name: str = Field(min_length=1)
 
     def as_input_model(self) -> InputModelConfig:
-        """The candidate as the single ``input_model`` a run of that base has (the name left out)."""
-        return InputModelConfig.model_validate(self.model_dump(exclude={"name"}))
+        """The candidate as the single ``input_model`` a run of that base has, its name kept."""
+        return InputModelConfig.model_validate(self.model_dump())
 
 
 class DataConfig(Strict):
@@ -113,11 +123,24 @@ class EvaluatorConfig(Strict):
     metrics: list[MetricConfig] = Field(default_factory=list)
 
 
-class EarlyStopConfig(Strict):
+class _StudyRule(Strict):
+    """A rule that is on by default, and off for the grid sampler (whose point is to measure every point)
+    unless the config sets it: ``enabled``, or any of its settings, which then apply (as they do with every
+    other sampler). A rule to keep off with the grid needs no settings; ``enabled: false`` turns it off
+    whatever else is set."""
+
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _settings_turn_it_on(self) -> _StudyRule:
+        if self.model_fields_set and "enabled" not in self.model_fields_set:
+            self.enabled = True  # written settings are meant to apply: counted as set (the grid reads model_fields_set)
+        return self
+
+
+class EarlyStopConfig(_StudyRule):
     """Median rule over stored intermediate eval losses (works for multi-objective studies)."""
 
-    # Off for the grid sampler (whose point is to measure every point) unless set explicitly.
-    enabled: bool = True
     warmup_steps: int = Field(20, ge=0)
     min_trials: int = Field(3, ge=1)
     # Stop a trial whose loss is this fraction worse than the median of earlier trials at that step:
@@ -125,13 +148,11 @@ class EarlyStopConfig(Strict):
     margin: float = Field(0.25, ge=0)
 
 
-class MultiFidelityConfig(Strict):
+class MultiFidelityConfig(_StudyRule):
     """Score accuracy on a first slice of the validation rows; a trial whose optimistic accuracy (the
     slice's exact one-sided 97.5% bound from its per-row outcomes) cannot reach the current Pareto front
     at its measured cost stops there. A metric without an interval never stops a trial (search/fidelity.py)."""
 
-    # Off for the grid sampler (whose point is to measure every point) unless set explicitly.
-    enabled: bool = True
     # The slice: a share of the validation rows (< 1) or a count; at least min_rows rows.
     first_rows: float = Field(0.3, gt=0)
     min_rows: int = Field(30, ge=1)

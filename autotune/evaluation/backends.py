@@ -91,6 +91,16 @@ class GenaiBackend(Backend):
         eos = cfg.get("model", {}).get("eos_token_id", [])
         return eos if isinstance(eos, list) else [eos]
 
+    @cached_property
+    def rewind_limit(self) -> int | None:
+        """Tokens a sequence may hold and still be rewound: a sliding-window model's windowed KV cache keeps
+        at least ``window_size`` positions (genai adds its slack) and refuses a rewind to a position it has
+        evicted; None: no window, any rewind works."""
+        decoder = json.loads((self.model.path / "genai_config.json").read_text())["model"]["decoder"]
+        window = decoder.get("sliding_window") or {}
+        size = int(window.get("window_size") or 0)
+        return size if size > 0 and window.get("layers") else None
+
     def _generator(self, max_length: int) -> Any:
         params = self.og.GeneratorParams(self.genai_model)
         params.set_search_options(max_length=max_length, do_sample=False, batch_size=1)
@@ -118,13 +128,20 @@ class GenaiBackend(Backend):
         prompt_logp = log_softmax(gen.get_output("logits")[0])
         prompt_nll = -sum(float(prompt_logp[j - 1, prompt_ids[j]]) for j in range(1, len(prompt_ids)))
         first = prompt_logp[-1]
+        # Past a sliding window's cache the prompt's positions may be evicted: each label then runs on a
+        # fresh generator, the prompt again with it (the same logits: the same tokens, from position 0).
+        fresh = self.rewind_limit is not None and len(prompt_ids) + longest - 1 > self.rewind_limit
         scores = []
         for cont in continuations:
             score = float(first[cont[0]])
             if len(cont) > 1:
-                gen.rewind_to(len(prompt_ids))
-                gen.append_tokens(cont[:-1])
-                rest = log_softmax(gen.get_output("logits")[0])
+                if fresh:
+                    gen = self._generator(len(prompt_ids) + longest + 1)
+                    gen.append_tokens(prompt_ids + cont[:-1])
+                else:
+                    gen.rewind_to(len(prompt_ids))
+                    gen.append_tokens(cont[:-1])
+                rest = log_softmax(gen.get_output("logits")[0][-(len(cont) - 1):])
                 score += float(sum(rest[j, cont[j + 1]] for j in range(len(cont) - 1)))
             scores.append(score)
         return scores, prompt_nll

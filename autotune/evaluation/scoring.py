@@ -12,6 +12,16 @@ onnxruntime session with the inputs ``genai_config.json`` declares:
    at step j the mask holds n + j + 1 ones (a prefix: GQA keeps each row's cache contiguous from 0
    and derives the rotary position n + j from it); a label leaves the batch after its last token.
 
+Sliding-window layers (Gemma 2/3, Mistral): the builder marks their GroupQueryAttention
+``sliding_window_cache``, a window-sized past/present buffer that refuses an empty past ("KV cache capacity
+(0) must be at least local_window_size") and a right-padded first prompt. onnxruntime-genai gives each such
+layer a buffer of the window's size (+ slack) per sequence; here that would be one per row and label (Gemma 2
+2B: 13 layers x 32 MiB fp32 per sequence for the window alone, ~28 GB for 16 rows x 4 labels). So the
+session runs the graph with ``sliding_window_cache`` 0 (:func:`autotune.models.kv_cache.full_length_caches`):
+the operator's full-length cache, growing as above, while ``local_window_size`` still masks every key
+outside the window: the same attention, so the scores equal genai's on its windowed caches
+(tests/models/test_families.py, with prompts and labels longer than the window).
+
 Only the builder's GroupQueryAttention decoder without a ``position_ids`` input and without quantized
 MatMuls (fp32/fp16 builds, see ``QUANTIZED_OPS``) is handled; any other graph raises
 :class:`UnsupportedGraph` and the caller scores one row at a time through genai.
@@ -35,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from autotune.models.kv_cache import full_length_caches
 from autotune.providers import provider as provider_row
 from autotune.threads import ort_session_options
 
@@ -129,7 +140,8 @@ class OrtLabelScorer:
         path = folder / decoder.get("filename", "model.onnx")
         if set(inputs) - {"input_ids", "attention_mask", "past_key_names", "past_value_names"}:
             raise UnsupportedGraph(f"inputs {sorted(inputs)}")  # position_ids, embeddings, ...: not batched here
-        ops = {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+        graph = onnx.load(str(path), load_external_data=False)
+        ops = {node.op_type for node in graph.graph.node}
         if "GroupQueryAttention" not in ops:
             raise UnsupportedGraph("no GroupQueryAttention")  # the mask semantics above are GQA's
         if ops & QUANTIZED_OPS:
@@ -148,7 +160,13 @@ class OrtLabelScorer:
                          outputs.get("present_value_names", "present.%d.value") % i) for i in range(self.layers)]
         ep = provider_row(provider).ort_name
         providers = [ep] if ep == "CPUExecutionProvider" else [ep, "CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), ort_session_options(), providers=providers)  # run --jobs: its core share
+        options = ort_session_options()  # run --jobs: its core share
+        if full_length_caches(graph):  # sliding-window layers: their full-length cache (see the module docstring)
+            options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
+            self.session = ort.InferenceSession(graph.SerializeToString(), options, providers=providers)
+        else:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        del graph
         types = {i.name: i.type for i in self.session.get_inputs()}
         self.kv_dtype = np.float16 if types.get(self.past[0][0]) == "tensor(float16)" else np.float32
         self.output_names = [self.names["logits"], *(n for pair in self.present for n in pair)]

@@ -19,7 +19,7 @@ from autotune.errors import ModelError
 if TYPE_CHECKING:
     from autotune.models.source import InputSource
 
-__all__ = ["ModuleNames", "matrix_leaves", "model_file", "module_names"]
+__all__ = ["ModuleNames", "architecture", "matrix_leaves", "model_file", "module_names"]
 
 
 @dataclass(frozen=True)
@@ -104,19 +104,47 @@ def _safetensors_header(file: Path) -> dict[str, object]:
     return header
 
 
+def architecture(path: Path, *, trust_remote_code: bool = False) -> str:
+    """The model's ``architectures[0]`` (a folder's config.json; a GGUF's, the causal LM class transformers
+    converts it into), else its ``model_type``, else "unknown"; no weight is read."""
+    if path.is_dir():
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            config = {}
+        names = config.get("architectures") or []
+        return str(names[0]) if names else str(config.get("model_type") or "unknown")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    stat = path.stat()
+    config = _gguf_config(path.resolve(), stat.st_size, stat.st_mtime_ns, trust_remote_code)
+    names = getattr(config, "architectures", None) or []
+    model_type = getattr(config, "model_type", "") or ""
+    return str(names[0]) if names else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, model_type or "unknown")
+
+
+@functools.lru_cache(maxsize=4)
+def _gguf_config(file: Path, _size: int, _mtime: int, trust_remote_code: bool) -> Any:
+    """The transformers config of a GGUF, from its metadata (read by the ``gguf`` package), parsed once."""
+    from transformers import AutoConfig
+
+    from autotune.models.gguf import check_gguf
+
+    try:  # a few seconds for a tokenizer's worth of metadata: the names and the architecture share it
+        return AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name, trust_remote_code=trust_remote_code)
+    except Exception:
+        check_gguf(file)  # the file's fault: one line naming it; otherwise the library's error, as it was
+        raise
+
+
 def _gguf_names(file: Path, *, trust_remote_code: bool) -> ModuleNames:
     """The modules of the model transformers converts the GGUF into (config from the GGUF's metadata,
     read by the ``gguf`` package), built on the meta device: the names peft will match against."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from autotune.models.gguf import check_gguf
-
-    try:  # the GGUF is parsed once here (a few seconds for a tokenizer's worth of metadata)
-        config = AutoConfig.from_pretrained(str(file.parent), gguf_file=file.name, trust_remote_code=trust_remote_code)
-    except Exception:
-        check_gguf(file)  # the file's fault: one line naming it; otherwise the library's error, as it was
-        raise
+    stat = file.stat()
+    config = _gguf_config(file, stat.st_size, stat.st_mtime_ns, trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     modules = dict(model.named_modules())

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from autotune.data import Dataset, encode_example
+from autotune.models.kv_cache import window_rows
 from autotune.threads import ort_session_options, session_threads, usable_cpus
 
 # Activations of this many tokens are stacked before they are folded into the Hessians: one BLAS product of
@@ -49,15 +50,19 @@ def calibration_feeds(folder: Path, model: Any, data: Dataset, count: int, *, se
     decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
     kv_heads, head_size = int(decoder["num_key_value_heads"]), int(decoder["head_size"])
     inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
+    windows = window_rows(model.graph.node, decoder)
     feeds: list[dict[str, np.ndarray]] = []
     for row in calibration_rows(data, count, seed=seed):
         ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.answer(row), max_len=data.source_max_len)
-        feeds.append(decoder_feed(inputs, ids, kv_heads, head_size))
+        feeds.append(decoder_feed(inputs, ids, kv_heads, head_size, windows=windows))
     return feeds
 
 
-def decoder_feed(inputs: dict[str, int], ids: list[int], kv_heads: int, head_size: int) -> dict[str, np.ndarray]:
-    """The inputs of a builder decoder for one sequence ``ids`` and no past (``inputs``: name -> ONNX elem type)."""
+def decoder_feed(inputs: dict[str, int], ids: list[int], kv_heads: int, head_size: int, *,
+                 windows: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """The inputs of a builder decoder for one sequence ``ids`` and no past (``inputs``: name -> ONNX elem type).
+    ``windows``: the past inputs of sliding-window layers and their buffer's rows (:func:`autotune.models.kv_cache.window_rows`),
+    an empty cache of that capacity; every other past input is empty (0 rows)."""
     length = len(ids)
     feed: dict[str, np.ndarray] = {}
     for name, elem in inputs.items():
@@ -69,7 +74,7 @@ def decoder_feed(inputs: dict[str, int], ids: list[int], kv_heads: int, head_siz
         elif name == "position_ids":
             feed[name] = np.arange(length, dtype=dtype)[None, :]
         elif name.startswith("past_key_values."):
-            feed[name] = np.zeros((1, kv_heads, 0, head_size), dtype=dtype)
+            feed[name] = np.zeros((1, kv_heads, (windows or {}).get(name, 0), head_size), dtype=dtype)
         else:
             raise ValueError(f"the decoder graph has an input calibration cannot feed: {name}")
     return feed

@@ -16,8 +16,11 @@ torch, so every update but the rank-1 step inside one quantization group is a BL
 accumulated while the calibration rows stream through one forward pass each
 (:func:`autotune.passes.calibration.input_hessians`); MatMuls that read the same input (the builder's fused
 q/k/v, gate/up) share one. It packs the integer codes it chose, with their own scales and zero points, into
-ONNX Runtime's MatMulNBits layout. Activations come from the float model (the non-sequential variant).
-``actorder`` is not offered: with group-wise scales it needs static groups to stay exact.
+ONNX Runtime's MatMulNBits layout. Its grid is ONNX Runtime's MLAS grid (symmetric: scale = the block's signed
+largest-magnitude value / -8; see :data:`autotune.passes.weight_only.MLAS_GRID`), so GPTQ against round-to-nearest
+on that grid (``quantize_int4(..., "rtn")``) compares the error compensation alone (``OnnxBlockWiseRtnQuantization``
+rounds on neural-compressor's coarser grid). Activations come from the float model (the non-sequential
+variant). ``actorder`` is not offered: with group-wise scales it needs static groups to stay exact.
 """
 
 from __future__ import annotations
@@ -133,8 +136,10 @@ def _inverse_cholesky_upper(h: Any, damp_percent: float) -> Any:
 
 
 def _group_params(group: Any, symmetric: bool, top: int) -> tuple[Any, Any]:
-    """Per-column (scale, zero point) of one block of rows (torch [B, rows, N] -> [B, N] each), as ONNX
-    Runtime's RTN chooses them."""
+    """Per-column (scale, zero point) of one block of rows (torch [B, rows, N] -> [B, N] each) on ONNX Runtime's
+    MLAS grid (:data:`autotune.passes.weight_only.MLAS_GRID`: the grid of ``MatMulNBitsQuantizer``'s default
+    config, the mixed pass's ``rtn`` and :func:`autotune.passes.sensitivity.rtn_dequantized`), not the
+    neural-compressor grid of ``OnnxBlockWiseRtnQuantization`` (:data:`autotune.passes.weight_only.NC_RTN_GRID`)."""
     import torch
 
     if symmetric:  # the largest-magnitude value maps exactly to code 0 (-8 * scale); zero point 8

@@ -38,13 +38,16 @@ from autotune.passes.weight_only import (
 STATS_FILE = "quant_stats.json"
 
 
-def int8_accuracy_level(provider: str, body_level: int) -> int:
-    """The accuracy_level of the mixed pass's 8-bit layers. ONNX Runtime 1.32's CPU MatMulNBits has no fast
-    8-bit kernel with float activations: at accuracy_level 0 a 576x576 8-bit MatMul decoded 14x slower than
-    fp32 (14.5 ms against 1.0 ms for 30 of them, one thread), while at level 4 (int8 activations) it was the
-    fastest of all (0.21 ms; bench/matmulnbits_kernels.py, bench/README.md section 8). Inheriting the body's
-    default 0 made GPTQ + 10 % int8 decode at 35 ms/token against 18 for plain GPTQ (issue 14). Other
-    providers keep the body's level."""
+def int8_accuracy_level(provider: str, body_level: int, explicit: int | None = None) -> int:
+    """The accuracy_level of the mixed pass's 8-bit layers: ``explicit`` (the pass's ``int8_accuracy_level``)
+    when the config sets it, on every provider; unset, 4 on the CPU provider and the body's level elsewhere.
+    Why 4 by default: ONNX Runtime 1.32's CPU MatMulNBits has no fast 8-bit kernel with float activations: at
+    accuracy_level 0 a 576x576 8-bit MatMul decoded 14x slower than fp32 (14.5 ms against 1.0 ms for 30 of
+    them, one thread), while at level 4 (int8 activations) it was the fastest of all (0.21 ms;
+    bench/matmulnbits_kernels.py, bench/README.md section 8). Inheriting the body's default 0 made GPTQ + 10 %
+    int8 decode at 35 ms/token against 18 for plain GPTQ (issue 14)."""
+    if explicit is not None:
+        return explicit
     return 4 if provider == "CPUExecutionProvider" else body_level
 
 
@@ -70,6 +73,7 @@ class MixedPrecisionParams(Int4Params):
     CONDITIONS: ClassVar[dict[str, tuple[str, tuple[Any, ...]]]] = {
         "damp_percent": ("algorithm", ("gptq",)),
         "is_symmetric": ("algorithm", ("rtn", "gptq")),
+        "int8_accuracy_level": ("high_precision", ("int8",)),
     }
     # The int4 body's algorithm; the most sensitive layers go to ``high_precision`` instead.
     algorithm: Literal["rtn", "k_quant", "gptq", "hqq"] = searchable("rtn", space=["rtn", "k_quant", "gptq"])
@@ -81,6 +85,16 @@ class MixedPrecisionParams(Int4Params):
     damp_percent: float = searchable(0.01, space=[0.01, 0.1], gt=0, lt=1)
     train_data_config: str | None = None
     calibration_seed: int = 0
+    # The accuracy_level of the int8 layers (``accuracy_level`` is the int4 body's). Unset (None): 4 on the
+    # CPU provider, where 8-bit MatMulNBits is fast only with int8 activations (int8_accuracy_level's
+    # docstring has the measurement), the body's level on other providers. A value given is used as it is.
+    int8_accuracy_level: Literal[0, 1, 2, 3, 4] | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        out = super().resolved()
+        if out.get("int8_accuracy_level", 0) is None:
+            del out["int8_accuracy_level"]  # unset: the keys and records of the mixed pass as before it existed
+        return out
 
 
 class WeightOnlyPass(Pass):
@@ -135,7 +149,8 @@ class WeightOnlyPass(Pass):
         if scores:
             timings["sensitivity"] = time.perf_counter() - began
         symmetric = getattr(params, "is_symmetric", True)
-        int8_level = int8_accuracy_level(ctx.provider, getattr(params, "accuracy_level", 0))
+        int8_level = int8_accuracy_level(ctx.provider, getattr(params, "accuracy_level", 0),
+                                         getattr(params, "int8_accuracy_level", None))
         common = {"block_size": params.block_size, "accuracy_level": getattr(params, "accuracy_level", 0)}
         with quiet_quantizer():
             exclude = [*params.nodes_to_exclude, *high]

@@ -92,7 +92,9 @@ class BlockWiseRtnParams(PassParams):
 
 @register_pass("ort_blockwise_rtn", "OnnxMatMul4Quantizer")
 class OnnxBlockWiseRtnQuantization(Pass):
-    """4-bit weight-only block-wise RTN (MatMulNBits) of an fp32 builder model."""
+    """4-bit weight-only block-wise RTN (MatMulNBits) of an fp32 builder model, on neural-compressor's RTN grid
+    (``RTNWeightOnlyQuantConfig``; symmetric scale 2 * max|w| / 15), not the MLAS grid of GPTQ and the mixed
+    pass's ``rtn`` (see :mod:`autotune.passes.weight_only`)."""
 
     type_name = "OnnxBlockWiseRtnQuantization"
     Params = BlockWiseRtnParams

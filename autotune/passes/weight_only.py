@@ -1,10 +1,23 @@
 """Weight-only MatMulNBits quantization of a builder fp32 graph with ONNX Runtime's quantizers.
 
-Algorithms: ``rtn`` (ONNX Runtime's default block-wise round-to-nearest), ``k_quant`` (its bundled
-neural-compressor k-quant) and ``gptq`` (:mod:`autotune.passes.gptq`: ONNX Runtime's own GPTQ does not
-compensate, see there; its HQQ is withdrawn, see :mod:`autotune.passes.int4`). Nodes in ``exclude`` stay
-float here; :func:`quantize_8bit` can take them to 8 bits. :func:`tie_embedding` then lets the embedding
-lookup share the quantized LM head, as the builder does.
+Algorithms: ``rtn`` (ONNX Runtime's default block-wise round-to-nearest, on :data:`MLAS_GRID`), ``k_quant``
+(its bundled neural-compressor k-quant) and ``gptq`` (:mod:`autotune.passes.gptq`, on :data:`MLAS_GRID` too:
+ONNX Runtime's own GPTQ does not compensate, see there; its HQQ is withdrawn, see :mod:`autotune.passes.int4`).
+Nodes in ``exclude`` stay float here; :func:`quantize_8bit` can take them to 8 bits. :func:`tie_embedding` then
+lets the embedding lookup share the quantized LM head, as the builder does.
+
+ONNX Runtime has two 4-bit round-to-nearest grids, and they differ in the symmetric case:
+
+- :data:`MLAS_GRID`: ``MatMulNBitsQuantizer`` with its default config (MLAS's ``quantize_matmul_4bits``): here
+  ``rtn``, GPTQ's group parameters and the sensitivity's :func:`autotune.passes.sensitivity.rtn_dequantized`;
+- :data:`NC_RTN_GRID`: ``MatMulNBitsQuantizer`` with ``RTNWeightOnlyQuantConfig`` (the neural-compressor
+  ``rtn_quantize``): the ``OnnxBlockWiseRtnQuantization`` pass (:mod:`autotune.passes.ort_quantize`).
+
+Symmetric (zero point 8), the MLAS grid's scale is the block's signed largest-magnitude value / -8, which
+lands exactly on code 0 (steps of max/8); the neural-compressor grid's is 2 * max|w| / 15 (coarser steps;
+-max and +max land on codes 0 and 15, at -16/15 and 14/15 of max). Asymmetric, both take (max - min) / 15
+with zero point round(-min / scale), the MLAS grid with min <= 0 <= max. tests/passes/test_gptq.py pins both.
+A comparison of GPTQ with round-to-nearest says which grid its rounding used.
 """
 
 from __future__ import annotations
@@ -17,6 +30,9 @@ from typing import Any
 import numpy as np
 
 ALGORITHMS = ("rtn", "k_quant", "gptq")
+# The two round-to-nearest grids (see the module note), by name, for docs, tests and benchmark labels.
+MLAS_GRID = "ONNX Runtime's MLAS grid (symmetric scale: the block's signed extreme / -8)"
+NC_RTN_GRID = "neural-compressor's RTN grid (symmetric scale: 2 * max|w| / 15)"
 
 
 def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: bool, accuracy_level: int,

@@ -27,6 +27,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     if view.meta.mode == "single":
         _print_single(result, console)
         return
+    from autotune.report.values import shown_value
     from autotune.selection import pareto_set
 
     console.print(f"study [bold]{view.name}[/]: {_states_line(view)}")
@@ -44,7 +45,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
     chosen = selection.record.number if selection.record else None
     for r in sorted(pareto_set(view), key=lambda r: r.number):
         mark = " *" if r.number == chosen else (" ≈" if r.number in selection.indistinguishable else "")
-        values = [f"{(r.remeasured[m].value if m in r.remeasured else r.objectives[m]):.4g}" for m in objectives]
+        values = [f"{shown_value(r, m):.4g}" for m in objectives]  # re-measured where it was, as plots and card show it
         tests = [f"{r.test_metrics[m].value:.4g} ({r.test_metrics[m].value - r.metrics[m].value:+.3f})"
                  if m in r.test_metrics and m in r.metrics else "" for m in tested]
         table.add_row(f"{r.number}{mark}", *[str(r.point.get(k, "")) for k in params], *values, *tests)

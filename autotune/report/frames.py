@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotune.records import TrialRecord
+from autotune.report.values import shown_metric, shown_value
 
 
 def trial_row(record: TrialRecord) -> dict[str, Any]:
@@ -15,7 +16,10 @@ def trial_row(record: TrialRecord) -> dict[str, Any]:
         row[f"param.{key}"] = value
     if record.dropped_layers is not None:  # DropLayers: which blocks went (their indices in the input model)
         row["dropped_layers"] = ",".join(str(i) for i in record.dropped_layers.get("dropped") or []) or "none"
-    for key, metric in record.metrics.items():
+    for key in record.metrics:
+        # The value every figure and the card show (re-measured where it was), with that value's own interval.
+        metric = shown_metric(record, key)
+        assert metric is not None
         row[key] = metric.value
         if metric.ci_low is not None:
             row[f"{key}.ci_low"] = metric.ci_low
@@ -23,10 +27,11 @@ def trial_row(record: TrialRecord) -> dict[str, Any]:
         row[f"{key}.flag"] = metric.flag  # always a column, so one table's schema never depends on its noise
     for key, metric in record.test_metrics.items():  # scored once, after the study: validation and test side by side
         row[f"test.{key}"] = metric.value
-        if key in record.metrics:
-            row[f"gap.{key}"] = metric.value - record.metrics[key].value
-    for key, metric in record.remeasured.items():
-        row[f"remeasured.{key}"] = metric.value
+        shown = shown_value(record, key) if key in record.metrics else None
+        if shown is not None:
+            row[f"gap.{key}"] = metric.value - shown
+    for key, metric in record.remeasured.items():  # how the value shown came about: the first value and the spread
+        row[f"remeasured.{key}.first"] = record.metrics[key].value if key in record.metrics else metric.details.get("first_value")
         row[f"remeasured.{key}.spread"] = metric.details.get("spread")
     for p in record.passes:
         row[f"seconds.{p.name}"] = p.seconds

@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from autotune.records import ObjectiveSpec, StudyView, TrialRecord
 from autotune.report.plot_common import BASELINE, FEASIBLE, FIGSIZE, FRONT, axis_label, base_value, empty, pretty, pyplot, save, study_title
-from autotune.report.trial_markers import draw_trials
+from autotune.report.trial_markers import draw_trials, plotted
 
-__all__ = ["history_plot", "hypervolume", "importance_plot"]
+__all__ = ["history_figure", "history_plot", "hypervolume", "importance_plot"]
 
 log = logging.getLogger("autotune")
 
@@ -22,7 +23,7 @@ def _losses(records: list[TrialRecord], objectives: list[ObjectiveSpec], ranges:
         scaled = (value - low) / ((high - low) or 1.0)
         return 1.0 - scaled if up else scaled
 
-    return [[loss(r.objectives[o.metric], o.higher_is_better, *rng) for o, rng in zip(objectives, ranges)] for r in records]
+    return [[loss(plotted(r, o.metric), o.higher_is_better, *rng) for o, rng in zip(objectives, ranges)] for r in records]
 
 
 def hypervolume(points: list[list[float]], reference: list[float]) -> float:
@@ -44,6 +45,11 @@ def hypervolume(points: list[list[float]], reference: list[float]) -> float:
 
 
 def history_plot(view: StudyView, path: Path) -> Path:
+    """history.png: :func:`history_figure`, written atomically."""
+    return save(history_figure(view), path)
+
+
+def history_figure(view: StudyView) -> Any:
     """Best-so-far of the first objective against trial number, and (two or more objectives) hypervolume.
 
     Best-so-far follows feasible COMPLETE trials (all completed ones when none is feasible). The
@@ -52,7 +58,8 @@ def history_plot(view: StudyView, path: Path) -> Path:
     study's completed trials (0 = best observed, 1 = worst observed). The reference point sits 10% of the
     observed range beyond the worst observed value in every objective (1.1), so that trials at the worst
     value still count, and the volume is divided by the reference box (1.1^k): 1.0 would mean one trial
-    that was best in every objective at once.
+    that was best in every objective at once. Each trial counts at the value the tables show (re-measured
+    where it was).
     """
     plt = pyplot()
     done = sorted(view.completed(), key=lambda r: r.number)
@@ -63,14 +70,14 @@ def history_plot(view: StudyView, path: Path) -> Path:
     if not done or not objs:
         empty(ax, "no completed trials yet")
         ax.set_title(f"{study_title(view)}: optimisation history")
-        return save(fig, path)
+        return fig
     first = objs[0]
     metric, up = first.metric, first.higher_is_better
     feasible = [r for r in done if r.feasible is not False]
     draw_trials(ax, done, lambda r: r.number, metric, lambda r: 40.0)
     best, xs, ys = None, [], []
     for r in feasible or done:
-        v = r.objectives[metric]
+        v = plotted(r, metric)
         best = v if best is None or (v > best if up else v < best) else best
         xs.append(r.number)
         ys.append(best)
@@ -85,7 +92,7 @@ def history_plot(view: StudyView, path: Path) -> Path:
     ax.legend(loc="best", fontsize=8)
     if two:
         hv_ax = axes[1][0]
-        ranges = [(min(r.objectives[o.metric] for r in done), max(r.objectives[o.metric] for r in done)) for o in objs]
+        ranges = [(min(plotted(r, o.metric) for r in done), max(plotted(r, o.metric) for r in done)) for o in objs]
         ref = [1.1] * len(objs)
         box = math.prod(ref)
         hx, hy, seen = [], [], []
@@ -103,7 +110,7 @@ def history_plot(view: StudyView, path: Path) -> Path:
         hv_ax.set_ylim(bottom=0)
     axes[-1][0].set_xlabel("trial number")
     axes[-1][0].xaxis.get_major_locator().set_params(integer=True)
-    return save(fig, path)
+    return fig
 
 
 def importance_plot(view: StudyView, path: Path) -> Path | None:

@@ -11,6 +11,7 @@ from typing import Any
 from autotune.fileio import write_text
 from autotune.records import StudyView
 from autotune.report.plots import write_plots
+from autotune.report.values import shown_metric, shown_value
 from autotune.selection import Selection
 
 CSS = """
@@ -89,7 +90,9 @@ def _metrics_section(view: StudyView, selection: Selection) -> str:
         return '<p class="muted">No trial was selected, so there are no metrics to show.</p>'
     rows = []
     baseline = view.baseline_for(record)  # its own base model's, when the study searched the base
-    for key, m in record.metrics.items():
+    for key in record.metrics:
+        m = shown_metric(record, key)  # re-measured where it was, with that value's own interval
+        assert m is not None
         base = baseline.get(key)
         ci = f"[{m.ci_low:.4g}, {m.ci_high:.4g}]" if m.ci_low is not None and m.ci_high is not None else ""
         change = ""
@@ -139,9 +142,12 @@ def _constraints_section(view: StudyView, selection: Selection) -> str:
     record = selection.record
     bounds = view.meta.base_bounds.get(record.base, view.bounds) if record is not None and record.base else view.bounds
     for b in bounds:
-        measured = record.metrics.get(b.metric) if record else None
-        value = measured.value if measured is not None else None
-        miss = record.constraints.get(b.metric) if record else None
+        value = shown_value(record, b.metric) if record else None
+        # Judged on the value shown (the re-measured one where there is one), so status and value agree.
+        if value is not None:
+            miss = (b.value - value) if b.higher_is_better else (value - b.value)
+        else:
+            miss = record.constraints.get(b.metric) if record else None
         met = "" if miss is None else ("met" if miss <= 0 else f"missed by {miss:.4g}")
         rows.append([b.metric, f"{'≥' if b.higher_is_better else '≤'} {b.value:.4g}", b.goal, value, met])
     return rows_table(["metric", "bound", "goal", "selected trial", "status"], rows, table_id="constraints")

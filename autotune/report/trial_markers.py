@@ -8,13 +8,38 @@ from typing import Any
 
 from autotune.records import TrialRecord
 from autotune.report.plot_common import FEASIBLE, INFEASIBLE, ci_bar
+from autotune.report.values import shown_metric, shown_value
 
-__all__ = ["DEPTH_COLOURS", "PRECISION_MARKERS", "QUANTIZER_PRECISION", "draw_trials", "variant"]
+__all__ = ["DEPTH_COLOURS", "PRECISION_MARKERS", "QUANTIZER_PRECISION", "draw_trials", "plotted", "tag", "tagged", "variant"]
 
 PRECISION_MARKERS = {"fp32": "o", "fp16": "D", "int8": "s", "int4": "^"}
 DEPTH_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 QUANTIZER_PRECISION = {"OnnxGptqQuantization": "int4", "OnnxHqqQuantization": "int4", "OnnxMixedPrecisionQuantization": "int4",
                        "OnnxDynamicQuantization": "int8", "OnnxStaticQuantization": "int8"}
+
+
+def tag(artist: Any, role: str, records: list[TrialRecord]) -> Any:
+    """Name what an artist draws ("trials:0,3"): the figure's data says which point is which trial (the tests read it)."""
+    artist.set_gid(f"{role}:{','.join(str(r.number) for r in records)}")
+    return artist
+
+
+def tagged(ax: Any, role: str) -> dict[int, tuple[float, float]]:
+    """Trial number -> plotted (x, y) of every collection :func:`tag` named ``role`` on ``ax``."""
+    out: dict[int, tuple[float, float]] = {}
+    for artist in ax.collections:
+        name, _, numbers = (artist.get_gid() or "").partition(":")
+        if name == role and numbers:
+            for number, (x, y) in zip(numbers.split(","), artist.get_offsets(), strict=True):
+                out[int(number)] = (float(x), float(y))
+    return out
+
+
+def plotted(record: TrialRecord, metric: str) -> float:
+    """The plotted value of ``metric`` (the value every table shows: re-measured where it was)."""
+    value = shown_value(record, metric)
+    assert value is not None, f"trial {record.number} has no {metric}"
+    return value
 
 
 def variant(record: TrialRecord) -> tuple[int | None, str | None]:
@@ -63,16 +88,16 @@ def draw_trials(ax: Any, done: list[TrialRecord], x_of: Callable[[TrialRecord], 
         for r in done:
             colour, marker = styled[r.number]
             colour = colour if r.feasible is not False else INFEASIBLE
-            ax.scatter([x_of(r)], [r.objectives[ym]], s=[area_of(r)], c=colour, marker=marker, alpha=0.85, edgecolors="white",
-                       linewidths=0.5, zorder=3)
-            ci_bar(ax, x_of(r), r.objectives[ym], r.metrics.get(ym), colour)
+            tag(ax.scatter([x_of(r)], [plotted(r, ym)], s=[area_of(r)], c=colour, marker=marker, alpha=0.85, edgecolors="white",
+                           linewidths=0.5, zorder=3), "trials", [r])
+            ci_bar(ax, x_of(r), plotted(r, ym), shown_metric(r, ym), colour)
         _variant_legend(ax, done)
         return
     styles = ((True, FEASIBLE, "o", "feasible trial"), (False, INFEASIBLE, "X", "infeasible trial (misses a bound)"))
     for feasible, color, marker, label in styles:
         rows = [r for r in done if (r.feasible is not False) == feasible]
         if rows:
-            ax.scatter([x_of(r) for r in rows], [r.objectives[ym] for r in rows], s=[area_of(r) for r in rows], c=color, marker=marker,
-                       alpha=0.85, edgecolors="white", linewidths=0.5, zorder=3, label=label)
+            tag(ax.scatter([x_of(r) for r in rows], [plotted(r, ym) for r in rows], s=[area_of(r) for r in rows], c=color,
+                           marker=marker, alpha=0.85, edgecolors="white", linewidths=0.5, zorder=3, label=label), "trials", rows)
         for r in rows:
-            ci_bar(ax, x_of(r), r.objectives[ym], r.metrics.get(ym), color)
+            ci_bar(ax, x_of(r), plotted(r, ym), shown_metric(r, ym), color)

@@ -134,10 +134,17 @@ def _medians(values: dict[str, list[MetricValue]], first_values: dict[str, Metri
         first = measured[0]
         noisy = bool(median) and spread > NOISY_SPREAD * median
         flag = f"re-measured spread {spread:.3g} {first.unit} over {rounds} rounds" if noisy else None
+        # The median's interval is the span of the rounds' 95 % intervals (as intervals_separate ranks them): it
+        # holds every round's value, so the median too; the first round's alone need not hold it.
+        intervals = [[m.ci_low, m.ci_high] for m in measured]
+        spanned = all(low is not None and high is not None for low, high in intervals)
         remeasured[key] = first.model_copy(update={
             "value": median, "flag": flag or first.flag,
+            "ci_low": min(low for low, _ in intervals) if spanned else None,
+            "ci_high": max(high for _, high in intervals) if spanned else None,
             "details": {**first.details, "rounds": rounds_values, "spread": spread, "interleaved": True,
-                        "first_value": _first_value(first_values.get(key))}})
+                        "first_value": _first_value(first_values.get(key)),
+                        **({"round_intervals": intervals} if spanned else {})}})
     return remeasured
 
 

@@ -1,11 +1,17 @@
 """What a study's scores depend on besides each trial's searched point, and the check on resume.
 
 Trials of one study are compared with one another (one Pareto set, paired bootstraps over the same
-rows, ratios to one baseline), so they must be scored on the same data split, by the same evaluator,
-with the same fixed pass settings. :func:`study_fingerprint` records these in the study's meta;
-:func:`check_resume` refuses, before any work, a run that would add trials under other ones. Searched
+rows, ratios to one baseline), so they must be scored on the same data split, by the same evaluator
+(its metrics, each metric type's ``version`` and the evaluation's), with the same fixed pass settings.
+:func:`study_fingerprint` records these in the study's meta; :func:`check_resume` refuses, before any
+work, a run that would add trials under other ones, and says which fingerprint the study keeps. Searched
 parameters have their own check (:func:`autotune.search.sampling.check_space_against_study`): a grid
 that grows still queues its new points.
+
+A study written before fingerprints were kept has its stored run config: the fingerprint it adopts is
+built from that config (:func:`adopted_fingerprint`), so a difference from it is refused like any other.
+What neither a stored config nor an older fingerprint holds (the evaluator versions) is never filled in
+from the current run: it stays unrecorded, and unchecked, for that study.
 """
 
 from __future__ import annotations
@@ -14,14 +20,19 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from autotune.errors import ConfigError
-from autotune.plan import all_steps
-from autotune.records import StudyFingerprint, read_meta
+from autotune.config.errors import validate_model
+from autotune.config.schema import CandidateModelConfig, DataConfig, EvaluatorConfig, InputModelConfig, PassConfig
+from autotune.errors import ConfigError, UserError
+from autotune.evaluation import get_evaluator
+from autotune.evaluation.runner import EVALUATION_VERSION
+from autotune.plan import Slot, all_steps, build_plan
+from autotune.records import StudyFingerprint, StudyMeta, read_meta
 
 if TYPE_CHECKING:
+    from autotune.config.schema import RunConfig
     from autotune.run_context import RunContext
 
-__all__ = ["check_resume", "study_fingerprint"]
+__all__ = ["adopted_fingerprint", "check_resume", "study_fingerprint"]
 
 SPLITS = ("train", "validation", "test")
 # What names a candidate base model: a trial's base is its name, so the name must keep meaning the same files.
@@ -42,39 +53,131 @@ def study_fingerprint(ctx: RunContext) -> StudyFingerprint:
         for split, rows in zip(SPLITS, (dataset.train, dataset.eval, dataset.test), strict=True):
             entry[split] = {"rows": len(rows), "sha256": _rows_sha256(rows)}
         data[name] = entry
-    engine = ctx.config.engine
+    return StudyFingerprint(data=data, evaluator=_evaluator_entry(ctx.config, versions=True), passes=_pass_entries(pipeline.slots),
+                            models=_model_entries(ctx.config))
+
+
+def _evaluator_entry(config: RunConfig, *, versions: bool) -> dict[str, Any]:
+    """The provider and the evaluator's metrics; with ``versions``, what the code that scores them is: the
+    evaluation's version and each metric type's (the versions in the evaluation cache's keys)."""
+    engine = config.engine
     evaluator: dict[str, Any] = {"provider": engine.provider}
-    if engine.evaluator and engine.evaluator in ctx.config.evaluators:
-        evaluator["metrics"] = ctx.config.evaluators[engine.evaluator].model_dump(mode="json")["metrics"]
+    if engine.evaluator and engine.evaluator in config.evaluators:
+        metrics = config.evaluators[engine.evaluator]
+        evaluator["metrics"] = metrics.model_dump(mode="json")["metrics"]
+        if versions:
+            types = [get_evaluator(m.type, where="") for m in metrics.metrics]
+            evaluator["versions"] = {"evaluation": EVALUATION_VERSION, "types": {t.type_name: t.version for t in types}}
+    return evaluator
+
+
+def _pass_entries(slots: list[Slot]) -> dict[str, dict[str, Any]]:
     passes: dict[str, dict[str, Any]] = {}
-    for step in all_steps(pipeline.slots):
+    for step in all_steps(slots):
         fixed = {k: v for k, v in step.params({}).resolved().items() if k not in step.space}
         passes[step.prefix] = {"type": step.pass_cls.type_name, "origin": step.origin, "user_keys": step.user_keys,
                                "fixed": fixed}
-    models = [{k: v for k, v in c.model_dump(mode="json").items() if k in MODEL_KEYS} for c in ctx.config.input_models]
-    return StudyFingerprint(data=data, evaluator=evaluator, passes=passes, models=models or None)
+    return passes
 
 
-def check_resume(storage: Any, study_name: str, current: StudyFingerprint, *, config: Any) -> None:
+def _model_entries(config: RunConfig) -> list[dict[str, Any]] | None:
+    models = [{k: v for k, v in c.model_dump(mode="json").items() if k in MODEL_KEYS} for c in config.input_models]
+    return models or None
+
+
+def check_resume(storage: Any, study_name: str, current: StudyFingerprint, *, config: Any) -> StudyFingerprint:
     """Refuse to add trials to a stored study that was scored on other data, by another evaluator or with
-    other fixed pass settings: one line naming what changed and the way out. A study stored without a
-    fingerprint (an older autotune) is accepted; the caller then stores ``current`` in its meta."""
+    other fixed pass settings: one line naming what changed and the way out. Returns the fingerprint the
+    study keeps: ``current``, less what the stored one could not vouch for (evaluator versions it did not
+    record); for a study stored without one (an older autotune), the one :func:`adopted_fingerprint` builds
+    from its stored run config, after every difference from it was refused."""
     try:
         study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
-        return  # a new study
+        return current  # a new study
     if not storage.get_n_trials(study_id):
-        return  # nothing scored yet: nothing to disagree with
+        return current  # nothing scored yet: nothing to disagree with
     stored = _StoredAttrs(storage.get_study_user_attrs(study_id))
     if not stored.user_attrs:
-        return
+        return current
     meta = read_meta(stored)
-    if meta.mode != "search" or meta.fingerprint is None:
-        return
+    if meta.mode != "search":
+        return current
     way_out = (f"study '{study_name}' keeps its trials only if they stay comparable: restore the previous setting, "
                "or start a new study (set engine.study_name, or another engine.output_dir)")
-    for where, what in _differences(meta.fingerprint, current, config):
+    old = meta.fingerprint
+    differences: list[tuple[str, str]] = []
+    if old is None:
+        old, differences = adopted_fingerprint(meta, current, config, study_name=study_name)
+    for where, what in differences + _differences(old, current, config):
         raise ConfigError(where, f"{what}; {way_out}")
+    if meta.fingerprint is None:
+        return old
+    if "versions" not in old.evaluator:  # written before they were kept: which versions scored its trials is unknown
+        return current.model_copy(update={"evaluator": {k: v for k, v in current.evaluator.items() if k != "versions"}})
+    return current
+
+
+def adopted_fingerprint(meta: StudyMeta, current: StudyFingerprint, config: RunConfig, *,
+                        study_name: str) -> tuple[StudyFingerprint, list[tuple[str, str]]]:
+    """The fingerprint of a study stored before fingerprints were kept, built from its stored run config
+    (``meta.config``): its passes' fixed settings, its evaluator's metrics and provider, its candidate base
+    models; and the settings by which its data configs differ from this config's. Its data entries are this
+    run's where the stored data config has the same settings (the same files, split and template) and,
+    when the meta kept them, the same row counts: the files' contents then cannot be checked. Evaluator
+    versions are left out (unknown). A stored config that no longer reads back is refused (one line)."""
+    try:
+        stored = _stored_run_config(meta.config, config)
+        passes = _pass_entries(build_plan(stored))
+    except (UserError, KeyError) as exc:  # a stored setting the schema refuses now, or a key it lacks (not a bug of ours)
+        reason = (str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}").splitlines()[0]
+        raise ConfigError("engine.study_name", f"study '{study_name}' was written by an autotune that kept no fingerprint, "
+                          f"and its stored run config does not read back ({reason}): its trials cannot be checked against "
+                          "this config; start a new study (set engine.study_name, or another engine.output_dir)") from None
+    differences: list[tuple[str, str]] = []
+    by_name = {d.name: d for d in stored.data_configs}
+    data: dict[str, dict[str, Any]] = {}
+    read_then = list(meta.data) or [name for name in current.data if name in by_name]
+    for name in read_then:
+        was, entry = by_name.get(name), current.data.get(name)
+        if was is None:
+            continue  # not in the stored config: nothing known of it
+        if entry is None:
+            data[name] = {}  # read then, not now: the comparison names it
+            continue
+        index = next(i for i, d in enumerate(config.data_configs) if d.name == name)
+        settings_then, settings_now = was.model_dump(mode="json"), config.data_configs[index].model_dump(mode="json")
+        key = next((k for k in sorted(set(settings_then) | set(settings_now)) if settings_then.get(k) != settings_now.get(k)),
+                   None)
+        if key is not None:
+            differences.append((f"data_configs[{index}].{key}", f"the study's trials were scored with "
+                                                                 f"{_shown(settings_then.get(key))}, this config has "
+                                                                 f"{_shown(settings_now.get(key))}"))
+        entry = json.loads(json.dumps(entry))
+        summary = meta.data.get(name)
+        for split, rows_then in (zip(SPLITS, (summary.train, summary.validation, summary.test), strict=True) if summary else ()):
+            if (entry.get(split) or {}).get("rows") != rows_then:
+                entry[split] = {"rows": rows_then, "sha256": None}
+        data[name] = entry
+    return StudyFingerprint(data=data, evaluator=_evaluator_entry(stored, versions=False), passes=passes,
+                            models=_model_entries(stored)), differences
+
+
+def _stored_run_config(raw: dict[str, Any], config: RunConfig) -> RunConfig:
+    """``config`` with the stored run config's model, data, passes and evaluators (each validated as the
+    schema reads it), and its provider and evaluator name: what the fingerprint is built from."""
+    engine = raw.get("engine") or {}
+    providers = list(engine.get("execution_providers") or ["CPUExecutionProvider"])
+    return config.model_copy(update={
+        "input_model": validate_model(InputModelConfig, raw["input_model"], "input_model"),
+        "input_models": [validate_model(CandidateModelConfig, c, f"input_model[{i}]")
+                         for i, c in enumerate(raw.get("input_models") or [])],
+        "data_configs": [validate_model(DataConfig, d, f"data_configs[{i}]") for i, d in enumerate(raw.get("data_configs") or [])],
+        "passes": {str(n): validate_model(PassConfig, p, f"passes.{n}") for n, p in (raw.get("passes") or {}).items()},
+        "evaluators": {str(n): validate_model(EvaluatorConfig, e, f"evaluators.{n}")
+                       for n, e in (raw.get("evaluators") or {}).items()},
+        "engine": config.engine.model_copy(update={"execution_providers": providers, "evaluator": engine.get("evaluator")}),
+    })
 
 
 class _StoredAttrs:
@@ -86,7 +189,7 @@ class _StoredAttrs:
 
 def _differences(old: StudyFingerprint, new: StudyFingerprint, config: Any) -> list[tuple[str, str]]:
     return (_model_differences(old, new) + _data_differences(old, new, config) + _evaluator_differences(old, new, config)
-            + _pass_differences(old, new))
+            + _version_differences(old, new, config) + _pass_differences(old, new, _spaces(config)))
 
 
 def _model_differences(old: StudyFingerprint, new: StudyFingerprint) -> list[tuple[str, str]]:
@@ -170,7 +273,44 @@ def _evaluator_differences(old: StudyFingerprint, new: StudyFingerprint, config:
     return [(f"{where}.metrics", f"the study's evaluator also had metric(s) {', '.join(gone) or 'in another order'}")]
 
 
-def _pass_differences(old: StudyFingerprint, new: StudyFingerprint) -> list[tuple[str, str]]:
+def _version_differences(old: StudyFingerprint, new: StudyFingerprint, config: Any) -> list[tuple[str, str]]:
+    """The code that scored the trials: the evaluation's version and each metric type's (unrecorded in a
+    fingerprint written before they were kept: nothing to compare then)."""
+    before, now = old.evaluator.get("versions"), new.evaluator.get("versions")
+    if not before or not now:
+        return []
+    where = f"evaluators.{config.engine.evaluator}" if config.engine.evaluator else "evaluators"
+    if before.get("evaluation") != now.get("evaluation"):
+        return [(where, f"the study's trials were scored by evaluation version {before.get('evaluation')}, this autotune's is "
+                        f"{now.get('evaluation')} (it measures differently since)")]
+    types_then, types_now = before.get("types") or {}, now.get("types") or {}
+    metrics = config.evaluators[config.engine.evaluator].metrics if config.engine.evaluator in config.evaluators else []
+    for i, metric in enumerate(metrics):
+        type_name = get_evaluator(metric.type, where="").type_name
+        if type_name in types_then and types_then[type_name] != types_now.get(type_name):
+            return [(f"{where}.metrics[{i}].type", f"the study's trials were scored by metric type {type_name} version "
+                                                   f"{types_then[type_name]}, this autotune's is version "
+                                                   f"{types_now.get(type_name)} (it measures differently since)")]
+    return []
+
+
+def _spaces(config: Any) -> dict[str, dict[str, Any]]:
+    """Each pass's (and alternative's) searched parameters in ``config``, by prefix."""
+    return {step.prefix: step.space for step in all_steps(build_plan(config))}
+
+
+def _admits(spec: Any, value: Any) -> bool:
+    """Whether a search space spec (Categorical or a range) holds ``value``: a setting fixed at ``value``
+    then and searched over a space that holds it now is a grid that grew, its old trials the points at ``value``."""
+    choices = getattr(spec, "choices", None)
+    if choices is not None:
+        return any(c == value for c in choices)
+    low, high = getattr(spec, "low", None), getattr(spec, "high", None)
+    return isinstance(value, (int, float)) and low is not None and high is not None and low <= value <= high
+
+
+def _pass_differences(old: StudyFingerprint, new: StudyFingerprint,
+                      spaces: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, str]]:
     out = []
     for prefix, before in old.passes.items():
         now = new.passes.get(prefix)
@@ -182,11 +322,26 @@ def _pass_differences(old: StudyFingerprint, new: StudyFingerprint) -> list[tupl
                                           f"{now.get('type')}"))
             continue
         was, is_ = before.get("fixed") or {}, now.get("fixed") or {}
-        for key in sorted(set(was) & set(is_)):
-            path = _first_difference(was[key], is_[key])
+        # Every key of either side: a setting fixed now that the trials searched (or the other way round)
+        # differs too. A key absent on one side reads as null, so a new parameter whose default is null
+        # (an option added later, unset) compares equal to a fingerprint written before it existed.
+        for key in sorted(set(was) | set(is_)):
+            where = f"{origin}.{user_keys.get(key, key)}"
+            if key not in was and is_[key] is not None:
+                out.append((where, f"the study's trials ran without it fixed (searched, or not a setting then), this "
+                                   f"config fixes it at {_shown(is_[key])}"))
+                break
+            if key not in is_ and was[key] is not None:
+                searched = (spaces or {}).get(prefix, {}).get(key)
+                if searched is not None and _admits(searched, was[key]):
+                    continue  # a grid that grew: the old trials are its points at the value they were fixed at
+                out.append((where, f"the study's trials ran with it fixed at {_shown(was[key])}, this config does not fix "
+                                   "it (searched, or no such setting now)"))
+                break
+            path = _first_difference(was.get(key), is_.get(key))
             if path is not None:
                 shown_old, shown_new = path[1], path[2]
-                out.append((f"{origin}.{user_keys.get(key, key)}{path[0]}",
+                out.append((f"{where}{path[0]}",
                             f"the study's trials ran with {_shown(shown_old)}, this config has {_shown(shown_new)} "
                             "(a fixed setting, not searched)"))
                 break

@@ -184,7 +184,7 @@ class Study:
             self.storage = open_storage(self.storage_url, heartbeat_seconds=self.cfg.engine.heartbeat_seconds)
         fingerprint = study_fingerprint(self.ctx)
         if self.mode == "search":  # before any work: trials scored otherwise are not added to this study
-            check_resume(self.storage, self.name, fingerprint, config=self.cfg)
+            fingerprint = check_resume(self.storage, self.name, fingerprint, config=self.cfg)  # what the study keeps
         else:
             unchanged = self._unchanged_single_run(fingerprint)
             if unchanged is not None:  # nothing to run, measure or store again: finish reads it as it is

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,30 @@ def test_the_device_enters_training_keys_only_where_it_changes_the_result(tmp_pa
     monkeypatch.setattr(precision_probe, "trainer_probe", lambda **_: precision_probe.StepProbe(seconds=1.0, loss=1.0))
     assert keys("cuda")[0] not in (cuda[0], cpu[0])
     assert keys("cpu")[0] == cpu[0]
+
+
+def test_the_provider_probe_ignores_orts_warning_without_dropping_filters_added_meanwhile(
+        monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder) -> None:
+    import threading
+    import warnings
+
+    import onnxruntime as ort
+
+    real_session = ort.InferenceSession
+    added = "a filter another thread adds while the probe runs"
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        warnings.warn("provider not available (as ORT says it)", UserWarning, stacklevel=1)  # ignored for the call
+        other = threading.Thread(target=lambda: warnings.filterwarnings("ignore", message=added))
+        other.start()
+        other.join()
+        return real_session(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    before = list(warnings.filters)
+    assert device.session_providers("CPUExecutionProvider") == ["CPUExecutionProvider"]
+    assert not [w for w in recwarn if "provider not available" in str(w.message)]
+    # The other thread's filter survives the call (warnings.catch_warnings would put back the list as it was before);
+    # the probe's own "ignore UserWarning" entry is gone.
+    assert [f for f in warnings.filters if f[1] is not None and f[1].pattern == added]
+    assert [f for f in warnings.filters if not (f[1] is not None and f[1].pattern == added)] == before

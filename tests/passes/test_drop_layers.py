@@ -141,17 +141,17 @@ def depth_config(model: Path, data: Path, work: Path, n_drop: Any) -> dict[str, 
     return config
 
 
-def test_validate_refuses_a_model_outside_the_llama_family(tmp_path: Path, tone_file: Path) -> None:
-    from transformers import GPT2Config, GPT2LMHeadModel
+def test_validate_refuses_a_model_outside_the_llama_family(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
+    # Phi-3: a family the model builder exports (so only the depth pass is refused), with fused qkv_proj/gate_up_proj.
+    from tests.models.test_families import make_family_model
 
-    gpt2 = tmp_path / "gpt2"
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=100)).save_pretrained(str(gpt2), safe_serialization=True)
-    config = depth_config(gpt2, tone_file, tmp_path, 1)
-    config["passes"]["lora"]["target_modules"] = ["c_attn"]  # GPT-2's own: only the depth pass is refused
+    phi3 = make_family_model(tmp_path / "phi3", "phi3", tiny_model)
+    config = depth_config(phi3, tone_file, tmp_path, 1)
+    config["passes"]["lora"]["target_modules"] = ["qkv_proj"]  # Phi-3's own
     with pytest.raises(ConfigError) as info:
         load_config(config)
     assert info.value.where == "passes.depth.type"
-    assert "GPT2LMHeadModel" in info.value.message and "LlamaForCausalLM" in info.value.message
+    assert "Phi3ForCausalLM" in info.value.message and "LlamaForCausalLM" in info.value.message
 
 
 def test_validate_refuses_n_drop_that_leaves_no_block_for_every_searched_value(

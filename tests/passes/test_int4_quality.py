@@ -23,7 +23,7 @@ from tests.passes.test_int4_support import (
 )
 
 QUANTIZERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "rtn": ("OnnxBlockWiseRtnQuantization", {"block_size": 32}),
+    "rtn": ("OnnxBlockWiseRtnQuantization", {"block_size": 32}),  # neural-compressor's RTN grid (weight_only.NC_RTN_GRID)
     "gptq": ("OnnxGptqQuantization", {"block_size": 32, "calibration_rows": 32}),
     "gptq-asym-16": ("OnnxGptqQuantization", {"block_size": 16, "is_symmetric": False, "calibration_rows": 16}),
     "mixed-int8": ("OnnxMixedPrecisionQuantization", {"budget": 0.25, "calibration_rows": 16}),
@@ -93,7 +93,8 @@ def test_a_broken_quantizer_fails_the_agreement_check(setup: dict[str, Any], mod
 
 
 def test_gptq_has_lower_output_error_than_round_to_nearest() -> None:
-    # ONNX Runtime's own GPTQ equals RTN (it never propagates the error); this one must beat it.
+    # ONNX Runtime's own GPTQ equals RTN (it never propagates the error); this one must beat it. The RTN here is
+    # rtn_dequantized: GPTQ's own grid (MLAS's, weight_only.MLAS_GRID), so only the error compensation differs.
     from autotune.passes.gptq import gptq_codes
     from autotune.passes.sensitivity import rtn_dequantized
 

@@ -175,6 +175,6 @@ def test_the_qlora_test_fails_instead_of_skipping_under_ci(tmp_path: Path) -> No
     test = "tests/passes/test_quantization.py::test_qlora_trains_and_merges_into_the_dequantized_base"
     for ci, outcome in (("true", "1 failed"), ("", "1 skipped")):
         env = {**os.environ, "PYTHONPATH": str(fake.parent), "CI": ci}
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], cwd=ROOT, env=env,
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", test], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=600)
         assert outcome in done.stdout, done.stdout[-2000:]

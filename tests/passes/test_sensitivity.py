@@ -166,14 +166,77 @@ def test_the_score_ranks_layers_as_their_measured_output_error(setup: dict[str, 
     assert rho >= MIN_SPEARMAN, (rho, dict(zip(nodes, measured, strict=True)), scores)
 
 
-def test_the_mixed_pass_scores_with_its_body_algorithm(setup: dict[str, Any], tmp_path: Path) -> None:
+def solve_counting(setup: dict[str, Any], pass_type: str, params: dict[str, Any], out: Path) -> tuple[Path, dict[str, int]]:
+    """Run ``pass_type`` with a spy on the GPTQ solve (:func:`autotune.passes.gptq.gptq_codes_batch`, which the
+    sensitivity and the body both call): its output and how often each MatMul's weight was solved."""
+    from unittest import mock
+
+    from onnx import numpy_helper
+
+    import autotune.passes.gptq as gptq
+    from tests.passes.test_int4_support import run_pass
+
+    inits = {t.name: t for t in setup["model"].graph.initializer}
+    layer_of = {numpy_helper.to_array(inits[weight]).astype(np.float32).tobytes(): node
+                for node, (_, weight) in setup["matmuls"].items()}
+    with mock.patch.object(gptq, "gptq_codes_batch", wraps=gptq.gptq_codes_batch) as spy:
+        run_pass(pass_type, params, setup["fp32"], out, setup["data"])
+    solves: dict[str, int] = {}
+    for call in spy.call_args_list:
+        for weight in call.args[0]:
+            node = layer_of[np.asarray(weight, dtype=np.float32).tobytes()]
+            solves[node] = solves.get(node, 0) + 1
+    return out, solves
+
+
+def int4_tensors(folder: Path) -> dict[str, tuple[str, tuple[int, ...], int, bytes]]:
+    """Each 4-bit MatMulNBits node's initializers: tensor name -> (node, dims, data type, raw bytes)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(folder / "model.onnx"))
+    inits = {t.name: t for t in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits" and {a.name: helper.get_attribute_value(a) for a in node.attribute}["bits"] == 4:
+            for name in node.input[1:]:
+                tensor = inits[name]
+                out[name] = (node.name, tuple(tensor.dims), tensor.data_type, numpy_helper.to_array(tensor).tobytes())
+    return out
+
+
+MIXED_GPTQ = {"algorithm": "gptq", "block_size": BLOCK, "budget": 0.2, "calibration_rows": 16}
+
+
+@pytest.fixture(scope="module")
+def mixed_gptq(setup: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    """The mixed pass with a GPTQ body (int8 for the kept layers), built once with its solves counted."""
+    return solve_counting(setup, "OnnxMixedPrecisionQuantization", MIXED_GPTQ, tmp_path_factory.mktemp("mixed") / "out")
+
+
+def test_the_mixed_pass_solves_gptq_once_and_packs_plain_gptqs_bytes(setup: dict[str, Any], mixed_gptq: tuple[Path, dict[str, int]],
+                                                                    tmp_path: Path) -> None:
+    """Issue 28 item 15: the mixed pass's GPTQ body packs the sensitivity's solutions. Every layer is solved exactly
+    once (the kept ones for their score only), and its int4 layers hold byte for byte the initializers of plain GPTQ
+    on the same nodes (the kept layers excluded), with the same calibration rows."""
+    mixed, solves = mixed_gptq
+    kept = json.loads((mixed / "quant_stats.json").read_text())["kept_high"]
+    assert kept and solves == {node: 1 for node in setup["matmuls"]}, solves
+    plain, plain_solves = solve_counting(setup, "OnnxGptqQuantization", {"block_size": BLOCK, "calibration_rows": 16,
+                                                                         "nodes_to_exclude": kept}, tmp_path / "plain")
+    assert plain_solves == {node: 1 for node in setup["matmuls"] if node not in kept}, plain_solves
+    got, expected = int4_tensors(mixed), int4_tensors(plain)
+    assert len(expected) >= 2 * (len(setup["matmuls"]) - len(kept))  # packed codes and scales of every int4 layer
+    assert sorted(got) == sorted(expected)
+    assert [name for name in expected if got[name] != expected[name]] == []
+
+
+def test_the_mixed_pass_scores_with_its_body_algorithm(setup: dict[str, Any], mixed_gptq: tuple[Path, dict[str, int]]) -> None:
     import onnx
 
     from autotune.passes.sensitivity import sensitivities
-    from tests.passes.test_int4_support import run_pass
 
-    out = run_pass("OnnxMixedPrecisionQuantization", {"algorithm": "gptq", "block_size": BLOCK, "budget": 0.2,
-                                                      "calibration_rows": 16}, setup["fp32"], tmp_path / "mixed", setup["data"])
+    out = mixed_gptq[0]
     stats = json.loads((out / "quant_stats.json").read_text())
     expected = sensitivities(setup["model"], setup["feeds"], algorithm="gptq", block_size=BLOCK, symmetric=True,
                              hessians=setup["hessians"])

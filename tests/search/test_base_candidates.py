@@ -16,6 +16,7 @@ from autotune.cli import app
 from autotune.config_checks import load_config
 from autotune.errors import ConfigError
 from autotune.records import read_meta, read_record
+from autotune.search.study import stored_config
 from autotune.testing import make_tiny_llama
 from tests.conftest import tiny_config
 
@@ -168,8 +169,11 @@ def test_candidate_names_must_differ_and_one_candidate_is_the_single_model_form(
         load_config(base_config([], tone_file, tmp_path))
 
     one = load_config(base_config([{"model_path": str(a), "name": "only"}], tone_file, tmp_path))
-    single = load_config(base_config({"model_path": str(a)}, tone_file, tmp_path))
-    assert one.model_dump() == single.model_dump() and one.input_models == []  # exactly today's dict form
+    single = load_config(base_config({"model_path": str(a), "name": "only"}, tone_file, tmp_path))
+    assert one.model_dump() == single.model_dump() and one.input_models == []  # exactly the dict form, its name kept
+    assert one.input_model.name == "only" and stored_config(one)["input_model"]["name"] == "only"
+    unnamed = load_config(base_config({"model_path": str(a)}, tone_file, tmp_path))
+    assert "name" not in stored_config(unnamed)["input_model"]  # no name given: stored as before
 
     searched = load_config(base_config([str(a), {"model_path": str(b)}], tone_file, tmp_path))
     assert searched.base_names == ["tiny-a", "tiny-b"] and searched.input_model.model_path == a

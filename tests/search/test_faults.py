@@ -60,16 +60,16 @@ def test_a_trial_past_its_timeout_fails_with_the_reason(tmp_path: Path, tiny_mod
 
 def test_a_failing_build_and_a_failing_evaluator_are_recorded(tmp_path: Path, tiny_model: Path, tone_file: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from onnxruntime_genai.models import builder
+    import autotune.passes.model_builder as model_builder
 
-    real_create = builder.create_model
+    real_build = model_builder.build_onnx  # the builder runs in a process of its own: fail it before that
 
-    def create(model_name: str, input_path: str, output_dir: str, precision: str, *args: Any, **kwargs: Any) -> Any:
-        if precision == "int8":
+    def build(source: Any, output: Any, params: Any, **kwargs: Any) -> None:
+        if params.precision == "int8":
             raise RuntimeError("injected build failure")
-        return real_create(model_name, input_path, output_dir, precision, *args, **kwargs)
+        real_build(source, output, params, **kwargs)
 
-    monkeypatch.setattr(builder, "create_model", create)
+    monkeypatch.setattr(model_builder, "build_onnx", build)
     (tmp_path / "flaky.py").write_text(  # fails on the fp32 build only (the tiny int4 weights are ~0.26 MB, fp32 ~0.6 MB)
         "import os\n"
         "def metric(model_dir, data):\n"

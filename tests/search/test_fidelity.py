@@ -153,3 +153,60 @@ def test_a_custom_data_metric_is_never_pruned_on_its_slice_value(built: tuple[di
     perfect = TrialRecord(number=0, state="COMPLETE", feasible=True, objectives={"mine-score": 1.0, SIZE: 0.0})
     metrics = rule.evaluate(model, [perfect])  # its slice value 0.1 is dominated, but it has no interval: full evaluation
     assert metrics["mine-score"].value == 0.1 and SIZE in metrics
+
+
+def test_a_study_prunes_a_dominated_trial_on_its_slice_and_counts_it_toward_max_samples(
+        tmp_path: Path, tiny_model: Path, tone_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Study level: a grid of three builds (int4, int8, fp32), multi-fidelity on, max_samples 2. The first model
+    answers every validation row right, the others every row wrong (the accuracy evaluator's per-row outcomes are
+    replaced; the tiny model's own accuracy is near chance and would not separate them). Trial 0 completes and is
+    the front; trial 1 (int8: larger) is scored on the first 30 rows only, its optimistic bound (0.116) is dominated
+    by trial 0, so it is PRUNED with that reason; a pruned trial counts toward max_samples, so the study stops at 2
+    and the third point stays queued."""
+    from dataclasses import replace
+
+    import optuna
+
+    from autotune.evaluation.accuracy import AccuracyEvaluator
+    from autotune.evaluation.metrics import wilson_interval
+    from autotune.records import read_record
+    from autotune.search.stopping import counted
+    from tests.search.test_study import load
+
+    real = AccuracyEvaluator.evaluate
+    scored: list[tuple[str, int]] = []  # (model folder, rows) of each accuracy evaluation
+
+    def all_right_or_all_wrong(self: Any, model: Any, params: Any, ctx: Any) -> dict[str, Any]:
+        metrics = real(self, model, params, ctx)
+        scored.append((str(model.path), metrics["accuracy"].n))
+        right = str(model.path) == scored[0][0]
+        n = metrics["accuracy"].n
+        low, high = wilson_interval(n if right else 0, n)
+        details = {**metrics["accuracy"].details, "correct": ("1" if right else "0") * n}
+        metrics["accuracy"] = replace(metrics["accuracy"], value=1.0 if right else 0.0, ci_low=low, ci_high=high, details=details)
+        return metrics
+
+    monkeypatch.setattr(AccuracyEvaluator, "evaluate", all_right_or_all_wrong)
+    config = tiny_config(tiny_model, tone_file, tmp_path)
+    config["passes"] = {"build": {"type": "ModelBuilder", "precision": ["int4", "int8", "fp32"], "algo_config": "default"}}
+    config["data_configs"][0]["eval_dataset_size"] = 90
+    size_metric = {**EVALUATOR["metrics"][2], "name": "size", "sub_types": [{"name": "size_mb", "priority": 2}]}
+    config["evaluators"] = {"e": {"metrics": [{**EVALUATOR["metrics"][0], "name": "acc"}, size_metric]}}
+    config["engine"].update({"evaluator": "e", "evaluate_input_model": False, "pytorch_reference": False,
+                             "selection": {"remeasure_rounds": 0},
+                             "search_strategy": {"sampler": "grid", "seed": 0, "max_samples": 2,
+                                                 "multi_fidelity": {"enabled": True, "first_rows": 30}}})
+    autotune.run(config)
+    study = load(tmp_path)
+    states = optuna.trial.TrialState
+    # each grid point as queued (a trial still waiting has no params yet)
+    assert [(t.system_attrs["fixed_params"]["build.precision"], t.state) for t in study.trials] == [
+        ("int4", states.COMPLETE), ("int8", states.PRUNED), ("fp32", states.WAITING)]
+    complete, pruned = read_record(study.trials[0]), read_record(study.trials[1])
+    assert complete.objectives[ACC] == 1.0 and pruned.state == "PRUNED"
+    assert pruned.prune_reason is not None and "first 30 validation rows" in pruned.prune_reason
+    assert "dominated by trial 0 of the Pareto front" in pruned.prune_reason
+    assert f"accuracy {exact_bound(0, 30, upper=True):.4g}" in pruned.prune_reason and not pruned.objectives
+    # trial 0 on every row; trial 1 on its slice only (no full evaluation after the prune)
+    assert [n for _, n in scored] == [90, 30] and len({path for path, _ in scored}) == 2
+    assert counted(study.trials[1])  # unlike a duplicate point: it counts, and the study stopped at max_samples 2

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -15,20 +17,40 @@ from autotune.config_checks import load_config
 from autotune.plan import build_plan
 from autotune.search.jobs import split_trials
 from autotune.search.sampling import grid_points, interleave_prefixes
+from tests.crash_hooks import hold
 from tests.search.test_study import load, lora_runs, study_config
+
+
+def another_process_took_a_trial(root: Path) -> Any:
+    """A condition: a trial of the study in ``root`` is owned by a process other than this one."""
+    storage: list[Any] = []
+
+    def check() -> bool:
+        if not storage:
+            storage.append(optuna.storages.RDBStorage(f"sqlite:///{root / 'out' / 'study.db'}"))
+        study = optuna.load_study(study_name="out", storage=storage[0])
+        return any(((t.user_attrs.get("autotune_record") or {}).get("owner") or {}).get("pid") not in (None, os.getpid())
+                   for t in study.get_trials(deepcopy=False))
+
+    return check
 
 
 def test_two_jobs_run_every_grid_point_once_and_each_fine_tune_once(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
     config = study_config(tiny_model, tone_file, tmp_path)
     config["evaluators"]["tiny"]["metrics"] = config["evaluators"]["tiny"]["metrics"][:1]  # accuracy: short
-    result = autotune.run(config, jobs=2)
+    # No baseline (its build would be this process's first), so the hold below meets this process's first trial.
+    config["engine"]["evaluate_input_model"] = False
+    # This process (the run's own job) is held at its first trial's build until the other job has taken a trial:
+    # both run trials however the machine's load spreads them (else one can drain the queue while the other starts).
+    with hold("build", until=another_process_took_a_trial(tmp_path)):
+        result = autotune.run(config, jobs=2)
     study = load(tmp_path)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(study.trials) == len(complete) == 4
     assert {(t.params["lora.r"], t.params["build.precision"]) for t in complete} == {(2, "int4"), (2, "fp32"), (4, "int4"), (4, "fp32")}
     assert lora_runs(study) == 2  # each rank trained by one job; the other reused it from the shared cache
     owners = {t.user_attrs["autotune_record"]["owner"]["pid"] for t in complete}
-    assert len(owners) == 2  # both jobs ran trials
+    assert len(owners) == 2 and os.getpid() in owners  # both jobs ran trials
     assert (tmp_path / "out" / "best" / "genai_config.json").is_file() and len(result.trials) == 4
 
 

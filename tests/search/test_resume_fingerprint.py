@@ -1,6 +1,7 @@
 """Resuming a study with other data, another evaluator or other fixed pass settings is refused before any
 work, from the command line: one line naming what changed and the way out, exit code 2, the study as it was.
-A study stored before fingerprints were kept gets one on its next run."""
+A study stored before fingerprints were kept adopts one built from its stored run config (a difference from
+that config is refused the same way); tests/search/test_fingerprint_checks.py checks the rules at unit level."""
 
 from __future__ import annotations
 
@@ -109,23 +110,29 @@ def test_a_resume_that_changed_what_trials_are_scored_on_is_refused_and_the_stud
     assert sha256(db) == before  # the study untouched
 
 
-def test_a_study_without_a_fingerprint_gets_one_on_its_next_run_and_an_unchanged_resume_runs(
+def test_a_study_without_a_fingerprint_adopts_one_from_its_stored_config_and_an_unchanged_resume_runs(
         finished: dict[str, Any], tmp_path: Path) -> None:
     config, db = copy_study(finished, tmp_path)
     storage = f"sqlite:///{db}"
     study = optuna.load_study(study_name="out", storage=storage)
     meta = dict(study.user_attrs[META_ATTR])
     assert meta["fingerprint"]["passes"]["lora"]["fixed"]["alpha"] == 8.0
+    assert "versions" in meta["fingerprint"]["evaluator"]
     del meta["fingerprint"]
     meta["schema_version"] = 2
+    meta["config"]["data_configs"][0]["data_files"] = [str(tmp_path / "tones.jsonl")]  # as if it had run here
     study.set_user_attr(META_ATTR, meta)  # as an autotune before fingerprints wrote it
     assert read_meta(optuna.load_study(study_name="out", storage=storage)).fingerprint is None
-    config["passes"]["lora"]["alpha"] = 16  # nothing to compare with: accepted, and this run's settings are kept
+    before = sha256(db)
+    config["passes"]["lora"]["alpha"] = 16  # not what its trials ran with, as its stored run config says: refused
+    result = cli_run(config, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "error: passes.lora.alpha: the study's trials ran with 8.0, this config has 16.0" in result.stderr
+    assert sha256(db) == before
+    config["passes"]["lora"]["alpha"] = 8  # the stored run config's: resumes, and the study keeps the adopted fingerprint
     result = cli_run(config, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     stored = read_meta(optuna.load_study(study_name="out", storage=storage))
-    assert stored.fingerprint is not None and stored.fingerprint.passes["lora"]["fixed"]["alpha"] == 16.0
+    assert stored.fingerprint is not None and stored.fingerprint.passes["lora"]["fixed"]["alpha"] == 8.0
+    assert "versions" not in stored.fingerprint.evaluator  # which versions scored its trials is unknown: never claimed
     assert len(optuna.load_study(study_name="out", storage=storage).trials) == 1  # the grid was done: no new trial
-    config["passes"]["lora"]["alpha"] = 8  # from now on, compared with what was stored
-    result = cli_run(config, tmp_path)
-    assert result.returncode == 2 and "error: passes.lora.alpha: the study's trials ran with 16.0" in result.stderr

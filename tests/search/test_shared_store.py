@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import pytest
 
 from autotune.records import read_meta
 from tests.conftest import generate_one
@@ -22,13 +21,12 @@ from tests.search.test_study import study_config
 from tests.search.test_workers import finish, worker
 
 
-def worker_config(tiny_model: Path, tone_file: Path, tmp_path: Path, name: str, store: Path, *, latency: bool = False,
-                  **engine: Any) -> Path:
+def worker_config(tiny_model: Path, tone_file: Path, tmp_path: Path, name: str, store: Path, **engine: Any) -> Path:
     """Worker ``name``'s config: its own cache and results folder, the shared store, short heartbeats."""
     config = study_config(tiny_model, tone_file, tmp_path / name)
     config["passes"]["build"]["precision"] = ["int4", "int8", "fp32"]  # 2 fine-tunes x 3 precisions
-    if not latency:  # accuracy alone keeps the test short (latency runs a fresh process per model)
-        config["evaluators"]["tiny"]["metrics"] = config["evaluators"]["tiny"]["metrics"][:1]
+    # accuracy alone keeps the test short (latency runs a fresh process per model)
+    config["evaluators"]["tiny"]["metrics"] = config["evaluators"]["tiny"]["metrics"][:1]
     config["engine"].update({"artifact_store": str(store), "study_name": "shared", "heartbeat_seconds": 1, **engine})
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(config))
@@ -46,11 +44,24 @@ def claim_files(store: Path) -> list[Path]:
     return [p for p in (store / "claims").rglob("*") if p.name.isdigit()] if (store / "claims").is_dir() else []
 
 
-def grid_queued(storage: str) -> bool:
-    try:
-        return read_meta(optuna.load_study(study_name="shared", storage=storage)).grid_enqueued
-    except (KeyError, Exception):  # the study (or the database) does not exist yet
+def study_exists(db: Path, name: str) -> bool:
+    """Whether the worker has created study ``name`` in ``db``: read-only, through sqlite3 (opening an Optuna
+    storage here would create its tables, racing the worker's own)."""
+    import sqlite3
+
+    if not db.is_file():
         return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            return bool(connection.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchall())
+    except sqlite3.OperationalError as exc:  # the worker is creating the tables (or holds the write lock)
+        if "no such table" in str(exc) or "locked" in str(exc):
+            return False
+        raise
+
+
+def grid_queued(db: Path) -> bool:
+    return study_exists(db, "shared") and read_meta(optuna.load_study(study_name="shared", storage=f"sqlite:///{db}")).grid_enqueued
 
 
 def running(storage: str) -> int:
@@ -58,32 +69,40 @@ def running(storage: str) -> int:
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
 
 
-def run_study(tiny_model: Path, tone_file: Path, tmp_path: Path, n_workers: int,
-              latency: bool = False) -> tuple[optuna.Study, list[str], float]:
-    """n workers on one study and one store; returns the study, the workers' output and the wall time."""
+def owners(storage: str) -> set[int]:
+    """The pids that have taken a trial of the study (each trial's record names its owner when it starts)."""
+    study = optuna.load_study(study_name="shared", storage=storage)
+    return {t.user_attrs["autotune_record"]["owner"]["pid"] for t in study.get_trials(deepcopy=False)
+            if (t.user_attrs.get("autotune_record") or {}).get("owner")}
+
+
+def run_study(tiny_model: Path, tone_file: Path, tmp_path: Path, n_workers: int) -> tuple[optuna.Study, list[str]]:
+    """n workers on one study and one store; returns the study and the workers' output. The first worker is held
+    at its first build (tests.crash_hooks) until a second one has taken a trial, so that at least two workers run
+    trials however the machine's load spreads them (else the first could drain the queue while the others start)."""
     store = tmp_path / "store"
     store.mkdir(parents=True)
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
-    # No baseline: each worker would build and score it before its first trial, and the first worker could
-    # finish the grid before the others joined.
-    configs = [worker_config(tiny_model, tone_file, tmp_path, f"w{i}", store, latency=latency, evaluate_input_model=False)
-               for i in range(n_workers)]
-    began = time.perf_counter()
-    procs = [worker(configs[0], "--storage", storage)]
-    wait_for(lambda: grid_queued(storage), what="the first worker to queue the grid")  # as test_workers does
+    db = tmp_path / "study.db"
+    storage = f"sqlite:///{db}"
+    # No baseline: each worker would build and score it before its first trial.
+    configs = [worker_config(tiny_model, tone_file, tmp_path, f"w{i}", store, evaluate_input_model=False) for i in range(n_workers)]
+    resume = tmp_path / "resume-w0"
+    procs = [worker(configs[0], "--storage", storage, pause={"AUTOTUNE_TEST_PAUSE": "build", "AUTOTUNE_TEST_RESUME": str(resume)})]
+    wait_for(lambda: grid_queued(db), what="the first worker to queue the grid")  # as test_workers does
     for config in configs[1:]:
         # One at a time, each once the previous one holds a trial: two SQLite workers popping the queue
         # in the same instant can both take one queued trial (SQLite has no row lock; PostgreSQL has).
         wait_for(lambda n=len(procs): running(storage) >= n or all(p.poll() is not None for p in procs), what="a trial to start")
         procs.append(worker(config, "--storage", storage))
+    wait_for(lambda: owners(storage) - {procs[0].pid} or procs[0].poll() is not None, what="a second worker to take a trial")
+    resume.touch()  # the first worker builds on
     outs = [finish(p) for p in procs]
-    seconds = time.perf_counter() - began
     assert all(p.returncode == 0 for p in procs), outs
-    return optuna.load_study(study_name="shared", storage=storage), outs, seconds
+    return optuna.load_study(study_name="shared", storage=storage), outs
 
 
 def test_three_workers_share_one_store_and_select_elsewhere_exports_best(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    study, outs, _ = run_study(tiny_model, tone_file, tmp_path, 3)
+    study, outs = run_study(tiny_model, tone_file, tmp_path, 3)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 6 and len({tuple(sorted(t.params.items())) for t in complete}) == 6  # every point once
     records = [t.user_attrs["autotune_record"] for t in complete]
@@ -91,7 +110,7 @@ def test_three_workers_share_one_store_and_select_elsewhere_exports_best(tmp_pat
     assert sum(1 for p in built if p["name"] == "lora") == 2  # each fine-tune ran once across the three workers
     assert sum(1 for p in built if p["name"] == "merge") == 2
     assert sorted(p["key"] for p in built if p["name"] == "build") == sorted({r["model_key"] for r in records})
-    assert {r["owner"]["pid"] for r in records}.__len__() >= 2  # the work was spread, not done by one worker
+    assert len({r["owner"]["pid"] for r in records}) >= 2  # the work was spread (the first worker held until another took a trial)
     store = tmp_path / "store"
     for record in records:  # the record names where its artifacts are: in the shared store
         assert record["artifacts"]["build"] == f"{store}/models/{record['model_key']}"
@@ -142,10 +161,3 @@ def test_a_worker_killed_while_holding_a_claim_does_not_stall_the_others(tmp_pat
     assert {t.user_attrs["autotune_record"]["owner"]["pid"] for t in complete} == {second.pid}
     ran = [p for t in complete for p in t.user_attrs["autotune_record"]["passes"] if p["name"] == "lora" and not p["cache_hit"]]
     assert len(ran) == 1
-
-
-@pytest.mark.skipif(os.environ.get("AUTOTUNE_MEASURE_WORKERS") != "1", reason="a measurement, not a test: AUTOTUNE_MEASURE_WORKERS=1")
-def test_measure_one_worker_against_three(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
-    one = run_study(tiny_model, tone_file, tmp_path / "one", 1, latency=True)[2]
-    three = run_study(tiny_model, tone_file, tmp_path / "three", 3, latency=True)[2]
-    print(f"\nstudy of 6 points: 1 worker {one:.1f} s, 3 workers {three:.1f} s")
