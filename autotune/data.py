@@ -1,8 +1,11 @@
 """Local data sets: load with ``datasets``, apply the text template, de-duplicate, split, know the labels.
 
 The template's last placeholder is the answer (``{tone}`` in ``"### Text: {phrase}\\n### The tone is:\\n{tone}"``);
-everything before it is the prompt. Training and every evaluator use :func:`encode_example` so a
-trained model is asked exactly the prompt it learnt to answer.
+everything before it is the prompt, and text after it (``"\\n<|end|>"`` in
+``"<|user|>\\n{Question}<|end|>\\n<|assistant|>\\n{Best Answer}\\n<|end|>"``) is the answer's terminator:
+trained as part of the answer (the model learns to stop), a stop rule for generation, stripped before
+scoring. Training and every evaluator use :func:`encode_example` so a trained model is asked exactly the
+prompt it learnt to answer.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class Template:
     columns: tuple[str, ...]
     answer_column: str
     prompt_text: str  # the template up to the answer placeholder
+    terminator: str = ""  # the template after the answer placeholder ("" when the answer ends it)
 
     @classmethod
     def parse(cls, text: str, *, where: str) -> Template:
@@ -44,16 +48,41 @@ class Template:
         if not columns or any(c == "" or c.isdigit() for c in columns):
             raise DataError(where, "the template needs named placeholders such as {phrase} and {tone}")
         answer = columns[-1]
-        if text.rstrip().endswith("{" + answer + "}") is False:
-            raise DataError(where, f"the answer placeholder {{{answer}}} must end the template")
-        prompt = text[: text.rindex("{" + answer + "}")]
-        return cls(text=text, columns=columns, answer_column=answer, prompt_text=prompt)
+        if list(columns).count(answer) > 1:
+            raise DataError(where, f"the answer placeholder {{{answer}}} (the last one) appears more than once")
+        if "{" + answer + "}" not in text:
+            raise DataError(where, f"the answer placeholder {{{answer}}} cannot carry a format spec or conversion")
+        placeholder = text.rindex("{" + answer + "}")
+        prompt = text[:placeholder]
+        # Text after the answer is its terminator (literal: no placeholder can follow the last one).
+        terminator = text[placeholder + len(answer) + 2:].replace("{{", "{").replace("}}", "}")
+        if not terminator.strip():
+            terminator = ""  # trailing whitespace only: the answer ends the template
+        return cls(text=text, columns=columns, answer_column=answer, prompt_text=prompt, terminator=terminator)
+
+    @property
+    def stop_text(self) -> str | None:
+        """What generation stops at besides EOS: the terminator without its surrounding whitespace (a
+        model that learnt "\\n<|end|>" may write " <|end|>"), None without a terminator."""
+        return (self.terminator.strip() or self.terminator) or None
 
     def prompt(self, row: dict[str, Any]) -> str:
         return self.prompt_text.format(**{c: row.get(c, "") for c in self.columns if c != self.answer_column})
 
     def answer(self, row: dict[str, Any]) -> str:
+        """The reference answer (what a metric compares a generation with)."""
         return str(row[self.answer_column])
+
+    def target(self, row: dict[str, Any]) -> str:
+        """What training teaches after the prompt: the answer and its terminator."""
+        return self.answer(row) + self.terminator
+
+    def cut(self, generated: str) -> str:
+        """A generation as a metric reads it: up to the terminator, without surrounding whitespace."""
+        stop = self.stop_text
+        if stop and stop in generated:
+            generated = generated[: generated.index(stop)]
+        return generated.strip()
 
 
 @dataclass

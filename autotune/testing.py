@@ -75,7 +75,7 @@ def held_out_logprobs(folder: Path, data: Any, *, rows: int, field: str | None =
     tokenizer = load_tokenizer(folder)
     out = []
     for row in data.eval[:rows]:
-        prompt, answer = (row[field], None) if field else (data.template.prompt(row), data.template.answer(row))
+        prompt, answer = (row[field], None) if field else (data.template.prompt(row), data.template.target(row))
         ids, _ = encode_example(tokenizer, prompt, answer, max_len=data.source_max_len)
         logits = session.run(["logits"], decoder_feed(inputs, ids, decoder["num_key_value_heads"], decoder["head_size"]))[0][0]
         logits = logits[-1:] if last_only else logits

@@ -53,7 +53,7 @@ def calibration_feeds(folder: Path, model: Any, data: Dataset, count: int, *, se
     windows = window_rows(model.graph.node, decoder)
     feeds: list[dict[str, np.ndarray]] = []
     for row in calibration_rows(data, count, seed=seed):
-        ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.answer(row), max_len=data.source_max_len)
+        ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.target(row), max_len=data.source_max_len)
         feeds.append(decoder_feed(inputs, ids, kv_heads, head_size, windows=windows))
     return feeds
 

@@ -117,7 +117,7 @@ def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
 def tokenize_rows(tokenizer: Any, data: Any, rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, list[int]]]:
     features = []
     for row in rows:
-        prompt, answer = data.template.prompt(row), data.template.answer(row)
+        prompt, answer = data.template.prompt(row), data.template.target(row)
         ids, prompt_len = encode_example(tokenizer, prompt, answer, max_len=data.source_max_len)
         labels = list(ids)
         if loss_on == "answer":
