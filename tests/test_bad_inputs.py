@@ -88,7 +88,7 @@ CASES = {
     "data unlabelled": (_write("nolabel.jsonl", UNLABELLED), "labelled"),
     "data one row": (_write("one.jsonl", GOOD_ROW.encode()), "at least 2"),
     "template column missing": (_template("### Text: {sentence}\n### The tone is:\n{tone}"), "column 'sentence'"),
-    "template answer not last": (_template("{tone}: {phrase} and more"), "must end the template"),
+    "template answer twice": (_template("{tone}: {phrase} and {tone}"), "more than once"),
     "template no placeholders": (_template("just text"), "placeholders"),
     "eval size too big": (_eval_size(5000), "held-out rows"),
     "model folder missing": (lambda root, c: _missing_model(root, c), "no such file or folder"),

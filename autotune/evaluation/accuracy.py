@@ -46,7 +46,9 @@ def normalise(text: str) -> str:
 @register_evaluator("accuracy_score")
 class AccuracyEvaluator(Evaluator):
     type_name = "accuracy"
-    version = 2  # 2: per-row outcomes stored (details.correct) for paired comparisons
+    # 2: per-row outcomes stored (details.correct) for paired comparisons; 3: perplexity over the answer,
+    # its terminator and EOS only (it was over prompt and answer), labels scored with their terminator
+    version = 3
     Params = AccuracyParams
     SUB_TYPES: ClassVar[dict[str, SubType]] = {
         "accuracy": SubType("ratio", True, "accuracy", "accuracy"),
@@ -65,7 +67,9 @@ class AccuracyEvaluator(Evaluator):
         rows = data.eval[: params.max_examples] if params.max_examples else data.eval
         labels = data.labels
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-        label_ids = [list(tok(label, add_special_tokens=False)["input_ids"]) + eos for label in labels]
+        # A label is scored as it was trained: followed by the template's terminator and EOS.
+        label_ids = [list(tok(label + data.template.terminator, add_special_tokens=False)["input_ids"]) + eos
+                     for label in labels]
         index = {label: i for i, label in enumerate(labels)}
         limit = params.max_new_tokens or max(len(ids) for ids in label_ids) + 2
         normalised = {normalise(label): i for i, label in enumerate(labels)}
@@ -75,21 +79,21 @@ class AccuracyEvaluator(Evaluator):
         references = [index[answer] for answer in answers]
         nll_total, nll_count = 0.0, 0
         if params.mode == "label_scoring":
-            for prompt_ids, answer, (scores, prompt_nll) in zip(
-                    prompts, answers, backend.score_labels(prompts, label_ids, batch_rows=params.batch_rows), strict=True):
+            for answer, (scores, _prompt_nll) in zip(
+                    answers, backend.score_labels(prompts, label_ids, batch_rows=params.batch_rows), strict=True):
                 predictions.append(max(range(len(scores)), key=scores.__getitem__))
-                # The eval text is prompt + answer + EOS, the same ids the label scoring used.
-                nll_total += prompt_nll - scores[index[answer]]
-                nll_count += len(prompt_ids) - 1 + len(label_ids[index[answer]])
+                # Perplexity of the answer given its prompt: the reference label's tokens only.
+                nll_total -= scores[index[answer]]
+                nll_count += len(label_ids[index[answer]])
         else:
             for row, prompt_ids in zip(rows, prompts, strict=True):
                 tokens, _, _ = backend.generate(prompt_ids, limit)
-                text = normalise(tok.decode(tokens, skip_special_tokens=True))
+                text = normalise(data.template.cut(tok.decode(tokens, skip_special_tokens=True)))
                 predictions.append(normalised.get(text, len(labels)))  # len(labels): no label
                 if params.perplexity:
-                    prompt, answer = data.template.prompt(row), data.template.answer(row)
-                    ids, _ = encode_example(tok, prompt, answer, max_len=data.source_max_len)
-                    nll, count = backend.sequence_nll(ids, 1)
+                    prompt, answer = data.template.prompt(row), data.template.target(row)
+                    ids, prompt_len = encode_example(tok, prompt, answer, max_len=data.source_max_len)
+                    nll, count = backend.sequence_nll(ids, prompt_len)  # the answer's tokens only
                     nll_total += nll
                     nll_count += count
         scores = classification_scores(predictions, references, len(labels))

@@ -1,0 +1,95 @@
+"""Templates as Olive users write them: text after the answer placeholder is the answer's terminator,
+trained with the answer, a stop rule for generation, stripped before scoring. And the accuracy metric's
+perplexity is over the answer (its terminator and EOS), not the prompt."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from autotune.data import Template, encode_example, load_data
+from autotune.errors import DataError
+
+SEED_QA = "<|user|>\n{Question}<|end|>\n<|assistant|>\n{Best Answer}\n<|end|>"
+
+
+def test_the_seeds_qa_template_has_a_terminator_after_its_answer() -> None:
+    template = Template.parse(SEED_QA, where="t")
+    assert template.answer_column == "Best Answer"
+    assert template.prompt({"Question": "Why?"}) == "<|user|>\nWhy?<|end|>\n<|assistant|>\n"
+    assert template.terminator == "\n<|end|>"
+    assert template.target({"Question": "Why?", "Best Answer": "Because."}) == "Because.\n<|end|>"
+    assert template.stop_text == "<|end|>"
+    assert template.cut(" Because. <|end|> and more") == "Because."
+
+
+def test_a_template_that_ends_with_its_answer_has_no_terminator() -> None:
+    for text in ("### Text: {phrase}\n### The tone is:\n{tone}", "### Text: {phrase}\n{tone}\n"):
+        template = Template.parse(text, where="t")
+        assert template.terminator == "" and template.stop_text is None
+        assert template.target({"phrase": "x", "tone": "joy"}) == "joy"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{tone} {phrase} {tone}", "more than once"),
+    ("{phrase} {tone!r}", "format spec"),
+    ("just text", "placeholders"),
+])
+def test_a_bad_template_is_one_line_naming_its_key(text: str, message: str) -> None:
+    with pytest.raises(DataError) as info:
+        Template.parse(text, where="data_configs[0].text_template")
+    assert message in str(info.value) and "data_configs[0].text_template" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_training_ids_hold_the_terminator_then_eos(tiny_model: Path) -> None:
+    from autotune.models.loading import load_tokenizer
+
+    tok = load_tokenizer(tiny_model)
+    template = Template.parse("Q: {q}\nA: {a}\n<|end|>", where="t")
+    row = {"q": "the storm", "a": "fear"}
+    ids, prompt_len = encode_example(tok, template.prompt(row), template.target(row), max_len=256)
+    answer_ids = list(tok("fear\n<|end|>", add_special_tokens=False)["input_ids"])
+    assert ids[prompt_len:] == [*answer_ids, tok.eos_token_id]
+
+
+def test_the_accuracy_perplexity_is_over_the_answer_only(tiny_model: Path, tone_file: Path) -> None:
+    """Equal to a direct transformers computation over the answer tokens (and EOS) of the same rows."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from autotune.config.schema import DataConfig
+    from autotune.evaluation.accuracy import AccuracyEvaluator, AccuracyParams
+    from autotune.evaluation.base import EvalContext, EvalModel
+    from autotune.models.loading import load_tokenizer
+    from tests.conftest import TEMPLATE
+
+    data = load_data(DataConfig(name="tones", data_name="json", data_files=[tone_file], text_template=TEMPLATE,
+                                eval_dataset_size=12, source_max_len=64))
+    ctx = EvalContext(provider="CPUExecutionProvider", data=data)
+    metrics = AccuracyEvaluator().evaluate(EvalModel(path=tiny_model, kind="hf", key="k"), AccuracyParams(), ctx)
+
+    tok = load_tokenizer(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    nll, count = 0.0, 0
+    for row in data.eval:
+        ids, prompt_len = encode_example(tok, data.template.prompt(row), data.template.target(row), max_len=64)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+        nll -= sum(float(logp[j - 1, ids[j]]) for j in range(prompt_len, len(ids)))
+        count += len(ids) - prompt_len
+    assert metrics["perplexity"].n == count
+    assert metrics["perplexity"].value == pytest.approx(math.exp(nll / count), rel=1e-4)
+
+
+def test_rows_with_a_terminator_load_and_train_targets_end_with_it(tmp_path: Path) -> None:
+    from autotune.config.schema import DataConfig
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps({"Question": f"q{i}?", "Best Answer": f"a{i}."}) for i in range(10)))
+    data = load_data(DataConfig(name="qa", data_name="json", data_files=[path], text_template=SEED_QA, eval_dataset_size=2))
+    assert data.labels is None  # free-text answers: not a classification set
+    assert all(data.template.target(r).endswith("\n<|end|>") for r in data.train)
