@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
@@ -55,10 +56,12 @@ class Backend(ABC):
         """(total negative log-likelihood, token count) of ids[start:] given what precedes."""
 
     @abstractmethod
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False) -> tuple[list[int], float, list[float]]:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False,
+                 stop: Callable[[list[int]], bool] | None = None) -> tuple[list[int], float, list[float]]:
         """Greedy tokens, seconds to the first token (prefill), and seconds of each later token.
 
-        ``ignore_eos`` decodes exactly ``max_new_tokens`` tokens (for latency measurements)."""
+        ``ignore_eos`` decodes exactly ``max_new_tokens`` tokens (for latency measurements); ``stop(tokens)``
+        ends the decode early when it returns True (a template's terminator)."""
 
 
 class GenaiBackend(Backend):
@@ -153,7 +156,8 @@ class GenaiBackend(Backend):
         nll = -sum(float(logp[j - 1, ids[j]]) for j in range(max(start, 1), len(ids)))
         return nll, len(ids) - max(start, 1)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False) -> tuple[list[int], float, list[float]]:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False,
+                 stop: Callable[[list[int]], bool] | None = None) -> tuple[list[int], float, list[float]]:
         params = self.og.GeneratorParams(self.genai_model)
         total = len(prompt_ids) + max_new_tokens
         params.set_search_options(max_length=total, do_sample=False, batch_size=1, **({"min_length": total} if ignore_eos else {}))
@@ -164,7 +168,8 @@ class GenaiBackend(Backend):
         ttft = time.perf_counter() - began
         tokens = [int(gen.get_next_tokens()[0])]
         steps: list[float] = []
-        while len(tokens) < max_new_tokens and not gen.is_done() and (ignore_eos or tokens[-1] not in self.eos):
+        while (len(tokens) < max_new_tokens and not gen.is_done() and (ignore_eos or tokens[-1] not in self.eos)
+               and not (stop and stop(tokens))):
             t0 = time.perf_counter()
             gen.generate_next_token()
             steps.append(time.perf_counter() - t0)
@@ -258,7 +263,8 @@ class TorchBackend(Backend):
         nll = -sum(float(logp[j - 1, ids[j]]) for j in range(max(start, 1), len(ids)))
         return nll, len(ids) - max(start, 1)
 
-    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False) -> tuple[list[int], float, list[float]]:
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False,
+                 stop: Callable[[list[int]], bool] | None = None) -> tuple[list[int], float, list[float]]:
         import torch
 
         with torch.no_grad():
@@ -268,7 +274,7 @@ class TorchBackend(Backend):
             token = int(out.logits[0, -1].argmax())
             ttft = time.perf_counter() - began
             tokens, steps = [token], []
-            while len(tokens) < max_new_tokens and (ignore_eos or token not in self.eos):
+            while len(tokens) < max_new_tokens and (ignore_eos or token not in self.eos) and not (stop and stop(tokens)):
                 t0 = time.perf_counter()
                 out = self.torch_model(torch.tensor([[token]]), past_key_values=past, use_cache=True)
                 past = out.past_key_values

@@ -2,7 +2,8 @@
 
 Two accuracy values whose intervals overlap can still differ reliably (they err on the same rows), and
 two whose point values differ may not: only the per-row outcomes tell. Evaluators store them as a
-string of 0/1 per row with a fingerprint of the rows (``details.correct``, ``details.rows_sha256``).
+string of 0/1 per row with a fingerprint of the rows (``details.correct``, ``details.rows_sha256``); a continuous
+score (ROUGE-L, chrF, ...) as a list of per-row values (``details.scores``).
 """
 
 from __future__ import annotations
@@ -32,14 +33,17 @@ class PairedDifference:
         return self.low > 0 or self.high < 0
 
 
-def outcomes(metric: MetricValue | None) -> tuple[str, list[int]] | None:
-    """(rows fingerprint, per-row 0/1) of a metric that stored them, else None."""
+def outcomes(metric: MetricValue | None) -> tuple[str, list[float]] | None:
+    """(rows fingerprint, per-row values: 0/1 or a continuous score) of a metric that stored them, else None."""
     if metric is None:
         return None
-    correct, rows = metric.details.get("correct"), metric.details.get("rows_sha256")
+    scores, rows = metric.details.get("scores"), metric.details.get("rows_sha256")
+    if isinstance(scores, list) and scores and rows and all(isinstance(s, (int, float)) for s in scores):
+        return rows, [float(s) for s in scores]
+    correct = metric.details.get("correct")
     if not isinstance(correct, str) or not rows or not correct:
         return None
-    return rows, [1 if c == "1" else 0 for c in correct]
+    return rows, [1.0 if c == "1" else 0.0 for c in correct]
 
 
 def paired_difference(a: MetricValue | None, b: MetricValue | None, *, resamples: int = RESAMPLES,
