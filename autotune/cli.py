@@ -75,10 +75,11 @@ def _load(config: Path) -> Any:
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a config without running it."""
-    from autotune.config_checks import validate_models
+    from autotune.config_checks import check_data_configs, validate_models
 
     try:
         cfg = _load(config)
+        check_data_configs(cfg)  # every data config read and templated, whatever the model source (nothing written)
         validate_models(cfg)  # a Hugging Face id (each candidate's): in the cache, or looked up on the Hub (not downloaded)
     except UserError as exc:
         _fail(exc)

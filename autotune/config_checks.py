@@ -74,6 +74,15 @@ def check_candidates(config: RunConfig) -> None:
             raise candidate_error(config, base, exc) from None
 
 
+def check_data_configs(config: RunConfig) -> None:
+    """Every data config read, templated and split as the run would (the rows not cached: nothing is
+    written), whatever the input model's source: a Hub id or a GGUF gets the same data checks as a folder."""
+    from autotune.data import load_data
+
+    for i, data_config in enumerate(config.data_configs):
+        load_data(data_config, where=f"data_configs[{i}]")
+
+
 def validate_models(config: RunConfig) -> None:
     """``autotune validate``'s look at Hugging Face ids (in the cache, or asked of the Hub; nothing
     downloaded): the input model's, or every candidate's, with the checks that needed its files."""

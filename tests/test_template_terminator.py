@@ -93,3 +93,26 @@ def test_rows_with_a_terminator_load_and_train_targets_end_with_it(tmp_path: Pat
     data = load_data(DataConfig(name="qa", data_name="json", data_files=[path], text_template=SEED_QA, eval_dataset_size=2))
     assert data.labels is None  # free-text answers: not a classification set
     assert all(data.template.target(r).endswith("\n<|end|>") for r in data.train)
+
+
+def test_validate_reads_the_data_of_a_hub_id_model_and_refuses_a_bad_template(tmp_path: Path, tone_file: Path) -> None:
+    import subprocess
+    import sys
+
+    config = {
+        "input_model": {"type": "HfModel", "model_path": "some-org/some-model"},
+        "data_configs": [{"name": "tones", "type": "HuggingfaceContainer",
+                          "load_dataset_config": {"params": {"data_name": "json", "data_files": str(tone_file)}},
+                          "pre_process_data_config": {"params": {"text_template": "### {phrase}\n{tone} and {tone}"}}}],
+        "passes": {"build": {"type": "ModelBuilder", "precision": "int4"}},
+        "engine": {"search_strategy": False, "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "cache")},
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.run([sys.executable, "-m", "autotune.cli", "validate", "--config", str(path)], capture_output=True,
+                          text=True, timeout=120, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(errors) == 1 and "text_template" in errors[0] and "more than once" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
