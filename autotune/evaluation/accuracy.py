@@ -6,13 +6,13 @@ import json
 import math
 import re
 import string
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from autotune.data import encode_example
+from autotune.data import Dataset, encode_example
 from autotune.errors import ConfigError
-from autotune.evaluation.backends import open_backend
+from autotune.evaluation.backends import Backend, open_backend
 from autotune.evaluation.base import (
     EvalContext,
     EvalModel,
@@ -91,9 +91,7 @@ class AccuracyEvaluator(Evaluator):
                 text = normalise(data.template.cut(tok.decode(tokens, skip_special_tokens=True)))
                 predictions.append(normalised.get(text, len(labels)))  # len(labels): no label
                 if params.perplexity:
-                    prompt, answer = data.template.prompt(row), data.template.target(row)
-                    ids, prompt_len = encode_example(tok, prompt, answer, max_len=data.source_max_len)
-                    nll, count = backend.sequence_nll(ids, prompt_len)  # the answer's tokens only
+                    nll, count = answer_nll(backend, data, row)
                     nll_total += nll
                     nll_count += count
         scores = classification_scores(predictions, references, len(labels))
@@ -110,6 +108,14 @@ class AccuracyEvaluator(Evaluator):
         if params.perplexity and nll_count:
             metrics["perplexity"] = self.metric("perplexity", math.exp(nll_total / nll_count), n=nll_count)
         return metrics
+
+
+def answer_nll(backend: Backend, data: Dataset, row: dict[str, Any]) -> tuple[float, int]:
+    """The NLL of a row's answer given its prompt, teacher-forced (answer, terminator and EOS; the prompt's
+    tokens not counted), and how many tokens it is over."""
+    ids, prompt_len = encode_example(backend.tokenizer, data.template.prompt(row), data.template.target(row),
+                                     max_len=data.source_max_len)
+    return backend.sequence_nll(ids, prompt_len)
 
 
 def rows_fingerprint(prompts: list[list[int]]) -> str:

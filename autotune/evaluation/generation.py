@@ -18,7 +18,7 @@ from pydantic import Field
 
 from autotune.data import encode_example
 from autotune.errors import ConfigError
-from autotune.evaluation.accuracy import normalise, rows_fingerprint
+from autotune.evaluation.accuracy import answer_nll, normalise, rows_fingerprint
 from autotune.evaluation.backends import open_backend
 from autotune.evaluation.base import (
     EvalContext,
@@ -29,7 +29,7 @@ from autotune.evaluation.base import (
     SubType,
     register_evaluator,
 )
-from autotune.evaluation.metrics import wilson_interval
+from autotune.evaluation.metrics import bootstrap_interval, wilson_interval
 
 __all__ = ["GenerationEvaluator", "GenerationParams", "bootstrap_mean_interval", "row_scores"]
 
@@ -73,10 +73,9 @@ def bootstrap_mean_interval(values: list[float], *, resamples: int = RESAMPLES, 
     data = np.asarray(values, dtype=np.float64)
     if data.size == 0:
         return math.nan, math.nan
-    means = data[np.random.default_rng(seed).integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
+    low, high = bootstrap_interval([data], lambda d: d.mean(axis=1), resamples=resamples, seed=seed)
     mean = float(data.mean())
-    return min(float(low), mean), max(float(high), mean)
+    return min(low, mean), max(high, mean)
 
 
 @register_evaluator()
@@ -138,8 +137,7 @@ class GenerationEvaluator(Evaluator):
         if "perplexity" in wanted:
             nll_total, count_total, per_row = 0.0, 0, []
             for row in rows:
-                ids, prompt_len = encode_example(tok, template.prompt(row), template.target(row), max_len=data.source_max_len)
-                nll, count = backend.sequence_nll(ids, prompt_len)  # the answer's tokens only
+                nll, count = answer_nll(backend, data, row)
                 nll_total += nll
                 count_total += count
                 per_row.append((nll, count))
@@ -156,8 +154,7 @@ def _perplexity_interval(per_row: list[tuple[float, int]], *, resamples: int = R
 
     nll = np.array([n for n, _ in per_row], dtype=np.float64)
     counts = np.array([c for _, c in per_row], dtype=np.float64)
-    picks = np.random.default_rng(seed).integers(0, len(per_row), size=(resamples, len(per_row)))
-    ratios = nll[picks].sum(axis=1) / np.maximum(counts[picks].sum(axis=1), 1)
-    low, high = np.exp(np.percentile(ratios, [2.5, 97.5]))
+    low, high = bootstrap_interval([nll, counts], lambda x, c: x.sum(axis=1) / np.maximum(c.sum(axis=1), 1),
+                                   resamples=resamples, seed=seed)
     value = math.exp(nll.sum() / max(counts.sum(), 1))
-    return min(float(low), value), max(float(high), value)
+    return min(math.exp(low), value), max(math.exp(high), value)

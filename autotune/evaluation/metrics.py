@@ -5,6 +5,7 @@ metric scripts from the hub, which autotune never reaches at run time. Same form
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -51,3 +52,21 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_interval(columns: Sequence[Any], statistic: Callable[..., Any], *, resamples: int = 4000,
+                       seed: int = 0) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of ``statistic`` over rows resampled with replacement.
+
+    ``columns``: per-row numpy arrays of one length; ``statistic`` maps their resampled ``(k, n)`` arrays to
+    one value per resample. Drawn 1000 resamples at a time, to bound memory on large splits."""
+    import numpy as np
+
+    n = len(columns[0])
+    rng = np.random.default_rng(seed)
+    stats = []
+    for i in range(0, resamples, 1000):
+        picks = rng.integers(0, n, size=(min(1000, resamples - i), n))
+        stats.append(statistic(*(column[picks] for column in columns)))
+    low, high = np.percentile(np.concatenate(stats), [2.5, 97.5])
+    return float(low), float(high)

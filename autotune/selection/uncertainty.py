@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autotune.evaluation.metrics import bootstrap_interval
 from autotune.records import MetricValue
 
 __all__ = ["PairedDifference", "paired_difference"]
@@ -55,10 +56,6 @@ def paired_difference(a: MetricValue | None, b: MetricValue | None, *, resamples
     if left is None or right is None or left[0] != right[0] or len(left[1]) != len(right[1]):
         return None
     diff = np.asarray(left[1], dtype=np.float64) - np.asarray(right[1], dtype=np.float64)
-    n = len(diff)
-    rng = np.random.default_rng(seed)
-    # Resample rows (the unit both models share), in chunks to bound memory on large splits.
-    means = np.concatenate([diff[rng.integers(0, n, size=(min(1000, resamples - i), n))].mean(axis=1)
-                            for i in range(0, resamples, 1000)])
-    low, high = np.percentile(means, [2.5, 97.5])
-    return PairedDifference(float(diff.mean()), float(low), float(high), n)
+    # Resample rows: the unit both models share.
+    low, high = bootstrap_interval([diff], lambda d: d.mean(axis=1), resamples=resamples, seed=seed)
+    return PairedDifference(float(diff.mean()), low, high, len(diff))
