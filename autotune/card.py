@@ -17,7 +17,7 @@ from autotune.errors import UserError
 from autotune.records import MetricValue, StudyView, TrialRecord, metric_kind
 from autotune.report.values import check_interval, shown_metric
 
-__all__ = ["SNIPPET", "card_markdown", "config_hash", "model_card"]
+__all__ = ["GENERATE_SNIPPET", "SNIPPET", "card_markdown", "config_hash", "model_card"]
 
 # Reproduces the accuracy evaluator's label scoring: the prediction is the label whose tokens (+ EOS)
 # have the highest log-probability after the prompt.
@@ -53,13 +53,64 @@ for label in labels:
 print(labels[int(np.argmax(scores))])
 '''
 
+# Reproduces the generation evaluator: greedy decoding on the prompt as trained, ended by EOS or the terminator.
+GENERATE_SNIPPET = '''\
+import onnxruntime_genai as og
+from transformers import AutoTokenizer
+
+folder = "{folder}"  # this folder
+text = {example!r}
+stop = {stop!r}  # the answer's terminator: the answer ends where it is written
+
+tokenizer = AutoTokenizer.from_pretrained(folder)
+model = og.Model(folder)
+{render}
+params = og.GeneratorParams(model)
+params.set_search_options(max_length=len(prompt) + {max_new_tokens}, do_sample=False)
+generator = og.Generator(model, params)
+generator.append_tokens(prompt)
+tokens = []
+while not generator.is_done():
+    generator.generate_next_token()
+    token = int(generator.get_next_tokens()[0])
+    if token == tokenizer.eos_token_id:
+        break
+    tokens.append(token)
+    if stop and stop in tokenizer.decode(tokens[-16:]):
+        break
+answer = tokenizer.decode(tokens)
+print((answer[: answer.index(stop)] if stop and stop in answer else answer).strip())
+'''
+
+TEXT_RENDER = '''template = {prompt_template!r}
+prompt = tokenizer(template.format({column}=text))["input_ids"]'''
+
+# The chat up to the assistant's content, as training rendered it (a placeholder answer split off).
+CHAT_RENDER = '''messages = {system}[{{"role": "user", "content": text}}, {{"role": "assistant", "content": "\\x00"}}]
+rendered = tokenizer.apply_chat_template(messages, tokenize=False)
+prompt = tokenizer(rendered[: rendered.index("\\x00")], add_special_tokens=False)["input_ids"]'''
+
 
 def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _dump(metrics: dict[str, MetricValue]) -> dict[str, Any]:
-    return {k: m.model_dump(mode="json") for k, m in metrics.items()}
+    # A generation metric's texts are in predictions.jsonl (and the card's best/worst rows), not in every metric.
+    return {k: m.model_dump(mode="json", exclude={"details": {"predictions"}}) for k, m in metrics.items()}
+
+
+def _predictions(view: StudyView, record: TrialRecord) -> dict[str, Any] | None:
+    """The selected model's best and worst validation rows by its first objective scored per row."""
+    from autotune.report.predictions import best_and_worst, prediction_rows, ranking_metric
+
+    rows = prediction_rows(record.metrics)
+    key = ranking_metric(rows, [o.metric for o in view.objectives], record.metrics)
+    if key is None:
+        return None
+    best, worst = best_and_worst(rows, key, higher_is_better=record.metrics[key].higher_is_better)
+    return {"split": "validation", "metric": key, "label": record.metrics[key].title, "rows": len(rows),
+            "best": best, "worst": worst}
 
 
 def _usage(view: StudyView) -> dict[str, Any] | None:
@@ -70,13 +121,42 @@ def _usage(view: StudyView) -> dict[str, Any] | None:
     columns = [f for _, f, _, _ in string.Formatter().parse(data.prompt_template) if f]
     usage: dict[str, Any] = {"data_config": name, "template": data.template, "prompt_template": data.prompt_template,
                              "input_columns": columns, "labels": data.labels}
-    if data.labels and len(columns) == 1:
+    if data.chat:
+        usage.update(chat_template=True, system_prompt=data.system_prompt,
+                     input_columns=[c for c in _chat_columns(data.template)][:1])
+    if data.labels and len(columns) == 1 and not data.chat:
         usage["decoding"] = ("label scoring: the answer is the label whose tokens, followed by EOS, have the highest "
                              "log-probability after the prompt (how the accuracy was measured)")
         usage["example"] = data.example or "I can't believe we actually won!"
         usage["snippet"] = SNIPPET.format(folder=".", prompt_template=data.prompt_template, labels=data.labels,
                                           example=usage["example"], column=columns[0])
+    elif data.chat or len(columns) == 1:
+        stop = (data.terminator.strip() or data.terminator) or None
+        usage["decoding"] = ("greedy generation of the prompt as trained, ended by EOS" + (f" or the terminator {stop!r}" if stop else "")
+                             + " (how the generation metrics were measured)")
+        usage["example"] = data.example or "What is the capital of France?"
+        system = f'[{{"role": "system", "content": {data.system_prompt!r}}}] + ' if data.system_prompt else ""
+        render = (CHAT_RENDER.format(system=system) if data.chat
+                  else TEXT_RENDER.format(prompt_template=data.prompt_template, column=columns[0]))
+        usage["snippet"] = GENERATE_SNIPPET.format(folder=".", example=usage["example"], stop=None if data.chat else stop,
+                                                   render=render, max_new_tokens=_max_new_tokens(view))
     return usage
+
+
+def _chat_columns(template_text: str) -> list[str]:
+    """The [user, assistant] columns named in a chat template's description (``data.Template.chat_turns``)."""
+    import re
+
+    return re.findall(r"(?:user|assistant)=\{([^}]*)\}", template_text)
+
+
+def _max_new_tokens(view: StudyView) -> int:
+    """The generation metric's token limit where the config sets one, else a generous default."""
+    for evaluator in (view.meta.config.get("evaluators") or {}).values():
+        for metric in evaluator.get("metrics") or []:
+            if metric.get("type") == "generation" and (metric.get("user_config") or {}).get("max_new_tokens"):
+                return int(metric["user_config"]["max_new_tokens"])
+    return 128
 
 
 def _base_spec(view: StudyView, base: str | None) -> dict[str, Any]:
@@ -147,6 +227,7 @@ def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> di
         "data": {name: d.model_dump(mode="json") for name, d in view.meta.data.items()}
         or {d["name"]: d.get("data_files") for d in view.meta.config.get("data_configs", [])},
         "usage": _usage(view),
+        "predictions": _predictions(view, record),
         "config_sha256": config_hash(view.meta.config),
         "reproduce_config": reproduce,
     }
@@ -208,13 +289,19 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines += [f"Statistically indistinguishable in accuracy (paired bootstrap, validation rows): trial(s) "
                   f"{', '.join(map(str, card['selection']['indistinguishable']))}.", ""]
     usage = card.get("usage")
-    if usage:
+    if usage and usage.get("chat_template"):
+        system = f", after the system prompt `{usage['system_prompt']}`" if usage.get("system_prompt") else ""
+        lines += ["## How to use", "", f"Prompt: the tokenizer's chat template, one user turn (`{usage['input_columns'][0]}`)"
+                  f"{system}; the answer is the assistant's turn.", ""]
+    elif usage:
         lines += ["## How to use", "", "Prompt template (the answer follows it):", "", "```text", usage["prompt_template"], "```", ""]
+    if usage:
         if usage.get("labels"):
             lines += [f"Labels: {', '.join(f'`{label}`' for label in usage['labels'])}.", ""]
         if usage.get("decoding"):
-            lines += [f"Decoding: {usage['decoding']}. This snippet does the same for one phrase:", "",
+            lines += [f"Decoding: {usage['decoding']}. This snippet does the same for one input:", "",
                       "```python", usage["snippet"].rstrip(), "```", ""]
+    lines += _predictions_markdown(card.get("predictions"))
     lines += ["## Metrics", "", f"Baseline: the input model {_baseline_words(card['baseline_kind'])}.", "",
               "| metric | validation (95% CI) | test (95% CI) | gap | baseline | change |", "|---|---|---|---|---|---|"]
     for key, m in card["metrics"].items():
@@ -255,6 +342,27 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## Reproduce", "", "Save the `reproduce_config` of `model_card.json` as a YAML/JSON file and run",
               "`autotune run --config FILE`: it rebuilds this model (same model key) with `search_strategy: false`.", ""]
     return "\n".join(lines)
+
+
+def _cell(text: Any) -> str:
+    """A table cell: one line, pipes escaped, long texts shortened."""
+    flat = " ".join(str(text).split()).replace("|", "\\|")
+    return flat if len(flat) <= 160 else flat[:157] + "..."
+
+
+def _predictions_markdown(predictions: dict[str, Any] | None) -> list[str]:
+    if not predictions:
+        return []
+    key = predictions["metric"]
+    lines = ["## Predictions", "", f"Best and worst of the {predictions['rows']} {predictions['split']} rows by "
+             f"{predictions['label']} (every test-split prediction: `predictions.jsonl`).", "",
+             "| | input | reference | prediction | score |", "|---|---|---|---|---|"]
+    for tag in ("best", "worst"):
+        for row in predictions[tag]:
+            shown = " / ".join(str(v) for v in row["input"].values())
+            lines.append(f"| {tag} | {_cell(shown)} | {_cell(row['reference'])} | {_cell(row['prediction'])} | "
+                         f"{row['scores'][key]:.3g} |")
+    return [*lines, ""]
 
 
 def _baseline_words(kind: str) -> str:

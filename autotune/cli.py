@@ -61,8 +61,10 @@ def _root(
 
 def _fail(exc: UserError) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    # The message is the user's text (keys, values, "[prompt column, answer column]"): never read as markup.
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
     raise typer.Exit(2)
 
 

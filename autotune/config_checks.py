@@ -11,7 +11,7 @@ from typing import Any
 from autotune.config.errors import join_path
 from autotune.config.loader import parse_config, read_source
 from autotune.config.schema import RunConfig
-from autotune.data import resolve_data_name
+from autotune.data import resolve_data_name, template_of
 from autotune.errors import ConfigError, ModelError, UserError
 from autotune.evaluation import get_evaluator
 from autotune.evaluation.runner import metric_specs
@@ -24,8 +24,9 @@ from autotune.passes.lora import LoRAParams, no_match_error, unmatched_target
 from autotune.plan import all_steps, build_plan, check_passes, probe_points
 from autotune.space import Categorical, encode_choice
 
-__all__ = ["check_candidate_tokenizer", "check_candidates", "check_config", "check_depth_before_running", "check_metrics",
-           "check_model_before_running", "check_targets_before_running", "load_config", "validate_models"]
+__all__ = ["check_candidate_tokenizer", "check_candidates", "check_chat_templates_before_running", "check_config",
+           "check_depth_before_running", "check_metrics", "check_model_before_running", "check_targets_before_running",
+           "load_config", "validate_models"]
 
 
 def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = None) -> RunConfig:
@@ -106,26 +107,15 @@ def check_candidate_tokenizer(config: RunConfig, source: InputSource, datasets: 
     gives tokens; each label gives tokens, and no two labels the same ones (label scoring compares the
     labels' log-likelihoods, the fine-tune learns them as answers). What a base model compared with
     others must do for the study's task; the single input model's own checks are the run's."""
-    from autotune.models.loading import load_tokenizer
 
-    path = source.folder if source.gguf is None else source.gguf
-    if path is None or not path.exists():
+    tokenizer = _tokenizer(config, source)
+    if tokenizer is None:
         return  # not on this machine yet (a Hub id validate did not download, the demo before its fetch)
-    try:
-        if source.gguf is not None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(source.gguf.parent), gguf_file=source.gguf.name,
-                                                      trust_remote_code=config.input_model.trust_remote_code)
-        else:
-            tokenizer = load_tokenizer(path, trust_remote_code=config.input_model.trust_remote_code)
-    except Exception as exc:  # any library failure to load it is the reason the candidate is refused
-        first = (str(exc).splitlines() or [""])[0][:200]
-        raise ModelError("input_model", f"its tokenizer does not load from {path} ({type(exc).__name__}: {first})") from None
     for i, data in enumerate(datasets):
         where = f"data_configs[{i}]"
+        data.template.check_tokenizer(tokenizer, where=where)
         rows = data.train or data.eval
-        if rows and not tokenizer(data.template.prompt(rows[0]), add_special_tokens=False)["input_ids"]:
+        if rows and not tokenizer(data.template.prompt(rows[0], tokenizer), add_special_tokens=False)["input_ids"]:
             raise ModelError("input_model", f"its tokenizer gives no tokens for {where}'s prompt template")
         seen: dict[tuple[int, ...], str] = {}
         for label in data.labels or []:
@@ -138,11 +128,50 @@ def check_candidate_tokenizer(config: RunConfig, source: InputSource, datasets: 
             seen[ids] = label
 
 
+def _tokenizer(config: RunConfig, source: InputSource) -> Any:
+    """The input model's tokenizer from its files (a folder's or a GGUF's), None when they are not here yet."""
+    from autotune.models.loading import load_tokenizer
+
+    path = source.folder if source.gguf is None else source.gguf
+    if path is None or not path.exists():
+        return None
+    try:
+        if source.gguf is not None:
+            from transformers import AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(str(source.gguf.parent), gguf_file=source.gguf.name,
+                                                 trust_remote_code=config.input_model.trust_remote_code)
+        return load_tokenizer(path, trust_remote_code=config.input_model.trust_remote_code)
+    except Exception as exc:  # any library failure to load it is the reason the model is refused
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise ModelError("input_model", f"its tokenizer does not load from {path} ({type(exc).__name__}: {first})") from None
+
+
+def check_chat_templates_before_running(config: RunConfig, source: InputSource | None = None) -> None:
+    """Each ``chat_template: true`` data config against the input model's tokenizer (it has a chat template
+    that renders a user and an assistant turn); ``source`` as for :func:`check_targets_before_running`."""
+    from autotune.data import template_of
+
+    chats = [(i, d) for i, d in enumerate(config.data_configs) if d.chat_template]
+    if not chats:
+        return
+    if source is None:
+        if names_a_hub_model(config.input_model):
+            return
+        source = locate_input_model(config.input_model, download=False)
+    tokenizer = _tokenizer(config, source)
+    if tokenizer is None:
+        return
+    for i, data_config in chats:
+        template_of(data_config, where=f"data_configs[{i}]").check_tokenizer(tokenizer, where=f"data_configs[{i}]")
+
+
 def check_model_before_running(config: RunConfig, source: InputSource | None = None) -> None:
-    """The LoRA targets, then the dropped depth, against the input model's files (see each check)."""
+    """The LoRA targets, the dropped depth and the chat templates against the input model's files (see each check)."""
     check_architecture_before_running(config, all_steps(build_plan(config)), source)  # the ONNX builder exports it
     check_targets_before_running(config, source)
     check_depth_before_running(config, source)
+    check_chat_templates_before_running(config, source)
 
 
 def check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
@@ -157,9 +186,13 @@ def check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
         try:
             metric_specs(evaluator, where=prefix)
             for i, metric in enumerate(evaluator.metrics):
-                if metric.data_config is not None or get_evaluator(metric.type, where="").needs_data:
-                    resolve_data_name(config, metric.data_config, where=f"{prefix}.metrics[{i}].data_config",
-                                      missing="name the data config this metric reads")
+                metric_type = get_evaluator(metric.type, where="")
+                if metric.data_config is not None or metric_type.needs_data:
+                    name = resolve_data_name(config, metric.data_config, where=f"{prefix}.metrics[{i}].data_config",
+                                             missing="name the data config this metric reads")
+                    data_config = next(d for d in config.data_configs if d.name == name)
+                    metric_type.check_template(template_of(data_config, where=f"data_configs[{config.data_configs.index(data_config)}]"),
+                                               where=f"{prefix}.metrics[{i}].type")
         except ConfigError as exc:
             if not exc.where.startswith(prefix):
                 raise

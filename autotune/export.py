@@ -12,6 +12,7 @@ from autotune.config.schema import RunConfig
 from autotune.errors import ModelError, UserError
 from autotune.fileio import atomic_copy_tree, write_json, write_text
 from autotune.records import StudyView, TrialRecord
+from autotune.report.predictions import prediction_rows, predictions_jsonl
 
 __all__ = ["export_best", "reproduce_config"]
 
@@ -58,7 +59,13 @@ def export_best(view: StudyView, selection: Any, output_dir: Path, *, cache: Any
                          "best/ and selection.json are unchanged")
     card = model_card(view, selection, reproduce_config(view, record))
 
+    rows = prediction_rows(record.test_metrics)
+    split = "test" if rows else "validation"
+    rows = rows or prediction_rows(record.metrics)
+
     def add_card(staging: Path) -> None:
+        if rows:  # every row the selected model generated for, with its reference and per-row scores
+            write_text(staging / "predictions.jsonl", predictions_jsonl(rows, split=split))
         write_json(staging / "model_card.json", card)
         markdown = card_markdown(card)
         write_text(staging / "model_card.md", markdown)

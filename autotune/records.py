@@ -113,6 +113,9 @@ class DataSummary(_Stored):
     labels: list[str] | None = None
     files: list[str] = Field(default_factory=list)
     example: str = ""  # one training row's input, for the card's usage snippet
+    terminator: str = ""  # the text template's text after the answer (a stop rule); "" for a chat template
+    chat: bool = False  # rendered by the tokenizer's chat template (user turn: input_column)
+    system_prompt: str | None = None
 
 
 class StudyFingerprint(_Stored):

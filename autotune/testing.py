@@ -64,7 +64,7 @@ def held_out_logprobs(folder: Path, data: Any, *, rows: int, field: str | None =
     import onnx
     import onnxruntime as ort
 
-    from autotune.data import encode_example
+    from autotune.data import encode_example, encode_row
     from autotune.models.loading import load_tokenizer
     from autotune.passes.calibration import decoder_feed
 
@@ -75,8 +75,8 @@ def held_out_logprobs(folder: Path, data: Any, *, rows: int, field: str | None =
     tokenizer = load_tokenizer(folder)
     out = []
     for row in data.eval[:rows]:
-        prompt, answer = (row[field], None) if field else (data.template.prompt(row), data.template.target(row))
-        ids, _ = encode_example(tokenizer, prompt, answer, max_len=data.source_max_len)
+        ids = (encode_example(tokenizer, row[field], None, max_len=data.source_max_len)[0] if field
+               else encode_row(tokenizer, data.template, row, max_len=data.source_max_len)[0])
         logits = session.run(["logits"], decoder_feed(inputs, ids, decoder["num_key_value_heads"], decoder["head_size"]))[0][0]
         logits = logits[-1:] if last_only else logits
         logits = logits.astype(np.float64)

@@ -22,14 +22,14 @@ def test_the_seeds_qa_template_has_a_terminator_after_its_answer() -> None:
     assert template.prompt({"Question": "Why?"}) == "<|user|>\nWhy?<|end|>\n<|assistant|>\n"
     assert template.terminator == "\n<|end|>"
     assert template.target({"Question": "Why?", "Best Answer": "Because."}) == "Because.\n<|end|>"
-    assert template.stop_text == "<|end|>"
+    assert template.stop_text() == "<|end|>"
     assert template.cut(" Because. <|end|> and more") == "Because."
 
 
 def test_a_template_that_ends_with_its_answer_has_no_terminator() -> None:
     for text in ("### Text: {phrase}\n### The tone is:\n{tone}", "### Text: {phrase}\n{tone}\n"):
         template = Template.parse(text, where="t")
-        assert template.terminator == "" and template.stop_text is None
+        assert template.terminator == "" and template.stop_text() is None
         assert template.target({"phrase": "x", "tone": "joy"}) == "joy"
 
 

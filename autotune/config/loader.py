@@ -150,11 +150,14 @@ def parse_config(raw: dict[str, Any], base: Path, *,
             files = located["data_files"]
             located["data_files"] = [_resolve(base, f) for f in files] if isinstance(files, list) else _resolve(base, files)
         data_configs.append(_validate_located(DataConfig, located))
+    from autotune.data import template_of  # config and data are one layer; data imports the schema
+
     seen_names: set[str] = set()
     for located, data in zip(data_located, data_configs, strict=True):
         if data.name in seen_names:
             raise ConfigError(located.path_of("name"), f"data config name '{data.name}' is used twice")
         seen_names.add(data.name)
+        template_of(data, where=located.prefix, path_of=located.path_of)  # refused here, before anything reads the files
         _warn_inert_data_keys(located, data)
 
     engine_located = legacy.convert_engine(raw)

@@ -63,7 +63,10 @@ class DataConfig(Strict):
     split: str = "train"
     dataset_type: Literal["corpus"] = "corpus"
     text_cols: list[str] | None = None
-    text_template: str
+    text_template: str | None = None
+    # Render text_cols [prompt, answer] as a user and an assistant turn through the tokenizer's chat template.
+    chat_template: bool = False
+    system_prompt: str | None = None
     corpus_strategy: Literal["line-by-line", "join"] = "line-by-line"
     source_max_len: int = Field(1024, gt=0)
     pad_to_max_len: bool = False

@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from autotune.data import Dataset, encode_example
+from autotune.data import Dataset, encode_row, stop_rule
 from autotune.errors import ConfigError
 from autotune.evaluation.backends import Backend, open_backend
 from autotune.evaluation.base import (
@@ -66,14 +66,12 @@ class AccuracyEvaluator(Evaluator):
         tok = backend.tokenizer
         rows = data.eval[: params.max_examples] if params.max_examples else data.eval
         labels = data.labels
-        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-        # A label is scored as it was trained: followed by the template's terminator and EOS.
-        label_ids = [list(tok(label + data.template.terminator, add_special_tokens=False)["input_ids"]) + eos
-                     for label in labels]
+        # A label is scored as it was trained: followed by the template's terminator (and EOS).
+        label_ids = [data.template.answer_ids(tok, label) for label in labels]
         index = {label: i for i, label in enumerate(labels)}
         limit = params.max_new_tokens or max(len(ids) for ids in label_ids) + 2
         normalised = {normalise(label): i for i, label in enumerate(labels)}
-        prompts = [encode_example(tok, data.template.prompt(row), None, max_len=data.source_max_len)[0] for row in rows]
+        prompts = [encode_row(tok, data.template, row, max_len=data.source_max_len, with_answer=False)[0] for row in rows]
         answers = [data.template.answer(row) for row in rows]
         predictions: list[int] = []
         references = [index[answer] for answer in answers]
@@ -86,9 +84,10 @@ class AccuracyEvaluator(Evaluator):
                 nll_total -= scores[index[answer]]
                 nll_count += len(label_ids[index[answer]])
         else:
+            stops = stop_rule(tok, data.template)  # the decode ends at the terminator, as generation does
             for row, prompt_ids in zip(rows, prompts, strict=True):
-                tokens, _, _ = backend.generate(prompt_ids, limit)
-                text = normalise(data.template.cut(tok.decode(tokens, skip_special_tokens=True)))
+                tokens, _, _ = backend.generate(prompt_ids, limit, stop=stops)
+                text = normalise(data.template.cut(tok.decode(tokens, skip_special_tokens=True), tok))
                 predictions.append(normalised.get(text, len(labels)))  # len(labels): no label
                 if params.perplexity:
                     nll, count = answer_nll(backend, data, row)
@@ -113,8 +112,7 @@ class AccuracyEvaluator(Evaluator):
 def answer_nll(backend: Backend, data: Dataset, row: dict[str, Any]) -> tuple[float, int]:
     """The NLL of a row's answer given its prompt, teacher-forced (answer, terminator and EOS; the prompt's
     tokens not counted), and how many tokens it is over."""
-    ids, prompt_len = encode_example(backend.tokenizer, data.template.prompt(row), data.template.target(row),
-                                     max_len=data.source_max_len)
+    ids, prompt_len = encode_row(backend.tokenizer, data.template, row, max_len=data.source_max_len)
     return backend.sequence_nll(ids, prompt_len)
 
 

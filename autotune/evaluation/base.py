@@ -124,6 +124,12 @@ class Evaluator(ABC):
         """Every sub-type's metric for ``model``."""
 
     @classmethod
+    def check_template(cls, template: Any, *, where: str) -> None:
+        """Refuse (a one-line ConfigError at ``where``) a data config's template this metric cannot score;
+        checked before anything runs. Default: any template."""
+        return None
+
+    @classmethod
     def sub_type(cls, name: str, *, where: str) -> str:
         canonical = cls.ALIASES.get(name, name)
         if cls.SUB_TYPES and canonical not in cls.SUB_TYPES:

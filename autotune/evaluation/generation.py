@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from autotune.data import encode_example
+from autotune.data import encode_row, stop_rule
 from autotune.errors import ConfigError
 from autotune.evaluation.accuracy import answer_nll, normalise, rows_fingerprint
 from autotune.evaluation.backends import open_backend
@@ -93,6 +93,12 @@ class GenerationEvaluator(Evaluator):
     ALIASES: ClassVar[dict[str, str]] = {"rougeL": "rouge_l", "rouge": "rouge_l", "sacrebleu": "bleu", "em": "exact_match"}
     needs_data = True
 
+    @classmethod
+    def check_template(cls, template: Any, *, where: str) -> None:
+        if not template.chat and len(template.columns) < 2:
+            raise ConfigError(where, "the generation metric needs a data config with a prompt column and an answer column "
+                                     f"(its template has only {{{template.answer_column}}}: nothing to generate from)")
+
     def evaluate(self, model: EvalModel, params: GenerationParams, ctx: EvalContext) -> dict[str, Metric]:
         data = ctx.data
         if data is None:
@@ -102,31 +108,34 @@ class GenerationEvaluator(Evaluator):
         tok = backend.tokenizer
         rows = data.eval[: params.max_examples] if params.max_examples else data.eval
         template = data.template
-        prompts = [encode_example(tok, template.prompt(row), None, max_len=data.source_max_len)[0] for row in rows]
+        prompts = [encode_row(tok, template, row, max_len=data.source_max_len, with_answer=False)[0] for row in rows]
         references = [template.answer(row) for row in rows]
-        limit = params.max_new_tokens or max(len(tok(template.target(r), add_special_tokens=False)["input_ids"]) for r in rows) + 2
+        limit = params.max_new_tokens or max(len(template.answer_ids(tok, answer)) for answer in references) + 2
         eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        stop_text = template.stop_text
+        stops = stop_rule(tok, template)
 
         def decoded(tokens: list[int]) -> str:
             return tok.decode([t for t in tokens if t not in eos], skip_special_tokens=False)
 
-        def stops(tokens: list[int]) -> bool:  # the terminator written: the answer is over
-            return stop_text is not None and stop_text in decoded(tokens[-16:])
-
         predictions: list[str] = []
         if wanted & set(TEXT_SCORES):
             for prompt_ids in prompts:
-                tokens, _, _ = backend.generate(prompt_ids, limit, stop=stops if stop_text else None)
-                predictions.append(template.cut(decoded(tokens)))
+                tokens, _, _ = backend.generate(prompt_ids, limit, stop=stops)
+                predictions.append(template.cut(decoded(tokens), tok))
         base = {"rows_sha256": rows_fingerprint(prompts)}
         metrics: dict[str, Metric] = {}
+        # Each row's input, reference and generation, once (on the first text score): the card, the report
+        # and best/predictions.jsonl read them with every score's per-row values (autotune.report.predictions).
+        inputs = [{c: row[c] for c in template.columns if c != template.answer_column} for row in rows]
+        texts = [{"input": i, "reference": r, "prediction": p} for i, r, p in zip(inputs, references, predictions, strict=True)]
         for kind in TEXT_SCORES:
             if kind not in wanted:
                 continue
             scores = row_scores(kind, predictions, references, use_stemmer=params.use_stemmer)
             mean = sum(scores) / len(scores)
             details: dict[str, Any] = {**base, "scores": [round(s, 6) for s in scores]}
+            if texts:
+                details["predictions"], texts = texts, []
             if kind == "exact_match":  # 0/1 outcomes: an exact interval, and a pruning ground
                 hits = int(sum(scores))
                 low, high = wilson_interval(hits, len(scores))

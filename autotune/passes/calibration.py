@@ -1,7 +1,7 @@
 """Calibration inputs for the data-aware quantizers, and the per-MatMul input statistics they need.
 
 Calibration text is the task's own *training* rows with the prompt template applied (prompt + answer,
-tokenised by :func:`autotune.data.encode_example` exactly as LoRA trains on them). Held-out rows are
+tokenised by :func:`autotune.data.encode_row` exactly as LoRA trains on them). Held-out rows are
 never read: they are what the evaluators score, and calibrating on them would leak the test set.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.data import Dataset, encode_example
+from autotune.data import Dataset, encode_row
 from autotune.models.kv_cache import window_rows
 from autotune.threads import ort_session_options, session_threads, usable_cpus
 
@@ -53,7 +53,7 @@ def calibration_feeds(folder: Path, model: Any, data: Dataset, count: int, *, se
     windows = window_rows(model.graph.node, decoder)
     feeds: list[dict[str, np.ndarray]] = []
     for row in calibration_rows(data, count, seed=seed):
-        ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.target(row), max_len=data.source_max_len)
+        ids, _ = encode_row(tokenizer, data.template, row, max_len=data.source_max_len)
         feeds.append(decoder_feed(inputs, ids, kv_heads, head_size, windows=windows))
     return feeds
 

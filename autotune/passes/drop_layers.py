@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from autotune.context import PassContext
-from autotune.data import encode_example
+from autotune.data import encode_row
 from autotune.errors import ConfigError
 from autotune.fileio import link_or_copy
 from autotune.models.handle import ModelHandle
@@ -156,7 +156,7 @@ def block_states(folder: Path, ctx: PassContext, params: DropLayersParams) -> li
         with torch.no_grad():
             for row in calibration_rows(data, params.calibration_rows, seed=params.calibration_seed):
                 ctx.check_deadline("while scoring blocks for DropLayers")
-                ids, _ = encode_example(tokenizer, data.template.prompt(row), data.template.target(row), max_len=data.source_max_len)
+                ids, _ = encode_row(tokenizer, data.template, row, max_len=data.source_max_len)
                 captured.clear()
                 model(input_ids=torch.tensor([ids]), use_cache=False)
                 influence = [(1 - torch.nn.functional.cosine_similarity(captured[i], captured[i + 1], dim=-1)).mean()

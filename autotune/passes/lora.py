@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from autotune.context import PassContext
-from autotune.data import encode_example
+from autotune.data import encode_row
 from autotune.device import record_peak_memory
 from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
@@ -117,8 +117,7 @@ def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
 def tokenize_rows(tokenizer: Any, data: Any, rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, list[int]]]:
     features = []
     for row in rows:
-        prompt, answer = data.template.prompt(row), data.template.target(row)
-        ids, prompt_len = encode_example(tokenizer, prompt, answer, max_len=data.source_max_len)
+        ids, prompt_len = encode_row(tokenizer, data.template, row, max_len=data.source_max_len)
         labels = list(ids)
         if loss_on == "answer":
             labels[:prompt_len] = [-100] * prompt_len

@@ -166,6 +166,24 @@ def _warning(view: StudyView, selection: Selection) -> str:
             f"The nearest one, trial {selection.record.number}, was exported anyway; it missed {missed}.</div>")
 
 
+def _predictions_section(view: StudyView, selection: Selection) -> str:
+    """The selected model's best and worst validation rows by its first objective scored per row."""
+    from autotune.report.predictions import best_and_worst, prediction_rows, ranking_metric
+
+    record = selection.record
+    rows = prediction_rows(record.metrics) if record is not None else []
+    key = ranking_metric(rows, [o.metric for o in view.objectives], record.metrics) if record is not None else None
+    if record is None or key is None:
+        return ""
+    best, worst = best_and_worst(rows, key, higher_is_better=record.metrics[key].higher_is_better)
+    table = rows_table(["", "input", "reference", "prediction", view.title(key)],
+                       [[tag, " / ".join(str(v) for v in row["input"].values()), row["reference"], row["prediction"],
+                         row["scores"][key]] for tag, group in (("best", best), ("worst", worst)) for row in group],
+                       table_id="predictions-table")
+    return (f"<h2>Predictions of the selected model</h2><p class=\"muted\">Best and worst of its {len(rows)} validation rows "
+            f"by {escape(view.title(key))}; every test-split prediction is in <code>best/predictions.jsonl</code>.</p>{table}")
+
+
 def _states_section(view: StudyView) -> str:
     counts = view.states()
     html = rows_table(["state", "trials"], [[s, n] for s, n in sorted(counts.items())] + [["total", len(view.records)]],
@@ -216,6 +234,7 @@ def render(view: StudyView, selection: Selection, trials: Any, pareto: Any, plot
         "<h2>Selected model against the baseline</h2>", _metrics_section(view, selection),
         "<h2>Constraints</h2>", _constraints_section(view, selection),
         _bases_section(view),
+        _predictions_section(view, selection),
         "<h2>Pareto set (feasible, non-dominated trials)</h2>", frame_table(pareto, table_id="pareto-table", selected=chosen,
                                                                           empty="None: no completed trial met the constraints."),
         "<h2>Plots</h2>", *figures,

@@ -285,7 +285,8 @@ class Study:
             out[name] = DataSummary(train=len(data.train), validation=len(data.eval), test=len(data.test),
                                     template=data.template.text, prompt_template=data.template.prompt_text,
                                     labels=data.labels, files=[str(f) for f in data.files],
-                                    example=_example(data))
+                                    example=_example(data), terminator=data.template.terminator,
+                                    chat=data.template.chat, system_prompt=data.template.system_prompt)
         return out
 
     # -- running ----------------------------------------------------------------------------------
@@ -393,8 +394,6 @@ def _example(data: Any) -> str:
     """The input text of the first training row, when the template has a single input column."""
     inputs = [c for c in data.template.columns if c != data.template.answer_column]
     return str(data.train[0].get(inputs[0], "")) if data.train and len(inputs) == 1 else ""
-
-
 
 
 def collect_garbage(study: Any, trial: Any) -> None:

@@ -792,10 +792,10 @@ def test_text_cols_column_missing_from_data(tmp_path: Path, model_dir: Path, dat
 
 
 def test_template_without_placeholders(tmp_path: Path, model_dir: Path, data_file: Path) -> None:
-    config = _data_config(tmp_path, model_dir, data_file.name, template="no placeholders")
+    """Refused when the config loads (where the key was written), before any data file is read."""
     with pytest.raises(DataError) as info:
-        load_data(config, where="data_configs[0]")
-    assert_one_line(info.value, "data_configs[0].text_template")
+        _data_config(tmp_path, model_dir, data_file.name, template="no placeholders")
+    assert_one_line(info.value, "data_configs[0].pre_process_data_config.params.text_template")
 
 
 def test_non_utf8_data_file(tmp_path: Path, model_dir: Path) -> None:
