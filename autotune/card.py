@@ -286,7 +286,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         source += f" (base model `{card['base']}`, chosen by the search among the config's candidates)"
     lines += [f"{source} by autotune; selected by `{card['selection']['policy']}`: {card['selection']['rule']}.", ""]
     if card["selection"]["indistinguishable"]:
-        lines += [f"Statistically indistinguishable in accuracy (paired bootstrap, validation rows): trial(s) "
+        lines += [f"Statistically indistinguishable in {_quality_label(card)} (paired bootstrap, validation rows): trial(s) "
                   f"{', '.join(map(str, card['selection']['indistinguishable']))}.", ""]
     usage = card.get("usage")
     if usage and usage.get("chat_template"):
@@ -318,7 +318,8 @@ def card_markdown(card: dict[str, Any]) -> str:
                      f"{gap} | {base_text} | {change} |")
     if card.get("vs_baseline"):
         d = card["vs_baseline"]
-        lines += ["", f"Accuracy minus the baseline's on the same {d['n']} validation rows: {d['difference']:+.3f} "
+        label = _quality_label(card)
+        lines += ["", f"{label[0].upper() + label[1:]} minus the baseline's on the same {d['n']} validation rows: {d['difference']:+.3f} "
                       f"(paired bootstrap 95% interval [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])."]
     if card["baseline_reference"]:
         ref = ", ".join(f"{m.get('label') or k} {m['value']:.4g}" for k, m in card["baseline_reference"].items())
@@ -342,6 +343,12 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## Reproduce", "", "Save the `reproduce_config` of `model_card.json` as a YAML/JSON file and run",
               "`autotune run --config FILE`: it rebuilds this model (same model key) with `search_strategy: false`.", ""]
     return "\n".join(lines)
+
+
+def _quality_label(card: dict[str, Any]) -> str:
+    """What the selection compared trials on: the first accuracy-kind objective's label (accuracy, ROUGE-L F1, ...)."""
+    quality = next((o for o in card.get("objectives", []) if o.get("kind") == "accuracy"), None)
+    return (quality.get("label") or quality["metric"]) if quality else "accuracy"
 
 
 def _cell(text: Any) -> str:

@@ -84,10 +84,10 @@ def _config(root: Path, model: Path, data: Path, **data_keys: Any) -> dict[str, 
                                                                        "source_max_len": 96, **data_keys}
     config["data_configs"][0]["eval_dataset_size"] = 16
     config["data_configs"][0]["test_dataset_size"] = 12
+    generation = [{"name": "rouge_l", "priority": 1, "goal": {"type": "max-degradation", "value": 1.0}},
+                  {"name": "chrf", "priority": -1}, {"name": "exact_match", "priority": -1}]
     config["evaluators"] = {"qa": {"metrics": [
-        {"name": "generation", "type": "generation", "sub_types": [{"name": "rouge_l", "priority": 1}, {"name": "chrf", "priority": -1},
-                                                                  {"name": "exact_match", "priority": -1}],
-         "user_config": {"max_new_tokens": 6}},
+        {"name": "generation", "type": "generation", "sub_types": generation, "user_config": {"max_new_tokens": 6}},
         {"name": "latency", "type": "latency", "sub_types": [{"name": "decode_ms_per_token_p50", "priority": 2}],
          "user_config": {"prompt_tokens": 8, "generate_tokens": 4, "warmup": 1, "repeats": 2}}]}}
     config["engine"].update({"evaluator": "qa", "output_dir": str(root / "out"),
@@ -134,8 +134,9 @@ def test_a_qa_study_through_the_cli_selects_on_rouge_l_and_writes_every_test_pre
     markdown = (qa_study / "best" / "README.md").read_text()
     assert "## Predictions" in markdown and "apply_chat_template" in markdown  # the snippet renders the chat as trained
     assert 'id="predictions-table"' in (qa_study / "report.html").read_text()
-    selection = json.loads((qa_study / "selection.json").read_text())
-    assert selection["objectives"][0]["metric"] == "generation-rouge_l" if "objectives" in selection else True
+    # A goal on a generation score is a constraint resolved against the baseline's score, as accuracy's is.
+    bound = next(b for b in card["constraints"] if b["metric"] == "generation-rouge_l")
+    assert bound["value"] == pytest.approx(card["baseline"]["generation-rouge_l"]["value"] - 1.0)
 
 
 def test_the_cards_snippet_answers_as_the_evaluation_did(qa_study: Path) -> None:

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                 "autotune.device", "autotune.warning_filters", "autotune.artifacts", "autotune.space", "autotune.urls",
                 "autotune.evaluation.goals", "autotune.evaluation.metrics", "autotune.report.tables"]),
     ("stored records", ["autotune.records", "autotune.selection.policies"]),
-    ("config/data/models", ["autotune.config", "autotune.data", "autotune.models", "autotune.cache",
+    ("config/data/models", ["autotune.config", "autotune.data", "autotune.template", "autotune.models", "autotune.cache",
                             "autotune.context", "autotune.logging_setup"]),
     ("passes/evaluation", ["autotune.passes", "autotune.evaluation"]),
     ("pipeline/plan", ["autotune.pipeline", "autotune.plan", "autotune.config_checks", "autotune.run_context",

@@ -116,3 +116,51 @@ def test_validate_reads_the_data_of_a_hub_id_model_and_refuses_a_bad_template(tm
     assert len(errors) == 1 and "text_template" in errors[0] and "more than once" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_model_trained_on_its_terminator_stops_there(tiny_model: Path, tmp_path: Path) -> None:
+    """A tiny model fine-tuned on rows tokenised as LoRA tokenises them (answer "x", terminator "<|end|>") writes
+    "x<|end|>"; the decode stops at the terminator (before the EOS it also learnt) and the metric reads "x"."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from autotune.config.schema import DataConfig
+    from autotune.data import encode_row, stop_rule
+    from autotune.evaluation.backends import open_backend
+    from autotune.evaluation.base import EvalContext, EvalModel
+    from autotune.evaluation.generation import GenerationEvaluator, GenerationParams
+    from autotune.models.loading import load_tokenizer
+    from autotune.passes.lora import tokenize_rows
+
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(json.dumps({"q": f"item {i}", "a": "x"}) + "\n" for i in range(24)))
+    data = load_data(DataConfig(name="x", data_name="json", data_files=[path], text_template="Q: {q}\nA: {a}<|end|>",
+                                eval_dataset_size=4))
+    tok = load_tokenizer(tiny_model)
+    folder = tmp_path / "trained"
+    shutil.copytree(tiny_model, folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    torch.manual_seed(0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    features = tokenize_rows(tok, data, data.train, "answer")
+    for _ in range(25):
+        for feature in features:
+            out = model(input_ids=torch.tensor([feature["input_ids"]]), labels=torch.tensor([feature["labels"]]))
+            optimiser.zero_grad()
+            out.loss.backward()
+            optimiser.step()
+    model.save_pretrained(folder, safe_serialization=True)
+
+    backend = open_backend(EvalModel(path=folder, kind="hf", key="trained"), provider="CPUExecutionProvider")
+    prompt, _ = encode_row(tok, data.template, data.eval[0], max_len=64, with_answer=False)
+    free, _, _ = backend.generate(prompt, 12)  # no stop rule: the terminator, then the EOS it learnt
+    stopped, _, _ = backend.generate(prompt, 12, stop=stop_rule(tok, data.template))
+    assert tok.decode(stopped) == "x<|end|>"
+    assert free == [*stopped, tok.eos_token_id]
+    ctx = EvalContext(provider="CPUExecutionProvider", data=data)
+    metrics = GenerationEvaluator().evaluate(EvalModel(path=folder, kind="hf", key="trained"),
+                                             GenerationParams(max_new_tokens=12), ctx)
+    assert metrics["exact_match"].value == 1.0
+    assert {p["prediction"] for p in metrics["rouge_l"].details["predictions"]} == {"x"}

@@ -150,7 +150,7 @@ def parse_config(raw: dict[str, Any], base: Path, *,
             files = located["data_files"]
             located["data_files"] = [_resolve(base, f) for f in files] if isinstance(files, list) else _resolve(base, files)
         data_configs.append(_validate_located(DataConfig, located))
-    from autotune.data import template_of  # config and data are one layer; data imports the schema
+    from autotune.template import template_of  # config and templates are one layer; template imports the schema
 
     seen_names: set[str] = set()
     for located, data in zip(data_located, data_configs, strict=True):

@@ -58,7 +58,9 @@ def print_summary(result: Any, console: Console | None = None) -> None:
         ref = [f"{view.meta.baseline_reference[m].value:.4g}" if m in view.meta.baseline_reference else "" for m in objectives]
         table.add_row("input model, PyTorch (reference)", *["" for _ in params], *ref, *["" for _ in tested])
     console.print(table)
-    console.print("* selected   ≈ accuracy indistinguishable from the selected trial's (paired bootstrap, validation rows)")
+    quality = view.objective("accuracy")
+    console.print(f"* selected   ≈ {quality.label or quality.metric if quality else 'accuracy'} indistinguishable from the selected "
+                  "trial's (paired bootstrap, validation rows)")
     console.print(f"selected: {selection.rule}")
     if result.best and result.best.get("model_dir"):
         console.print(f"best model: {result.best['model_dir']}")

@@ -105,8 +105,10 @@ def _metrics_section(view: StudyView, selection: Selection) -> str:
                      m.unit, better, base.value if base else None, change, m.flag or ""])
     note = ""
     if selection.indistinguishable:
-        note = (f'<p id="indistinguishable">Statistically indistinguishable in accuracy from the selected trial (paired bootstrap '
-                f'on the validation rows): trial(s) {escape(", ".join(map(str, selection.indistinguishable)))}.</p>')
+        quality = view.objective("accuracy")
+        compared = quality.label or quality.metric if quality else "accuracy"
+        note = (f'<p id="indistinguishable">Statistically indistinguishable in {escape(compared)} from the selected trial '
+                f'(paired bootstrap on the validation rows): trial(s) {escape(", ".join(map(str, selection.indistinguishable)))}.</p>')
     if record.base is not None:
         note += f'<p id="selected-base">Base model: {escape(_base_words(view, record.base))}; compared with its own baseline.</p>'
     return note + rows_table(["metric", "id", f"trial {record.number} (validation)", "95% CI", "test", "gap", "unit", "better",
