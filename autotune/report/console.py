@@ -58,7 +58,7 @@ def print_summary(result: Any, console: Console | None = None) -> None:
         ref = [f"{view.meta.baseline_reference[m].value:.4g}" if m in view.meta.baseline_reference else "" for m in objectives]
         table.add_row("input model, PyTorch (reference)", *["" for _ in params], *ref, *["" for _ in tested])
     console.print(table)
-    quality = view.objective("accuracy")
+    quality = view.meta.objective("accuracy")
     console.print(f"* selected   ≈ {quality.label or quality.metric if quality else 'accuracy'} indistinguishable from the selected "
                   "trial's (paired bootstrap, validation rows)")
     console.print(f"selected: {selection.rule}")

@@ -105,7 +105,7 @@ def _metrics_section(view: StudyView, selection: Selection) -> str:
                      m.unit, better, base.value if base else None, change, m.flag or ""])
     note = ""
     if selection.indistinguishable:
-        quality = view.objective("accuracy")
+        quality = view.meta.objective("accuracy")
         compared = quality.label or quality.metric if quality else "accuracy"
         note = (f'<p id="indistinguishable">Statistically indistinguishable in {escape(compared)} from the selected trial '
                 f'(paired bootstrap on the validation rows): trial(s) {escape(", ".join(map(str, selection.indistinguishable)))}.</p>')
