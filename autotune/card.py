@@ -28,6 +28,7 @@ from transformers import AutoTokenizer
 
 folder = "{folder}"  # this folder
 template = {prompt_template!r}
+terminator = {terminator!r}  # the template's text after the answer: scored with each label, as trained
 labels = {labels!r}
 text = {example!r}
 
@@ -43,7 +44,7 @@ def log_softmax(x):
 
 scores = []
 for label in labels:
-    answer = tokenizer(label, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer = tokenizer(label + terminator, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(prompt) + len(answer) + 1)
     generator = og.Generator(model, params)
@@ -88,7 +89,9 @@ prompt = tokenizer(template.format({column}=text))["input_ids"]'''
 # The chat up to the assistant's content, as training rendered it (a placeholder answer split off).
 CHAT_RENDER = '''messages = {system}[{{"role": "user", "content": text}}, {{"role": "assistant", "content": "\\x00"}}]
 rendered = tokenizer.apply_chat_template(messages, tokenize=False)
-prompt = tokenizer(rendered[: rendered.index("\\x00")], add_special_tokens=False)["input_ids"]'''
+prompt = tokenizer(rendered[: rendered.index("\\x00")], add_special_tokens=False)["input_ids"]
+# the turn's end as the template writes it (EOS aside): generation stops there, as the evaluation did
+stop = rendered[rendered.index("\\x00") + 1:].replace(tokenizer.eos_token or "\\x00", "").strip() or None'''
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -124,16 +127,20 @@ def _usage(view: StudyView) -> dict[str, Any] | None:
     if data.chat:
         usage.update(chat_template=True, system_prompt=data.system_prompt,
                      input_columns=[c for c in _chat_columns(data.template)][:1])
+    # The terminator as trained (a study stored before it was kept: read from its template).
+    terminator = data.terminator or ("" if data.chat or not data.template else _terminator(data.template))
     if data.labels and len(columns) == 1 and not data.chat:
-        usage["decoding"] = ("label scoring: the answer is the label whose tokens, followed by EOS, have the highest "
-                             "log-probability after the prompt (how the accuracy was measured)")
+        usage["decoding"] = ("label scoring: the answer is the label whose tokens, followed by the template's terminator and "
+                             "EOS, have the highest log-probability after the prompt (how the accuracy was measured)")
         usage["example"] = data.example or "I can't believe we actually won!"
         usage["snippet"] = SNIPPET.format(folder=".", prompt_template=data.prompt_template, labels=data.labels,
-                                          example=usage["example"], column=columns[0])
+                                          example=usage["example"], column=columns[0], terminator=terminator)
     elif data.chat or len(columns) == 1:
-        stop = (data.terminator.strip() or data.terminator) or None
-        usage["decoding"] = ("greedy generation of the prompt as trained, ended by EOS" + (f" or the terminator {stop!r}" if stop else "")
-                             + " (how the generation metrics were measured)")
+        stop = (terminator.strip() or terminator) or None
+        measured = ("the accuracy scored labels by log-likelihood instead; this generates the answer" if data.labels
+                    else "how the generation metrics were measured")
+        usage["decoding"] = ("greedy generation of the prompt as trained, ended by EOS" + (f" or the terminator {stop!r}" if stop else
+                             " or the chat turn's end" if data.chat else "") + f" ({measured})")
         usage["example"] = data.example or "What is the capital of France?"
         system = f'[{{"role": "system", "content": {data.system_prompt!r}}}] + ' if data.system_prompt else ""
         render = (CHAT_RENDER.format(system=system) if data.chat
@@ -141,6 +148,15 @@ def _usage(view: StudyView) -> dict[str, Any] | None:
         usage["snippet"] = GENERATE_SNIPPET.format(folder=".", example=usage["example"], stop=None if data.chat else stop,
                                                    render=render, max_new_tokens=_max_new_tokens(view))
     return usage
+
+
+def _terminator(template_text: str) -> str:
+    from autotune.template import Template
+
+    try:
+        return Template.parse(template_text, where="card").terminator
+    except UserError:
+        return ""
 
 
 def _chat_columns(template_text: str) -> list[str]:

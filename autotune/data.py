@@ -181,7 +181,7 @@ def load_data(config: DataConfig, *, where: str = "data_configs[0]", template_wh
                 raise DataError(f"{where}.text_cols", f"column '{column}' is not in the data (has {sorted(available)})")
     source = str(config.data_files[0]) if len(config.data_files) == 1 else f"{where}.data_files"
     # De-duplicate on the prompt before splitting, so no phrase lands on both sides.
-    seen: set[tuple[str, ...]] = set()
+    seen: set[str] = set()
     unique: list[dict[str, Any]] = []
     for number, row in enumerate(rows, start=1):
         for column in template.columns:
@@ -191,7 +191,8 @@ def load_data(config: DataConfig, *, where: str = "data_configs[0]", template_wh
                 role = "answer" if column == template.answer_column else "prompt"
                 raise DataError(source, f"row {number} has {what} '{column}' (the {role} column of {template_where}): every row "
                                         "must be labelled with a non-empty answer and have every prompt column")
-        prompt = tuple(str(row[c]) for c in template.columns if c != template.answer_column)
+        # De-duplicated on the prompt as written (a text template's rendering; a chat's user turn).
+        prompt = template.prompt(row) if not template.chat else str(row[template.columns[0]])
         if prompt in seen:
             continue
         seen.add(prompt)

@@ -107,6 +107,11 @@ class Template:
         """What generation stops at besides EOS: the terminator without its surrounding whitespace (a
         model that learnt "\\n<|end|>" may write " <|end|>"), None without a terminator."""
         terminator = self.render({}, tokenizer)[1]
+        eos = getattr(tokenizer, "eos_token", None) if self.chat else None
+        if isinstance(eos, str) and eos and terminator.strip() != eos:
+            # A chat template may end the turn and then write EOS ("<|end|>\n<|endoftext|>"): the turn's end is
+            # the stop; EOS stops generation anyway, and decoded text never holds it.
+            terminator = terminator.replace(eos, "")
         return (terminator.strip() or terminator) or None
 
     def prompt(self, row: dict[str, Any], tokenizer: Any = None) -> str:
@@ -123,7 +128,13 @@ class Template:
     def answer_ids(self, tokenizer: Any, answer: str) -> list[int]:
         """Token ids of ``answer`` as trained after a prompt: with its terminator, and EOS after a text
         template (a chat template's terminator ends the turn itself)."""
-        ids = list(tokenizer(answer + self.render({}, tokenizer)[1], add_special_tokens=False)["input_ids"])
+        prompt, terminator = self.render({}, tokenizer)
+        if self.chat:  # tokenised after the prompt, as encode_row tokenises a whole conversation
+            whole = list(tokenizer(prompt + answer + terminator, add_special_tokens=False)["input_ids"])
+            before = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+            if whole[: len(before)] == before:
+                return whole[len(before):]
+        ids = list(tokenizer(answer + terminator, add_special_tokens=False)["input_ids"])
         eos = tokenizer.eos_token_id
         return ids if self.chat or eos is None else [*ids, eos]
 

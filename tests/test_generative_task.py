@@ -78,6 +78,25 @@ def test_label_scoring_scores_a_chat_templates_labels_as_trained(chat_model: Pat
     assert ids[prompt_len:] == data.template.answer_ids(tok, row["tone"])  # no EOS after the turn's own end
 
 
+def test_a_chat_turn_end_followed_by_eos_stops_at_the_turn_end(chat_model: Path, tmp_path: Path) -> None:
+    """Phi-3's template writes "<|end|>\\n<|endoftext|>" after the answer: generation stops at "<|end|>" (EOS never
+    reaches the decoded text), and a label is scored with the ids the whole conversation gives it."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "phi3-like"
+    tok = AutoTokenizer.from_pretrained(chat_model)
+    tok.chat_template = ("{% for m in messages %}{{ '<|' + m['role'] + '|>\n' + m['content'] + '<|end|>\n' }}"
+                         "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{% endfor %}")
+    tok.save_pretrained(folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    data = load_data(chat_data())
+    assert data.template.stop_text(tok) == "<|end|>"
+    assert data.template.cut("Paris.<|end|>\n", tok) == "Paris."
+    row = data.eval[0]
+    ids, prompt_len = encode_row(tok, data.template, row, max_len=256)
+    assert ids[prompt_len:] == data.template.answer_ids(tok, row["Best Answer"])
+
+
 def _config(root: Path, model: Path, data: Path, **data_keys: Any) -> dict[str, Any]:
     config = tiny_config(model, data, root)
     config["data_configs"][0]["pre_process_data_config"]["params"] = {"text_cols": ["Question", "Best Answer"],
@@ -146,6 +165,10 @@ def test_the_cards_snippet_answers_as_the_evaluation_did(qa_study: Path) -> None
     snippet = card["usage"]["snippet"].replace(repr(card["usage"]["example"]), repr(row["input"]["Question"]), 1)
     snippet = snippet.replace("len(prompt) + 128", "len(prompt) + 6")
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=qa_study / "best", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == row["prediction"]
+    # `autotune generate` renders the card's chat template the same way and stops at the same place.
+    result = cli("generate", "--model", str(qa_study / "best"), "--max-new-tokens", "6", row["input"]["Question"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == row["prediction"]
 

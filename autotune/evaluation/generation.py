@@ -81,7 +81,7 @@ def bootstrap_mean_interval(values: list[float], *, resamples: int = RESAMPLES, 
 @register_evaluator()
 class GenerationEvaluator(Evaluator):
     type_name = "generation"
-    version = 1
+    version = 2  # 2: each row's input, reference and prediction stored (details.predictions)
     Params = GenerationParams
     SUB_TYPES: ClassVar[dict[str, SubType]] = {
         "rouge_l": SubType("ratio", True, "ROUGE-L F1", "accuracy"),
@@ -127,7 +127,8 @@ class GenerationEvaluator(Evaluator):
         # Each row's input, reference and generation, once (on the first text score): the card, the report
         # and best/predictions.jsonl read them with every score's per-row values (autotune.report.predictions).
         inputs = [{c: row[c] for c in template.columns if c != template.answer_column} for row in rows]
-        texts = [{"input": i, "reference": r, "prediction": p} for i, r, p in zip(inputs, references, predictions, strict=True)]
+        texts = ([{"input": i, "reference": r, "prediction": p} for i, r, p in zip(inputs, references, predictions, strict=True)]
+                 if predictions else [])
         for kind in TEXT_SCORES:
             if kind not in wanted:
                 continue

@@ -83,3 +83,17 @@ def test_a_stop_rule_ends_the_decode_on_both_backends(kind: str, tiny_onnx: Path
     free, _, _ = backend.generate(prompt, 10, ignore_eos=True)
     stopped, _, _ = backend.generate(prompt, 10, ignore_eos=True, stop=lambda tokens: len(tokens) >= 3)
     assert len(free) == 10 and stopped == free[:3]
+
+
+def test_perplexity_alone_generates_nothing_and_stores_no_texts(tiny_onnx: Path, tmp_path: Path) -> None:
+    from autotune.config.schema import DataConfig
+    from autotune.data import load_data
+    from autotune.evaluation.base import EvalContext, EvalModel
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps({"q": f"what is {i} plus one", "a": f"it is {i + 1}"}) for i in range(20)))
+    data = load_data(DataConfig(name="qa", data_name="json", data_files=[path], text_template="Q: {q}\nA: {a}", eval_dataset_size=4))
+    evaluator = GenerationEvaluator()
+    ctx = EvalContext(provider="CPUExecutionProvider", data=data, sub_types={"perplexity": evaluator.describe("perplexity")})
+    metrics = evaluator.evaluate(EvalModel(path=tiny_onnx, kind="onnx", key="k"), GenerationParams(), ctx)
+    assert set(metrics) == {"perplexity"} and "predictions" not in metrics["perplexity"].details
