@@ -162,8 +162,10 @@ class Pipeline:
 
         model, data = self.input_model(base), self.data(step.data_name)
         args = params.training_args
-        shape = hash_key({"model": parent, "r": params.r, "targets": params.target_modules, "batch": args.per_device_train_batch_size,
-                          "max_len": data.source_max_len, "checkpointing": args.gradient_checkpointing})
+        # One decision per model, batch and sequence length on this machine, whatever the LoRA rank and targets: a
+        # probe per LoRA shape let timing noise train one study's fine-tunes at different precisions.
+        shape = hash_key({"model": parent, "batch": args.per_device_train_batch_size, "max_len": data.source_max_len,
+                          "checkpointing": args.gradient_checkpointing})
         work = self.cache.tmp / f"probe-{os.getpid()}.{uuid.uuid4().hex[:12]}"
 
         def measure(precision: Any) -> Any:

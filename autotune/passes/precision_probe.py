@@ -92,11 +92,24 @@ def choose_precision(*, cache_root: Path, shape_key: str, measure: Callable[[Pre
         return known
     log.info("probing the training precision on this CPU (fp32 against bf16 autocast, %d steps each)", PROBE_STEPS)
     decision = decide(measure("fp32"), measure("bf16"))
-    log.info("training precision: %s (%s)", decision.precision, decision.reason)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")  # whole or absent, never half-written
     partial.write_text(json.dumps(asdict(decision), indent=2))
-    os.replace(partial, path)
+    try:
+        # The first decision stored wins: a worker that probed alongside (under other load) takes it, so one
+        # point never gets two cache keys from two readings of the same machine.
+        os.link(partial, path)
+    except FileExistsError:
+        stored = cached_decision(path)
+        if stored is not None:
+            os.unlink(partial)
+            log.info("training precision: %s (decided by another worker first; this probe read %s)", stored.precision,
+                     decision.precision)
+            return stored
+        os.replace(partial, path)  # an unreadable file: this decision replaces it
+    else:
+        os.unlink(partial)
+    log.info("training precision: %s (%s)", decision.precision, decision.reason)
     return decision
 
 

@@ -149,3 +149,41 @@ def test_the_bf16_probe_really_autocasts_after_an_fp32_probe(tmp_path: Path, tin
     assert fp32.loss == fp32_again.loss  # same seed, rows and precision: the same loss
     assert bf16.loss != fp32.loss  # bf16 numerics, not a repeat of fp32
     assert bf16.loss == pytest.approx(fp32.loss, rel=probe.LOSS_TOLERANCE)
+
+
+def test_the_first_stored_decision_wins_over_a_probe_that_read_otherwise(tmp_path: Path) -> None:
+    """Two workers probing at once under different load: the one that stores second takes the first's decision
+    (one point, one cache key), whatever its own steps read."""
+    first = probe.ProbeDecision("bf16", 1.0, 0.5, 2.0, 2.0, "bf16 faster")
+
+    def measure(precision: str) -> probe.StepProbe:
+        path = probe.probe_file(tmp_path, "shape")
+        if precision == "bf16" and not path.exists():  # another worker finishes first, while this one probes
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(probe.asdict(first)))
+        return probe.StepProbe(seconds=1.0 if precision == "fp32" else 0.99, loss=2.0)  # this one reads fp32
+
+    assert probe.choose_precision(cache_root=tmp_path, shape_key="shape", measure=measure) == first
+    assert probe.cached_decision(probe.probe_file(tmp_path, "shape")) == first
+    assert [p.name for p in (tmp_path / "precision_probe").iterdir()] == [probe.probe_file(tmp_path, "shape").name]
+
+
+def test_one_decision_serves_every_lora_shape_of_a_model(tmp_path: Path, tiny_model: Path, tone_file: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("autotune.device.bf16_supported", lambda on: on == "cpu")
+    probed: list[str] = []
+
+    def fake(**kwargs: Any) -> probe.StepProbe:
+        probed.append(kwargs["precision"])
+        return probe.StepProbe(seconds=1.0 if kwargs["precision"] == "fp32" else 0.5, loss=2.0)
+
+    monkeypatch.setattr(probe, "trainer_probe", fake)
+    for r, targets in ((4, ["q_proj", "v_proj"]), (8, ["q_proj", "k_proj", "v_proj", "o_proj"])):
+        config = tiny_config(tiny_model, tone_file, tmp_path)
+        config["passes"]["lora"].update(r=r, target_modules=targets)
+        loaded = load_config(config)
+        pipeline = Pipeline(loaded, cache=Cache(loaded.engine.cache_dir))
+        pipeline._device = "cpu"
+        pipeline.keys()
+    assert probed == ["fp32", "bf16"]  # probed once, for both shapes
+    assert len(list((tmp_path / "cache" / "precision_probe").glob("*.json"))) == 1
