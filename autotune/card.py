@@ -105,15 +105,10 @@ def _dump(metrics: dict[str, MetricValue]) -> dict[str, Any]:
 
 def _predictions(view: StudyView, record: TrialRecord) -> dict[str, Any] | None:
     """The selected model's best and worst validation rows by its first objective scored per row."""
-    from autotune.report.predictions import best_and_worst, prediction_rows, ranking_metric
+    from autotune.report.predictions import shown_predictions
 
-    rows = prediction_rows(record.metrics)
-    key = ranking_metric(rows, [o.metric for o in view.objectives], record.metrics)
-    if key is None:
-        return None
-    best, worst = best_and_worst(rows, key, higher_is_better=record.metrics[key].higher_is_better)
-    return {"split": "validation", "metric": key, "label": record.metrics[key].title, "rows": len(rows),
-            "best": best, "worst": worst}
+    shown = shown_predictions(record.metrics, [o.metric for o in view.objectives])
+    return {"split": "validation", **shown} if shown is not None else None
 
 
 def _usage(view: StudyView) -> dict[str, Any] | None:
@@ -125,8 +120,9 @@ def _usage(view: StudyView) -> dict[str, Any] | None:
     usage: dict[str, Any] = {"data_config": name, "template": data.template, "prompt_template": data.prompt_template,
                              "input_columns": columns, "labels": data.labels}
     if data.chat:
-        usage.update(chat_template=True, system_prompt=data.system_prompt,
-                     input_columns=[c for c in _chat_columns(data.template)][:1])
+        # The user turn's column: the first of the stored data config's text_cols.
+        stored = next((d for d in view.meta.config.get("data_configs") or [] if d.get("name") == name), {})
+        usage.update(chat_template=True, system_prompt=data.system_prompt, input_columns=(stored.get("text_cols") or ["input"])[:1])
     # The terminator as trained (a study stored before it was kept: read from its template).
     terminator = data.terminator or ("" if data.chat or not data.template else _terminator(data.template))
     if data.labels and len(columns) == 1 and not data.chat:
@@ -157,13 +153,6 @@ def _terminator(template_text: str) -> str:
         return Template.parse(template_text, where="card").terminator
     except UserError:
         return ""
-
-
-def _chat_columns(template_text: str) -> list[str]:
-    """The [user, assistant] columns named in a chat template's description (``data.Template.chat_turns``)."""
-    import re
-
-    return re.findall(r"(?:user|assistant)=\{([^}]*)\}", template_text)
 
 
 def _max_new_tokens(view: StudyView) -> int:

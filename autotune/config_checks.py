@@ -112,8 +112,7 @@ def check_candidate_tokenizer(config: RunConfig, source: InputSource, datasets: 
     if tokenizer is None:
         return  # not on this machine yet (a Hub id validate did not download, the demo before its fetch)
     for i, data in enumerate(datasets):
-        where = f"data_configs[{i}]"
-        data.template.check_tokenizer(tokenizer, where=where)
+        where = f"data_configs[{i}]"  # a chat template was checked against this tokenizer before (check_model_before_running)
         rows = data.train or data.eval
         if rows and not tokenizer(data.template.prompt(rows[0], tokenizer), add_special_tokens=False)["input_ids"]:
             raise ModelError("input_model", f"its tokenizer gives no tokens for {where}'s prompt template")
@@ -190,9 +189,8 @@ def check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
                 if metric.data_config is not None or metric_type.needs_data:
                     name = resolve_data_name(config, metric.data_config, where=f"{prefix}.metrics[{i}].data_config",
                                              missing="name the data config this metric reads")
-                    data_config = next(d for d in config.data_configs if d.name == name)
-                    metric_type.check_template(template_of(data_config, where=f"data_configs[{config.data_configs.index(data_config)}]"),
-                                               where=f"{prefix}.metrics[{i}].type")
+                    j, data_config = next((j, d) for j, d in enumerate(config.data_configs) if d.name == name)
+                    metric_type.check_template(template_of(data_config, where=f"data_configs[{j}]"), where=f"{prefix}.metrics[{i}].type")
         except ConfigError as exc:
             if not exc.where.startswith(prefix):
                 raise

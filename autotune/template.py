@@ -184,8 +184,8 @@ def encode_row(tokenizer: Any, template: Template, row: dict[str, Any], *, max_l
                with_answer: bool = True) -> tuple[list[int], int]:
     """Token ids of one row as training sees it (prompt, answer, terminator; with ``with_answer`` False the
     prompt alone, as generation sees it) and the prompt's length in tokens."""
-    prompt = template.prompt(row, tokenizer)
-    answer = template.target(row, tokenizer) if with_answer else None
+    prompt, terminator = template.render(row, tokenizer)  # once: a chat template renders through jinja
+    answer = template.answer(row) + terminator if with_answer else None
     return encode_example(tokenizer, prompt, answer, max_len=max_len, chat=template.chat)
 
 

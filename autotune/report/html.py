@@ -170,19 +170,18 @@ def _warning(view: StudyView, selection: Selection) -> str:
 
 def _predictions_section(view: StudyView, selection: Selection) -> str:
     """The selected model's best and worst validation rows by its first objective scored per row."""
-    from autotune.report.predictions import best_and_worst, prediction_rows, ranking_metric
+    from autotune.report.predictions import shown_predictions
 
     record = selection.record
-    rows = prediction_rows(record.metrics) if record is not None else []
-    key = ranking_metric(rows, [o.metric for o in view.objectives], record.metrics) if record is not None else None
-    if record is None or key is None:
+    shown = shown_predictions(record.metrics, [o.metric for o in view.objectives]) if record is not None else None
+    if shown is None:
         return ""
-    best, worst = best_and_worst(rows, key, higher_is_better=record.metrics[key].higher_is_better)
+    key = shown["metric"]
     table = rows_table(["", "input", "reference", "prediction", view.title(key)],
                        [[tag, " / ".join(str(v) for v in row["input"].values()), row["reference"], row["prediction"],
-                         row["scores"][key]] for tag, group in (("best", best), ("worst", worst)) for row in group],
+                         row["scores"][key]] for tag in ("best", "worst") for row in shown[tag]],
                        table_id="predictions-table")
-    return (f"<h2>Predictions of the selected model</h2><p class=\"muted\">Best and worst of its {len(rows)} validation rows "
+    return (f"<h2>Predictions of the selected model</h2><p class=\"muted\">Best and worst of its {shown['rows']} validation rows "
             f"by {escape(view.title(key))}; every test-split prediction is in <code>best/predictions.jsonl</code>.</p>{table}")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from autotune.records import MetricValue
 
-__all__ = ["best_and_worst", "prediction_rows", "predictions_jsonl", "ranking_metric"]
+__all__ = ["best_and_worst", "prediction_rows", "predictions_jsonl", "ranking_metric", "shown_predictions"]
 
 
 def prediction_rows(metrics: Mapping[str, MetricValue]) -> list[dict[str, Any]]:
@@ -31,7 +31,7 @@ def prediction_rows(metrics: Mapping[str, MetricValue]) -> list[dict[str, Any]]:
     return [{**row, "scores": {key: values[i] for key, values in per_row.items()}} for i, row in enumerate(rows)]
 
 
-def ranking_metric(rows: list[dict[str, Any]], objectives: list[str], metrics: Mapping[str, MetricValue]) -> str | None:
+def ranking_metric(rows: list[dict[str, Any]], objectives: list[str]) -> str | None:
     """The metric the rows are ranked by: the first objective with per-row scores, else the first such metric."""
     scored = list(rows[0]["scores"]) if rows else []
     return next((k for k in objectives if k in scored), scored[0] if scored else None)
@@ -44,6 +44,17 @@ def best_and_worst(rows: list[dict[str, Any]], key: str, *, higher_is_better: bo
     best = order[:count]
     worst = [i for i in reversed(order) if i not in best][:count]
     return [rows[i] for i in best], [rows[i] for i in worst]
+
+
+def shown_predictions(metrics: Mapping[str, MetricValue], objectives: list[str]) -> dict[str, Any] | None:
+    """What the card and the report show of a trial's validation rows: the best and worst by the first objective
+    scored per row (``metric``, its ``label``, how many ``rows``, ``best``, ``worst``); None without texts."""
+    rows = prediction_rows(metrics)
+    key = ranking_metric(rows, objectives)
+    if key is None:
+        return None
+    best, worst = best_and_worst(rows, key, higher_is_better=metrics[key].higher_is_better)
+    return {"metric": key, "label": metrics[key].title, "rows": len(rows), "best": best, "worst": worst}
 
 
 def predictions_jsonl(rows: list[dict[str, Any]], *, split: str) -> str:
