@@ -282,6 +282,22 @@ def _front_matter(card: dict[str, Any]) -> str:
     return "---\n" + yaml.safe_dump({k: v for k, v in meta.items() if v is not None}, sort_keys=False) + "---\n"
 
 
+def _harness_tasks_markdown(metrics: dict[str, Any]) -> list[str]:
+    """The lm-evaluation-harness tasks behind lm_eval metrics: name, version, few-shot count, limit, samples."""
+    rows: dict[str, str] = {}
+    for m in metrics.values():
+        info = (m.get("details") or {}).get("lm_eval")
+        if not info or info["task"] in rows:
+            continue
+        limit = info.get("limit") if info.get("limit") is not None else "all"
+        rows[info["task"]] = (f"| {info['task']} | {info.get('version')} | {info.get('output_type') or ''} | {info.get('num_fewshot')} | "
+                              f"{limit} | {m.get('n') or ''} |")
+    if not rows:
+        return []
+    return ["", "lm-evaluation-harness tasks (scored on this model by autotune's lm-eval adapter, per sample):", "",
+            "| task | version | output type | few-shot | limit | samples |", "|---|---|---|---|---|---|", *rows.values()]
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     lines = [_front_matter(card), f"# {card['study']}, trial {card['trial']}", ""]
     if not card["feasible"]:
@@ -326,6 +342,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         label = _quality_label(card)
         lines += ["", f"{label[0].upper() + label[1:]} minus the baseline's on the same {d['n']} validation rows: {d['difference']:+.3f} "
                       f"(paired bootstrap 95% interval [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}])."]
+    lines += _harness_tasks_markdown(card["metrics"])
     if card["baseline_reference"]:
         ref = ", ".join(f"{m.get('label') or k} {m['value']:.4g}" for k, m in card["baseline_reference"].items())
         lines += ["", f"Reference only (another runtime): the input model in PyTorch eager: {ref}."]

@@ -77,11 +77,12 @@ def _load(config: Path) -> Any:
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a config without running it."""
-    from autotune.config_checks import check_data_configs, validate_models
+    from autotune.config_checks import check_data_configs, check_metric_inputs, validate_models
 
     try:
         cfg = _load(config)
         check_data_configs(cfg)  # every data config read and templated, whatever the model source (nothing written)
+        check_metric_inputs(cfg)  # what metrics read outside the config (lm-eval tasks and their data)
         validate_models(cfg)  # a Hugging Face id (each candidate's): in the cache, or looked up on the Hub (not downloaded)
     except UserError as exc:
         _fail(exc)

@@ -25,8 +25,8 @@ from autotune.plan import all_steps, build_plan, check_passes, probe_points
 from autotune.space import Categorical, encode_choice
 
 __all__ = ["check_candidate_tokenizer", "check_candidates", "check_chat_templates_before_running", "check_config",
-           "check_depth_before_running", "check_metrics", "check_model_before_running", "check_targets_before_running",
-           "load_config", "validate_models"]
+           "check_depth_before_running", "check_metric_inputs", "check_metrics", "check_model_before_running",
+           "check_targets_before_running", "load_config", "validate_models"]
 
 
 def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = None) -> RunConfig:
@@ -202,6 +202,21 @@ def check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
             else:
                 where = join_path(origin, rest)
             raise ConfigError(where, exc.message) from None
+
+
+def check_metric_inputs(config: RunConfig, *, only: str | None = None) -> None:
+    """What each metric reads outside the config (an lm_eval metric's tasks and their data), checked by its
+    type's ``check_inputs`` before anything runs; ``only``: just that evaluator's metrics (the run's)."""
+    from autotune.config.errors import validate_model
+
+    for name, evaluator in config.evaluators.items():
+        if only is not None and name != only:
+            continue
+        for i, metric in enumerate(evaluator.metrics):
+            where = f"evaluators.{name}.metrics[{i}]"
+            metric_type = get_evaluator(metric.type, where=f"{where}.type")
+            params = validate_model(metric_type.Params, metric.user_config, f"{where}.user_config")
+            metric_type.check_inputs(params, where=where, base_dir=config.config_dir, sub_types=[s.name for s in metric.sub_types])
 
 
 def check_targets_before_running(config: RunConfig, source: InputSource | None = None) -> None:

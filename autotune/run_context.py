@@ -49,7 +49,10 @@ class RunContext:
 
     def preflight(self) -> None:
         """Read every input the run needs (the evaluator's data included) before anything is written."""
+        from autotune.config_checks import check_metric_inputs
+
         names: list[str] = []
         if self.config.engine.evaluator and self.config.engine.evaluator in self.config.evaluators:
             names = self.evaluator().data_names()
+            check_metric_inputs(self.config, only=self.config.engine.evaluator)
         self.pipeline.preflight(names)

@@ -1,6 +1,6 @@
 """Evaluators; importing this package registers the built-in ones."""
 
-from autotune.evaluation import accuracy, custom, footprint, generation, latency  # noqa: F401
+from autotune.evaluation import accuracy, custom, footprint, generation, harness, latency  # noqa: F401
 from autotune.evaluation.base import (
     EVALUATOR_REGISTRY,
     EvalModel,

@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 
 from autotune.evaluation.base import EvalModel
-from autotune.evaluation.scoring import OrtLabelScorer, UnsupportedGraph, chunk_rows, log_probs_at, prefill_batch, prompt_scores
+from autotune.evaluation.scoring import (
+    OrtLabelScorer,
+    UnsupportedGraph,
+    chunk_rows,
+    log_probs_at,
+    prefill_batch,
+    prompt_scores,
+    teacher_forced,
+)
 from autotune.providers import provider as provider_row
 from autotune.threads import genai_session_overlay
 
@@ -56,6 +64,29 @@ class Backend(ABC):
         """(total negative log-likelihood, token count) of ids[start:] given what precedes."""
 
     @abstractmethod
+    def sequence_logits(self, ids: list[int]) -> np.ndarray:
+        """The logits at every position of one sequence (length, vocab)."""
+
+    def forced_logprobs(self, pairs: list[tuple[list[int], list[int]]], *, batch_rows: int = 16) -> list[tuple[float, bool]]:
+        """Per (context, continuation): the continuation's summed log-probability and whether it is the greedy
+        decode, teacher-forced (:func:`autotune.evaluation.scoring.teacher_forced`). This default runs one
+        sequence at a time; a backend that can batch rows overrides it."""
+
+        def one_by_one(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            rows = [self.sequence_logits([int(t) for t in row[: int(m.sum())]]) for row, m in zip(ids, mask, strict=True)]
+            out = np.zeros((len(rows), ids.shape[1], rows[0].shape[-1]), dtype=np.float32)
+            for r, logits in enumerate(rows):
+                out[r, : len(logits)] = logits
+            return out
+
+        return teacher_forced(one_by_one, pairs, pad_id=0, batch_rows=1)
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the model takes (its context length)."""
+        return 2048
+
+    @abstractmethod
     def generate(self, prompt_ids: list[int], max_new_tokens: int, *, ignore_eos: bool = False,
                  stop: Callable[[list[int]], bool] | None = None) -> tuple[list[int], float, list[float]]:
         """Greedy tokens, seconds to the first token (prefill), and seconds of each later token.
@@ -74,6 +105,7 @@ class GenaiBackend(Backend):
         self.og = og
         self.eos = set(self._eos_ids())
         self._scorer: OrtLabelScorer | None | bool = False  # False: not tried yet; None: graph unsupported
+        self._forcer: OrtLabelScorer | None | bool = False  # the same for teacher forcing (quantized graphs too)
         self.label_scoring = "not yet decided"  # which path score_labels took, and why (for reports)
 
     @cached_property
@@ -148,6 +180,29 @@ class GenaiBackend(Backend):
                 score += float(sum(rest[j, cont[j + 1]] for j in range(len(cont) - 1)))
             scores.append(score)
         return scores, prompt_nll
+
+    @property
+    def max_length(self) -> int:
+        cfg = json.loads((self.model.path / "genai_config.json").read_text())["model"]
+        return int(cfg.get("context_length") or 2048)
+
+    def sequence_logits(self, ids: list[int]) -> np.ndarray:
+        gen = self._generator(len(ids) + 1)
+        gen.append_tokens(ids)
+        return np.asarray(gen.get_output("logits")[0])
+
+    def forced_logprobs(self, pairs: list[tuple[list[int], list[int]]], *, batch_rows: int = 16) -> list[tuple[float, bool]]:
+        """Batched in the folder's own onnxruntime session where the graph allows (any precision: every position
+        is a prompt position), else one sequence at a time through onnxruntime-genai."""
+        if self._forcer is False:
+            try:
+                self._forcer = OrtLabelScorer(self.model.path, provider=self.provider, prefill_only=True)
+            except UnsupportedGraph:
+                self._forcer = None
+        if self._forcer is None:
+            return super().forced_logprobs(pairs, batch_rows=batch_rows)
+        assert isinstance(self._forcer, OrtLabelScorer)
+        return teacher_forced(self._forcer.prefill_logits, pairs, pad_id=self._forcer.pad_id, batch_rows=batch_rows)
 
     def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
         gen = self._generator(len(ids) + 1)
@@ -257,6 +312,27 @@ class TorchBackend(Backend):
             for r, i in enumerate(batch):
                 results[i] = ([float(x) for x in scores[r]], float(prompt_nll[r]))
         return results
+
+    @property
+    def max_length(self) -> int:
+        config = self.torch_model.config
+        for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+            if isinstance(getattr(config, name, None), int):
+                return int(getattr(config, name))
+        return 2048
+
+    def sequence_logits(self, ids: list[int]) -> np.ndarray:
+        return self._logits(ids)
+
+    def forced_logprobs(self, pairs: list[tuple[list[int], list[int]]], *, batch_rows: int = 16) -> list[tuple[float, bool]]:
+        import torch
+
+        def logits_of(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                out = self.torch_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+            return out.logits.float().numpy()
+
+        return teacher_forced(logits_of, pairs, pad_id=self.tokenizer.pad_token_id or 0, batch_rows=batch_rows)
 
     def sequence_nll(self, ids: list[int], start: int) -> tuple[float, int]:
         logp = log_softmax(self._logits(ids))

@@ -130,6 +130,17 @@ class Evaluator(ABC):
         return None
 
     @classmethod
+    def check_inputs(cls, params: Any, *, where: str, base_dir: Path, sub_types: list[str]) -> None:
+        """Refuse (a one-line ConfigError under ``where``) inputs outside the config this metric reads, before
+        anything runs (``validate`` and the run's preflight): the lm_eval metric's tasks. Default: none."""
+        return None
+
+    @classmethod
+    def cache_inputs(cls, params: Any, *, base_dir: Path) -> Any:
+        """What outside the config a measurement depends on (file contents), for its cache key. Default: nothing."""
+        return None
+
+    @classmethod
     def sub_type(cls, name: str, *, where: str) -> str:
         canonical = cls.ALIASES.get(name, name)
         if cls.SUB_TYPES and canonical not in cls.SUB_TYPES:

@@ -92,11 +92,16 @@ class ModelEvaluator:
         and the provider. Priorities and goals only change how results are used, so they stay out."""
         metric = self.evaluator.metrics[index]
         cls = get_evaluator(metric.type, where="")
-        return hash_key({
+        key: dict[str, Any] = {
             "evaluation": EVALUATION_VERSION, "model": model.key, "type": cls.type_name, "version": cls.version,
             "user_config": metric.user_config, "provider": self.config.engine.provider, "data": getattr(data, "key", None),
             "kind": model.kind,
-        })
+        }
+        params = validate_model(cls.Params, metric.user_config, f"evaluators.{self.name}.metrics[{index}].user_config")
+        inputs = cls.cache_inputs(params, base_dir=self.config.config_dir)
+        if inputs is not None:  # absent otherwise: every other metric type keeps its cached results
+            key["inputs"] = inputs
+        return hash_key(key)
 
     def _order(self) -> list[int]:
         """Metric indices in the order to measure them: a type named in another's ``run_after`` first."""

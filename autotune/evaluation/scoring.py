@@ -40,6 +40,7 @@ one (77-79/80 predictions agree). So these graphs keep the per-row path: its spe
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ from autotune.models.kv_cache import full_length_caches
 from autotune.providers import provider as provider_row
 from autotune.threads import ort_session_options
 
-__all__ = ["OrtLabelScorer", "UnsupportedGraph", "chunk_rows", "decode_mask", "log_probs_at", "prefill_batch", "prompt_scores"]
+__all__ = ["OrtLabelScorer", "UnsupportedGraph", "chunk_rows", "decode_mask", "log_probs_at", "prefill_batch", "prompt_scores",
+           "teacher_forced"]
 
 # Rows x padded prompt length per prefill: bounds the (rows, length, vocab) logits held at once
 # (SmolLM2: 768 x 49152 float32 = 150 MB).
@@ -128,10 +130,33 @@ def prompt_scores(logits: np.ndarray, ids: np.ndarray, lengths: np.ndarray, cont
     return scores, prompt_nll
 
 
-class OrtLabelScorer:
-    """The folder's decoder in an onnxruntime session, scoring labels in batches."""
+def teacher_forced(logits_of: Callable[[np.ndarray, np.ndarray], np.ndarray], pairs: list[tuple[list[int], list[int]]], *,
+                   pad_id: int, batch_rows: int = 16) -> list[tuple[float, bool]]:
+    """Per (context, continuation) pair: the continuation's summed log-probability and whether each of its
+    tokens is the greedy one, from one forward pass over ``(context + continuation)[:-1]`` (teacher forcing,
+    as lm-evaluation-harness scores a causal LM). ``logits_of(ids, mask)``: a right-padded batch's logits."""
+    inputs = [(context + continuation)[:-1] for context, continuation in pairs]
+    if any(not context or not continuation for context, continuation in pairs):
+        raise ValueError("teacher forcing needs a non-empty context and continuation")
+    results: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
+    for batch in chunk_rows([len(x) for x in inputs], batch_rows):
+        ids, mask = prefill_batch([inputs[i] for i in batch], pad_id)
+        logits = logits_of(ids, mask)
+        for r, i in enumerate(batch):
+            continuation = np.array(pairs[i][1], dtype=np.int64)
+            end = len(inputs[i])
+            at = logits[r, end - len(continuation): end]  # the logits that predict each continuation token
+            results[i] = (float(log_probs_at(at, continuation).sum()), bool((at.argmax(axis=-1) == continuation).all()))
+    return results
 
-    def __init__(self, folder: Path, *, provider: str) -> None:
+
+class OrtLabelScorer:
+    """The folder's decoder in an onnxruntime session, scoring labels in batches.
+
+    ``prefill_only``: only :meth:`prefill_logits` will be used (teacher forcing), so a quantized graph is
+    accepted: every position is computed by the prompt's kernels, as the per-row path computes a prompt."""
+
+    def __init__(self, folder: Path, *, provider: str, prefill_only: bool = False) -> None:
         import onnx
         import onnxruntime as ort
 
@@ -144,7 +169,7 @@ class OrtLabelScorer:
         ops = {node.op_type for node in graph.graph.node}
         if "GroupQueryAttention" not in ops:
             raise UnsupportedGraph("no GroupQueryAttention")  # the mask semantics above are GQA's
-        if ops & QUANTIZED_OPS:
+        if ops & QUANTIZED_OPS and not prefill_only:
             raise UnsupportedGraph(f"quantized MatMul ({', '.join(sorted(ops & QUANTIZED_OPS))})")
         self.layers = int(decoder["num_hidden_layers"])
         self.kv_heads = int(decoder["num_key_value_heads"])
@@ -181,6 +206,11 @@ class OrtLabelScorer:
         out = self.session.run(self.output_names, feeds)
         present = [(out[1 + 2 * i], out[2 + 2 * i]) for i in range(self.layers)]
         return out[0], present
+
+    def prefill_logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Logits of a right-padded batch run from an empty KV cache (rows, width, vocab)."""
+        empty = np.zeros((len(ids), self.kv_heads, 0, self.head_size), dtype=self.kv_dtype)
+        return self._run(ids, mask, [(empty, empty)] * self.layers)[0]
 
     def score(self, prompts: list[list[int]], continuations: list[list[int]], *,
               batch_rows: int = 16) -> list[tuple[list[float], float]]:

@@ -68,7 +68,22 @@ def _evaluator_entry(config: RunConfig, *, versions: bool) -> dict[str, Any]:
         if versions:
             types = [get_evaluator(m.type, where="") for m in metrics.metrics]
             evaluator["versions"] = {"evaluation": EVALUATION_VERSION, "types": {t.type_name: t.version for t in types}}
+            inputs = _metric_inputs(config)
+            if inputs:  # files a metric reads outside the config (lm-eval task files): part of what scored the trials
+                evaluator["versions"]["inputs"] = inputs
     return evaluator
+
+
+def _metric_inputs(config: RunConfig) -> dict[str, Any]:
+    """Each metric's ``cache_inputs`` (what outside the config it reads), by metric name; none: left out."""
+    out: dict[str, Any] = {}
+    for i, metric in enumerate(config.evaluators[config.engine.evaluator].metrics):
+        cls = get_evaluator(metric.type, where="")
+        params = validate_model(cls.Params, metric.user_config, f"evaluators.{config.engine.evaluator}.metrics[{i}].user_config")
+        inputs = cls.cache_inputs(params, base_dir=config.config_dir)
+        if inputs is not None:
+            out[metric.name] = inputs
+    return out
 
 
 def _pass_entries(slots: list[Slot]) -> dict[str, dict[str, Any]]:
@@ -291,6 +306,10 @@ def _version_differences(old: StudyFingerprint, new: StudyFingerprint, config: A
             return [(f"{where}.metrics[{i}].type", f"the study's trials were scored by metric type {type_name} version "
                                                    f"{types_then[type_name]}, this autotune's is version "
                                                    f"{types_now.get(type_name)} (it measures differently since)")]
+        then, now_inputs = (before.get("inputs") or {}).get(metric.name), (now.get("inputs") or {}).get(metric.name)
+        if then is not None and then != now_inputs:
+            return [(f"{where}.metrics[{i}].user_config", f"the files metric '{metric.name}' reads changed since the study's trials "
+                                                          "were scored (its task files or their data, or the lm-eval version)")]
     return []
 
 
