@@ -197,8 +197,8 @@ def test_validate_refuses_what_cannot_run_with_nothing_written(tmp_path: Path, t
     task = {"dataset_path": "json", "test_split": "train", "output_type": "multiple_choice", "doc_to_text": "{{phrase}}",
             "doc_to_choice": ["a", "b"], "doc_to_target": 0}
     (folder / "docs.jsonl").write_text(json.dumps({"phrase": "x"}) + "\n")
-    (folder / "tiny_mc.yaml").write_text(yaml.safe_dump({"task": "tiny_mc", **task, "dataset_kwargs": {"data_files": "docs.jsonl"}}))
-    (folder / "tiny_nodata.yaml").write_text(yaml.safe_dump({"task": "tiny_nodata", **task, "dataset_kwargs": {"data_files": "gone.jsonl"}}))
+    for name, data in (("tiny_mc", "docs.jsonl"), ("tiny_nodata", "gone.jsonl")):
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump({"task": name, **task, "dataset_kwargs": {"data_files": data}}))
     config = _study(tmp_path, tiny_model, tasks)
     empty = {"HF_HOME": str(tmp_path / "hf-home"), "HF_DATASETS_CACHE": str(tmp_path / "hf-home" / "datasets")}
     for command in ("validate", "run"):
