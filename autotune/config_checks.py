@@ -216,7 +216,7 @@ def check_metric_inputs(config: RunConfig, *, only: str | None = None) -> None:
             where = f"evaluators.{name}.metrics[{i}]"
             metric_type = get_evaluator(metric.type, where=f"{where}.type")
             params = validate_model(metric_type.Params, metric.user_config, f"{where}.user_config")
-            metric_type.check_inputs(params, where=where, base_dir=config.config_dir, sub_types=[s.name for s in metric.sub_types])
+            metric_type.check_inputs(params, where=where, base_dir=config.config_dir, sub_types=list(metric.sub_types))
 
 
 def check_targets_before_running(config: RunConfig, source: InputSource | None = None) -> None:

@@ -118,6 +118,9 @@ class Evaluator(ABC):
     needs_data: ClassVar[bool] = False
     version: ClassVar[int] = 1
     run_after: ClassVar[tuple[str, ...]] = ()
+    # What it measures depends on the model's structure only (speed, memory), not on its weights' values: one
+    # measurement serves every model of one structure key (autotune.evaluation.structure).
+    per_structure: ClassVar[bool] = False
 
     @abstractmethod
     def evaluate(self, model: EvalModel, params: Any, ctx: EvalContext) -> dict[str, Metric]:
@@ -130,14 +133,15 @@ class Evaluator(ABC):
         return None
 
     @classmethod
-    def check_inputs(cls, params: Any, *, where: str, base_dir: Path, sub_types: list[str]) -> None:
+    def check_inputs(cls, params: Any, *, where: str, base_dir: Path, sub_types: list[Any]) -> None:
         """Refuse (a one-line ConfigError under ``where``) inputs outside the config this metric reads, before
         anything runs (``validate`` and the run's preflight): the lm_eval metric's tasks. Default: none."""
         return None
 
     @classmethod
-    def cache_inputs(cls, params: Any, *, base_dir: Path) -> Any:
-        """What outside the config a measurement depends on (file contents), for its cache key. Default: nothing."""
+    def cache_inputs(cls, params: Any, *, base_dir: Path, sub_types: list[str]) -> Any:
+        """What outside the config a measurement depends on (file contents), for its cache key; ``sub_types``: the
+        names the config asks for. Default: nothing."""
         return None
 
     @classmethod

@@ -45,6 +45,7 @@ class FootprintEvaluator(Evaluator):
     type_name = "footprint"
     version = 2  # 2: peak memory from the latency process when there is one
     Params = FootprintParams
+    per_structure = True  # one measurement per structure key: the same graph and settings run alike, whatever the weights
     SUB_TYPES: ClassVar[dict[str, SubType]] = {
         "size_mb": SubType("MB", False, "size on disk (MB)", "size"),
         "peak_rss_mb": SubType("MB", False, "peak memory (MB)", "memory"),

@@ -19,10 +19,12 @@ import hashlib
 import io
 import json
 import logging
+import numbers
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from autotune.errors import ConfigError
@@ -36,7 +38,7 @@ log = logging.getLogger("autotune")
 
 _SUB_TYPE = re.compile(r"(?:(?P<task>[\w.\-]+)/)?(?P<metric>[\w.\-]+)(?:,(?P<filter>[\w.\-]+))?")
 # lm-eval's metrics where lower is better (its own registry says so; kept here so a config is read without it).
-LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter"})
+LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte", "ter", "brier_score"})
 RATIO_METRICS = frozenset({"acc", "acc_norm", "acc_mutual_info", "exact_match", "f1", "mcc", "brier_score",
                            "prompt_level_strict_acc", "prompt_level_loose_acc", "inst_level_strict_acc", "inst_level_loose_acc"})
 
@@ -50,8 +52,11 @@ class LmEvalParams(EvaluatorParams):
     limit: int | None = Field(None, gt=0)
     apply_chat_template: bool = False
     system_instruction: str | None = None
-    # Sequences per teacher-forced pass (log-likelihood requests).
+    # Sequences per teacher-forced pass (log-likelihood requests; a pass also holds at most 768 padded tokens).
     batch_size: int = Field(16, gt=0)
+    # Tokens of context a request keeps (left-truncated, as lm-eval's --max_length); default: the model's context
+    # length. Also bounds memory: a rolling window's logits are max_length x vocabulary floats.
+    max_length: int | None = Field(None, gt=1)
 
     @field_validator("tasks")
     @classmethod
@@ -110,22 +115,35 @@ class LmEvalEvaluator(Evaluator):
         return SubType(unit, default if higher_is_better is None else higher_is_better, f"{name} (lm-eval)", "accuracy")
 
     @classmethod
-    def cache_inputs(cls, params: LmEvalParams, *, base_dir: Path) -> Any:
+    def cache_inputs(cls, params: LmEvalParams, *, base_dir: Path, sub_types: list[str]) -> Any:
         from autotune.evaluation.harness_tasks import task_fingerprint
 
-        return task_fingerprint(params.tasks, include_path=params.include_path, base_dir=base_dir)
+        # The sub-types too: a score holds the metrics asked for, so one asked for later is scored then.
+        return {**task_fingerprint(params.tasks, include_path=params.include_path, base_dir=base_dir), "sub_types": sub_types}
 
     @classmethod
-    def check_inputs(cls, params: LmEvalParams, *, where: str, base_dir: Path, sub_types: list[str]) -> None:
-        """Before anything runs (validate and the run's preflight): the tasks exist, their data can be read, and
-        each sub-type names a metric one of them reports."""
+    def check_inputs(cls, params: LmEvalParams, *, where: str, base_dir: Path, sub_types: list[Any]) -> None:
+        """Before anything runs (validate and the run's preflight): the tasks exist, their data can be read, their
+        generations are greedy, and each sub-type names a metric one of them reports, in the direction lm-eval
+        says it goes."""
         from autotune.evaluation.harness_tasks import build_tasks, find_tasks, leaf_tasks, reported_metrics
 
         manager, specs = find_tasks(params.tasks, include_path=params.include_path, base_dir=base_dir, where=f"{where}.user_config")
         built = leaf_tasks(build_tasks(manager, specs, where=f"{where}.user_config"))
+        for name, task in built.items():
+            from autotune.evaluation.harness_model import check_generation_kwargs
+
+            if task.get_config("output_type") == "generate_until":
+                check_generation_kwargs(task.get_config("generation_kwargs") or {}, where=f"{where}.user_config.tasks",
+                                        task=name, max_length=params.max_length)
         reported = {name: reported_metrics(task) for name, task in built.items()}
         for j, sub in enumerate(sub_types):
-            resolve_sub_type(sub, reported, where=f"{where}.sub_types[{j}].name")
+            task, key = resolve_sub_type(sub.name, reported, where=f"{where}.sub_types[{j}].name")
+            says = (built[task].higher_is_better() or {}).get(key.split(",", 1)[0])
+            ours = cls.describe(sub.name, higher_is_better=sub.higher_is_better).higher_is_better
+            if isinstance(says, bool) and says != ours:
+                raise ConfigError(f"{where}.sub_types[{j}]", f"lm-eval says {'higher' if says else 'lower'} is better for "
+                                                             f"'{sub.name}' (task {task}): set higher_is_better: {str(says).lower()}")
 
     def evaluate(self, model: EvalModel, params: LmEvalParams, ctx: EvalContext) -> dict[str, Metric]:
         from lm_eval.evaluator import simple_evaluate
@@ -135,7 +153,7 @@ class LmEvalEvaluator(Evaluator):
 
         where = "evaluators"
         backend = open_backend(model, provider=ctx.provider, trust_remote_code=ctx.trust_remote_code)
-        lm = HarnessLM(backend, batch_size=params.batch_size, where=where)
+        lm = HarnessLM(backend, batch_size=params.batch_size, where=where, max_length=params.max_length)
         manager, specs = find_tasks(params.tasks, include_path=params.include_path, base_dir=ctx.base_dir, where=where)
         # lm-eval draws its progress bars with disable=False written out, past TQDM_DISABLE; they go to stderr.
         with _datasets_reachable(), contextlib.redirect_stderr(io.StringIO()):
@@ -143,8 +161,9 @@ class LmEvalEvaluator(Evaluator):
                                   bootstrap_iters=0, log_samples=True, apply_chat_template=params.apply_chat_template,
                                   system_instruction=params.system_instruction, task_manager=manager)
         results, samples = out["results"], out.get("samples") or {}
+        groups = set(out.get("group_subtasks") or {}) - set(samples)  # as validate resolves them: tasks, not groups
         reported = {task: [k for k in values if "," in k and not k.split(",", 1)[0].endswith("_stderr")]
-                    for task, values in results.items()}
+                    for task, values in results.items() if task not in groups}
         metrics: dict[str, Metric] = {}
         for name in ctx.sub_types or {}:
             task, key = resolve_sub_type(name, reported, where=where)
@@ -162,7 +181,7 @@ class LmEvalEvaluator(Evaluator):
         rows = sorted((s for s in samples or [] if s.get("filter", filt) == filt and metric in s), key=lambda s: s["doc_id"])
         per_row = [s[metric] for s in rows]
         details: dict[str, Any] = {"lm_eval": info}
-        numeric = bool(rows) and all(isinstance(v, (int, float, bool)) for v in per_row)
+        numeric = bool(rows) and all(isinstance(v, (numbers.Real, np.bool_)) for v in per_row)  # numpy's too
         # Per-sample scores serve a paired comparison only where lm-eval's aggregate is their mean.
         if numeric and abs(sum(float(v) for v in per_row) / len(per_row) - value) <= 1e-9 * max(1.0, abs(value)):
             scores = [float(v) for v in per_row]

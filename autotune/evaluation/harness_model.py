@@ -42,13 +42,13 @@ class HarnessLM(TemplateLM):
     """One model as lm-eval sees it. ``where`` names the metric in errors; ``batch_size``: sequences per
     teacher-forced pass."""
 
-    def __init__(self, backend: Backend, *, batch_size: int = 16, where: str = "evaluators") -> None:
+    def __init__(self, backend: Backend, *, batch_size: int = 16, where: str = "evaluators", max_length: int | None = None) -> None:
         super().__init__()
         self.backend = backend
         self.tokenizer = backend.tokenizer
         self.batch_size = batch_size
         self.where = where
-        self.max_length = backend.max_length
+        self.max_length = min(max_length, backend.max_length) if max_length else backend.max_length
 
     # -- tokenisation, as HFLM ---------------------------------------------------------------------
     @property
@@ -117,13 +117,10 @@ class HarnessLM(TemplateLM):
         eos_text = self.tokenizer.decode([self.eot_token_id], skip_special_tokens=False)
         out: list[str] = []
         for context, gen_kwargs in (req.args for req in requests):
-            kwargs = normalize_gen_kwargs(gen_kwargs, DEFAULT_MAX_GEN_TOKS)
-            if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) > 0:
-                raise SamplingRefused(self.where, "a task asks for sampled generations (generation_kwargs do_sample/temperature); "
-                                                  "this metric decodes greedily: set do_sample: false in the task's YAML")
+            kwargs = check_generation_kwargs(gen_kwargs, where=self.where, max_length=self.max_length)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos_text)
             max_new = int(kwargs.pop("max_gen_toks"))
-            prompt = self.tok_encode(context, left_truncate_len=max(self.max_length - max_new, 1)) or [self.prefix_token_id]
+            prompt = self.tok_encode(context, left_truncate_len=self.max_length - max_new) or [self.prefix_token_id]
             stops = [s for s in until if s]
 
             def stop(tokens: list[int], stops: list[str] = stops) -> bool:
@@ -135,3 +132,31 @@ class HarnessLM(TemplateLM):
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
             out.append(text)
         return out
+
+
+# Generation settings that change nothing in a greedy decode (top-k/top-p only filter what sampling draws from).
+_GREEDY_NEUTRAL = {"do_sample": False, "temperature": 0.0, "top_k": None, "top_p": None, "num_beams": 1, "repetition_penalty": 1.0}
+
+
+def check_generation_kwargs(gen_kwargs: dict[str, Any], *, where: str, task: str | None = None,
+                            max_length: int | None = None) -> dict[str, Any]:
+    """lm-eval's normalised generation kwargs of a ``generate_until`` request, refused (one line) where the greedy
+    decode here would not do what they ask: sampling, beams, a penalty, a setting it does not know, or more new
+    tokens than the context holds."""
+    kwargs = normalize_gen_kwargs(dict(gen_kwargs), DEFAULT_MAX_GEN_TOKS)
+    of = f"task '{task}'" if task else "a task"
+    if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) > 0:
+        raise SamplingRefused(where, f"{of} asks for sampled generations (generation_kwargs do_sample/temperature); this metric "
+                                     "decodes greedily: set do_sample: false in the task's YAML")
+    for name, value in kwargs.items():
+        if name in ("until", "max_gen_toks"):
+            continue
+        if name not in _GREEDY_NEUTRAL:
+            raise SamplingRefused(where, f"{of} sets generation_kwargs.{name}, which this metric's greedy decode does not apply")
+        if name in ("num_beams", "repetition_penalty") and value is not None and float(value) != _GREEDY_NEUTRAL[name]:
+            raise SamplingRefused(where, f"{of} sets generation_kwargs.{name}: {value}; this metric decodes greedily, one beam, "
+                                         "no penalty")
+    if max_length is not None and int(kwargs["max_gen_toks"]) >= max_length:
+        raise ConfigError(where, f"{of} generates up to {kwargs['max_gen_toks']} tokens, not fewer than the context "
+                                 f"({max_length} tokens) holds")
+    return kwargs

@@ -24,8 +24,11 @@ from typing import Any
 
 from autotune.errors import ConfigError, did_you_mean
 
-__all__ = ["LOCAL_BUILDERS", "TaskSpec", "build_tasks", "find_tasks", "reported_metrics", "task_fingerprint"]
+__all__ = ["LOCAL_BUILDERS", "TASK_FILES", "TaskSpec", "build_tasks", "find_tasks", "leaf_tasks", "reported_metrics", "require_lm_eval",
+           "task_fingerprint"]
 
+# What defines a task in an include_path folder (hashed for the cache key with the data files its YAMLs name).
+TASK_FILES = frozenset({".yaml", ".yml", ".py", ".jinja", ".j2"})
 # datasets' packaged builders that read local files: a task on them never reaches the Hub.
 LOCAL_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow", "pandas"})
 
@@ -49,7 +52,7 @@ def _include(include_path: str | None, base_dir: Path) -> Path | None:
 
 def find_tasks(tasks: list[str], *, include_path: str | None, base_dir: Path, where: str) -> tuple[Any, list[TaskSpec]]:
     """lm-eval's TaskManager and each name's spec; an unknown name or a missing include_path is a ConfigError."""
-    from lm_eval.tasks import TaskManager
+    TaskManager = require_lm_eval(where).TaskManager  # noqa: N806 (lm-eval's class)
 
     include = _include(include_path, base_dir)
     if include is not None and not include.is_dir():
@@ -65,8 +68,22 @@ def find_tasks(tasks: list[str], *, include_path: str | None, base_dir: Path, wh
             raise ConfigError(f"{where}.tasks[{j}]", f"no lm-evaluation-harness task '{name}'{hint}"
                                                      + ("" if include is not None else " (a folder of your own task YAMLs: include_path)"))
         yaml_path = Path(entry.yaml_path) if entry.yaml_path and entry.kind.name == "TASK" else None
-        specs.append(TaskSpec(name, _local_config(yaml_path) if yaml_path else name, yaml_path))
+        try:
+            spec = _local_config(yaml_path) if yaml_path else name
+        except (ImportError, AttributeError, OSError, ValueError) as exc:  # a !function that does not load, a bad YAML
+            raise ConfigError(f"{where}.tasks[{j}]", f"task '{name}' ({yaml_path}) does not load: {type(exc).__name__}: {exc}") from None
+        specs.append(TaskSpec(name, spec, yaml_path))
     return manager, specs
+
+
+def require_lm_eval(where: str) -> Any:
+    """lm-eval's ``lm_eval.tasks`` module, or one line saying which extra provides it."""
+    try:
+        import lm_eval.tasks
+    except ImportError:
+        raise ConfigError(where, "the lm_eval metric needs lm-evaluation-harness: pip install -e \".[lm-eval]\" "
+                                 "(the autotune-slm[lm-eval] extra)") from None
+    return lm_eval.tasks
 
 
 def _local_config(yaml_path: Path) -> dict[str, Any]:
@@ -148,10 +165,11 @@ def build_tasks(manager: Any, specs: list[TaskSpec], *, where: str) -> dict[str,
         try:
             with _datasets_reachable():
                 built.update(get_task_dict([spec.spec], manager))
-        except (ConnectionError, OSError, ValueError) as exc:
+        except (ConnectionError, OSError, ValueError, ImportError) as exc:
             dataset = _dataset_of(manager, spec)
-            if dataset is None or dataset in LOCAL_BUILDERS:
-                raise ConfigError(f"{where}.tasks[{j}]", f"task '{spec.name}' could not read its data: {exc}") from None
+            if dataset is None or dataset in LOCAL_BUILDERS or not isinstance(exc, ConnectionError):
+                what = f"the data set '{dataset}'" if dataset else "its data"
+                raise ConfigError(f"{where}.tasks[{j}]", f"task '{spec.name}' could not read {what}: {type(exc).__name__}: {exc}") from None
             from autotune.models.hub import hub_offline
 
             why = "the Hub is off (HF_HUB_OFFLINE)" if hub_offline() else "the Hugging Face Hub could not be reached"
@@ -194,10 +212,12 @@ def task_fingerprint(tasks: list[str], *, include_path: str | None, base_dir: Pa
     include = _include(include_path, base_dir)
     seen: set[Path] = set()
     if include is not None and include.is_dir():
-        for path in sorted(p for p in include.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        # The task definitions (YAML, their !function modules, templates), then the data files the YAMLs name:
+        # nothing else a folder may hold (an include_path of "." holds the cache and the results too).
+        for path in sorted(p for p in include.rglob("*") if p.is_file() and p.suffix in TASK_FILES and "__pycache__" not in p.parts):
             digest.update(str(path.relative_to(include)).encode() + b"\0" + path.read_bytes() + b"\0")
             seen.add(path.resolve())
-        for yaml_path in sorted(include.rglob("*.yaml")):
+        for yaml_path in sorted(p for p in include.rglob("*") if p.suffix in (".yaml", ".yml")):
             digest.update(_outside_data(yaml_path, seen))
     try:
         version = md.version("lm-eval")
@@ -207,7 +227,7 @@ def task_fingerprint(tasks: list[str], *, include_path: str | None, base_dir: Pa
 
 
 def _outside_data(yaml_path: Path, seen: set[Path]) -> bytes:
-    """Contents of the local data files a task YAML names outside its include_path (once each)."""
+    """Contents of the local data files a task YAML names (once each, wherever they are)."""
     import yaml
 
     try:

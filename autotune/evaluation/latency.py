@@ -78,6 +78,7 @@ class LatencyEvaluator(Evaluator):
     # stated precision, the median's interval reported
     version = 3
     Params = LatencyParams
+    per_structure = True  # one measurement per structure key: the same graph and settings run alike, whatever the weights
     SUB_TYPES: ClassVar[dict[str, SubType]] = {
         **{f"ttft_ms_{s}": SubType("ms", False, f"time to first token {s} (ms)", "latency") for s in STATS},
         **{f"decode_ms_per_token_{s}": SubType("ms/token", False, f"decode {s} (ms/token)", "latency") for s in STATS},

@@ -92,16 +92,26 @@ class ModelEvaluator:
         and the provider. Priorities and goals only change how results are used, so they stay out."""
         metric = self.evaluator.metrics[index]
         cls = get_evaluator(metric.type, where="")
+        structure = self.structure_of(model) if cls.per_structure else None
         key: dict[str, Any] = {
-            "evaluation": EVALUATION_VERSION, "model": model.key, "type": cls.type_name, "version": cls.version,
+            "evaluation": EVALUATION_VERSION, "type": cls.type_name, "version": cls.version,
+            # a speed or memory metric is keyed by what it depends on: the model's structure, when it has one
+            **({"structure": structure} if structure else {"model": model.key}),
             "user_config": metric.user_config, "provider": self.config.engine.provider, "data": getattr(data, "key", None),
             "kind": model.kind,
         }
         params = validate_model(cls.Params, metric.user_config, f"evaluators.{self.name}.metrics[{index}].user_config")
-        inputs = cls.cache_inputs(params, base_dir=self.config.config_dir)
+        inputs = cls.cache_inputs(params, base_dir=self.config.config_dir, sub_types=[s.name for s in metric.sub_types])
         if inputs is not None:  # absent otherwise: every other metric type keeps its cached results
             key["inputs"] = inputs
         return hash_key(key)
+
+    def structure_of(self, model: EvalModel) -> str | None:
+        """The model's structure key on this run's provider and thread share (None: not an ONNX folder)."""
+        from autotune.evaluation.structure import structure_key
+        from autotune.threads import session_threads
+
+        return structure_key(model.path, provider=self.config.engine.provider, session={"threads": session_threads()})
 
     def _order(self) -> list[int]:
         """Metric indices in the order to measure them: a type named in another's ``run_after`` first."""
@@ -138,6 +148,10 @@ class ModelEvaluator:
                                   base_dir=self.config.config_dir, sub_types=self._sub_types(cls, index), shared=shared)
                 measured = cls().evaluate(model, params, ctx)
                 seconds = time.perf_counter() - began
+                structure = self.structure_of(model) if cls.per_structure else None
+                if structure:  # which structure, measured on which model: the trials that share it say so
+                    for metric_value in measured.values():
+                        metric_value.details.update({"structure_key": structure, "measured_on": model.key})
                 log.info("metric %-10s measured in %.1f s", metric.name, seconds)
                 self.cache.put_json(key, {"metrics": {k: v.to_dict() for k, v in measured.items()}, "seconds": seconds})
             for spec in self.specs:

@@ -67,6 +67,11 @@ QUANTIZED_OPS = frozenset({"MatMulNBits", "MatMulInteger", "DynamicQuantizeMatMu
                            "DynamicQuantizeLinear", "GatherBlockQuantized", "QMoE"})
 
 
+# Weight-only quantized ops: each row's activations are its own, so a row's logits do not depend on the rows
+# batched with it (dynamic quantization's activation scale, taken over the whole batch, does).
+WEIGHT_ONLY_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized"})
+
+
 class UnsupportedGraph(Exception):
     """The folder's decoder is not one this scorer knows how to batch."""
 
@@ -153,8 +158,9 @@ def teacher_forced(logits_of: Callable[[np.ndarray, np.ndarray], np.ndarray], pa
 class OrtLabelScorer:
     """The folder's decoder in an onnxruntime session, scoring labels in batches.
 
-    ``prefill_only``: only :meth:`prefill_logits` will be used (teacher forcing), so a quantized graph is
-    accepted: every position is computed by the prompt's kernels, as the per-row path computes a prompt."""
+    ``prefill_only``: only :meth:`prefill_logits` will be used (teacher forcing), so a weight-only quantized graph
+    is accepted: every position is computed by the prompt's kernels, as the per-row path computes a prompt. A
+    dynamically quantized one is not: its activation scale would span every row of the batch."""
 
     def __init__(self, folder: Path, *, provider: str, prefill_only: bool = False) -> None:
         import onnx
@@ -169,8 +175,9 @@ class OrtLabelScorer:
         ops = {node.op_type for node in graph.graph.node}
         if "GroupQueryAttention" not in ops:
             raise UnsupportedGraph("no GroupQueryAttention")  # the mask semantics above are GQA's
-        if ops & QUANTIZED_OPS and not prefill_only:
-            raise UnsupportedGraph(f"quantized MatMul ({', '.join(sorted(ops & QUANTIZED_OPS))})")
+        refused = ops & (QUANTIZED_OPS - WEIGHT_ONLY_OPS if prefill_only else QUANTIZED_OPS)
+        if refused:
+            raise UnsupportedGraph(f"quantized MatMul ({', '.join(sorted(refused))})")
         self.layers = int(decoder["num_hidden_layers"])
         self.kv_heads = int(decoder["num_key_value_heads"])
         self.head_size = int(decoder["head_size"])

@@ -70,31 +70,40 @@ def remeasure_latency(view: StudyView, ctx: RunContext, records: list[TrialRecor
         baseline = _baseline_model(view, ctx, base)
         if baseline is not None:
             entries.append((base, None, baseline))
-    log.info("re-measuring the latency of %d trial(s) that could be on the Pareto set%s, %d rounds interleaved",
-             trials, f" and {len(entries) - trials} baseline(s)" if len(entries) > trials else "", rounds)
-    values: dict[int | str | None, dict[str, list[MetricValue]]] = {number: {} for number, _, _ in entries}
+    # One measurement per structure key: models of one structure run alike, so they are measured once per round
+    # and every trial of it takes that value (the same graph cannot be told apart by noise).
+    groups: dict[str, list[tuple[int | str | None, TrialRecord | None, EvalModel]]] = {}
+    for entry in entries:
+        groups.setdefault(evaluator.structure_of(entry[2]) or f"model:{entry[2].key}", []).append(entry)
+    if len(groups) < 2:
+        log.info("latency not re-measured: the %d model(s) that could be on the Pareto set share one structure", len(entries))
+        return
+    log.info("re-measuring the latency of %d trial(s) that could be on the Pareto set%s (%d structure(s)), %d rounds interleaved",
+             trials, f" and {len(entries) - trials} baseline(s)" if len(entries) > trials else "", len(groups), rounds)
+    values: dict[str, dict[str, list[MetricValue]]] = {structure: {} for structure in groups}
     done = 0
     for done in range(1, rounds + 1):
-        # One fresh process per model per round (latency only: memory is not measured again).
-        for number, _, model in entries:
-            for key, metric in evaluator.evaluate(model, only=latency).items():
-                values[number].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
+        # One fresh process per structure per round (latency only: memory is not measured again).
+        for structure, members in groups.items():
+            for key, metric in evaluator.evaluate(members[0][2], only=latency).items():
+                values[structure].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
         if done < rounds and intervals_separate(values):
-            log.info("latency re-measure: every model's interval is apart from the others' after %d of %d rounds; "
+            log.info("latency re-measure: every structure's interval is apart from the others' after %d of %d rounds; "
                      "the rest are not needed", done, rounds)
             break
-    for number, record, _ in entries:
-        if record is None:
-            base = number if isinstance(number, str) else None
-            measured = view.meta.base_baselines.get(base, view.meta.baseline) if base is not None else view.meta.baseline
-            remeasured = _medians(values[number], measured, done)
-            measured.update({k: v for k, v in remeasured.items() if k in measured})
-            if base is None or (view.meta.bases and view.meta.bases[0].name == base):  # the study's default baseline
-                view.meta.baseline.update({k: v for k, v in remeasured.items() if k in view.meta.baseline})
-            write_final_baseline(view.study, remeasured, base=base)
-        else:
-            record.remeasured = _medians(values[number], record.metrics, done)
-            write_final(view.study, record.number, remeasured=record.remeasured)
+    for structure, members in groups.items():
+        for number, record, _ in members:
+            if record is None:
+                base = number if isinstance(number, str) else None
+                measured = view.meta.base_baselines.get(base, view.meta.baseline) if base is not None else view.meta.baseline
+                remeasured = _medians(values[structure], measured, done)
+                measured.update({k: v for k, v in remeasured.items() if k in measured})
+                if base is None or (view.meta.bases and view.meta.bases[0].name == base):  # the study's default baseline
+                    view.meta.baseline.update({k: v for k, v in remeasured.items() if k in view.meta.baseline})
+                write_final_baseline(view.study, remeasured, base=base)
+            else:
+                record.remeasured = _medians(values[structure], record.metrics, done)
+                write_final(view.study, record.number, remeasured=record.remeasured)
 
 
 def intervals_separate(values: dict[Any, dict[str, list[MetricValue]]]) -> bool:

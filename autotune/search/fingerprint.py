@@ -80,7 +80,7 @@ def _metric_inputs(config: RunConfig) -> dict[str, Any]:
     for i, metric in enumerate(config.evaluators[config.engine.evaluator].metrics):
         cls = get_evaluator(metric.type, where="")
         params = validate_model(cls.Params, metric.user_config, f"evaluators.{config.engine.evaluator}.metrics[{i}].user_config")
-        inputs = cls.cache_inputs(params, base_dir=config.config_dir)
+        inputs = cls.cache_inputs(params, base_dir=config.config_dir, sub_types=[s.name for s in metric.sub_types])
         if inputs is not None:
             out[metric.name] = inputs
     return out

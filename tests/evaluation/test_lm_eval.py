@@ -189,7 +189,8 @@ def test_local_tasks_through_the_cli_with_a_goal_that_makes_a_trial_infeasible(t
     (["hellaswag"], "user_config.tasks[0]", "task 'hellaswag' reads the data set 'Rowan/hellaswag' from the Hugging Face Hub"),
     (["tiny_mc", "tiny_nodata"], "user_config.tasks[1]", "task 'tiny_nodata' reads"),
     (["tiny_mc"], "sub_types[0].name", "'tiny_gen/exact_match' names task 'tiny_gen', which is not among this metric's tasks"),
-], ids=["unknown-task", "uncached-hub-task", "missing-data-file", "unreported-metric"])
+    (["tiny_mc", "tiny_sampled"], "user_config.tasks", "task 'tiny_sampled' asks for sampled generations"),
+], ids=["unknown-task", "uncached-hub-task", "missing-data-file", "unreported-metric", "sampling-task"])
 def test_validate_refuses_what_cannot_run_with_nothing_written(tmp_path: Path, tiny_model: Path, tasks: list[str], where: str,
                                                                words: str) -> None:
     folder = tmp_path / "tasks"
@@ -199,6 +200,9 @@ def test_validate_refuses_what_cannot_run_with_nothing_written(tmp_path: Path, t
     (folder / "docs.jsonl").write_text(json.dumps({"phrase": "x"}) + "\n")
     for name, data in (("tiny_mc", "docs.jsonl"), ("tiny_nodata", "gone.jsonl")):
         (folder / f"{name}.yaml").write_text(yaml.safe_dump({"task": name, **task, "dataset_kwargs": {"data_files": data}}))
+    (folder / "tiny_sampled.yaml").write_text(yaml.safe_dump({
+        "task": "tiny_sampled", **task, "dataset_kwargs": {"data_files": "docs.jsonl"}, "output_type": "generate_until",
+        "doc_to_target": "{{phrase}}", "generation_kwargs": {"until": ["\n"], "do_sample": True, "temperature": 0.7}}))
     config = _study(tmp_path, tiny_model, tasks)
     empty = {"HF_HOME": str(tmp_path / "hf-home"), "HF_DATASETS_CACHE": str(tmp_path / "hf-home" / "datasets")}
     for command in ("validate", "run"):
