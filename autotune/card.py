@@ -194,6 +194,15 @@ def _split_metrics(view: StudyView, record: TrialRecord) -> list[str]:
     return [k for k in record.metrics if k in reads]
 
 
+def _training_precision(view: StudyView) -> list[dict[str, Any]]:
+    """The study's CPU training-precision decisions (one per machine class and model shape), as measured."""
+    from autotune.records import StudyPrecision
+
+    if view.study is None:
+        return []
+    return [{"machine_and_shape": key, **decision} for key, decision in sorted(StudyPrecision(view.study).all().items())]
+
+
 def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> dict[str, Any]:
     from autotune.evaluation.base import environment
     from autotune.models.source import known_model_id
@@ -233,6 +242,7 @@ def model_card(view: StudyView, selection: Any, reproduce: dict[str, Any]) -> di
         or {d["name"]: d.get("data_files") for d in view.meta.config.get("data_configs", [])},
         "usage": _usage(view),
         "predictions": _predictions(view, record),
+        "training_precision": _training_precision(view),
         "config_sha256": config_hash(view.meta.config),
         "reproduce_config": reproduce,
     }
@@ -359,6 +369,9 @@ def card_markdown(card: dict[str, Any]) -> str:
               "## Parameters", ""]
     for name, params in card["parameters"].items():
         lines.append(f"- **{name}**: " + ", ".join(f"{k}={v}" for k, v in params.items() if k != "training_args"))
+    for decision in card.get("training_precision") or []:  # the study's one decision per machine class (auto precision)
+        lines.append(f"- **training precision** (auto, decided once for the study on this machine class): {decision['precision']}: "
+                     f"{decision['reason']}")
     env = {**card.get("device", {}), **card["environment"]}
     lines += ["", "## Environment", "", f"- provider: {card['provider']}", f"- model key: `{card['model_key']}`",
               f"- config sha256: `{card['config_sha256']}`"] + [f"- {k}: {v}" for k, v in env.items()]

@@ -219,6 +219,7 @@ def select_cmd(
     from autotune.errors import ConfigError
     from autotune.export import export_best
     from autotune.finish import rebuilder, selection_settings
+    from autotune.records import StudyPrecision
     from autotune.report.results import write_results
     from autotune.run_context import RunContext
     from autotune.search.final import evaluate_test
@@ -238,6 +239,7 @@ def select_cmd(
                                                       latency_budget_ms=latency_budget, weights=weights or None,
                                                       prefer_cheaper=prefer_cheaper))
         ctx = RunContext(RunConfig.model_validate(view.meta.config))  # the schema's defaults, not ad-hoc ones
+        ctx.pipeline.shared_precision = StudyPrecision(view.study)  # a rebuilt fine-tune trains as the study's did
         rebuild = rebuilder(ctx)
         if selection.record is not None:  # a newly chosen trial is scored on the test split once, like the study's finalists
             chosen = next(r for r in view.records if r.number == selection.record.number)

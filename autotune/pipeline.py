@@ -88,6 +88,8 @@ class Pipeline:
         self._data: dict[str, Dataset] = {}
         self._device: str | None = None
         self._probes: dict[str, ProbeDecision] = {}  # fine-tune key -> the CPU precision probe's decision
+        # The study's precision decisions (autotune.records.StudyPrecision), set by the study that runs this pipeline.
+        self.shared_precision: Any = None
 
     # -- inputs ---------------------------------------------------------------------------------
     def preflight(self, extra_data: list[str] | None = None) -> None:
@@ -176,7 +178,7 @@ class Pipeline:
                 shutil.rmtree(work, ignore_errors=True)
                 release_memory()
 
-        return choose_precision(cache_root=self.cache.root, shape_key=shape, measure=measure)
+        return choose_precision(cache_root=self.cache.root, shape_key=shape, measure=measure, shared=self.shared_precision)
 
     # -- running --------------------------------------------------------------------------------
     def keys(self, point: dict[str, Any] | None = None) -> list[tuple[Step, Any, str]]:

@@ -17,8 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
-    "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BaseModelInfo", "BoundSpec", "DataSummary",
-    "MetricValue", "ObjectiveSpec", "Owner", "PassSummary", "StudyFingerprint", "StudyMeta", "StudyView", "TrialRecord",
+    "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "PRECISION_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BaseModelInfo", "BoundSpec",
+    "DataSummary", "MetricValue", "ObjectiveSpec", "Owner", "PassSummary", "StudyFingerprint", "StudyMeta", "StudyPrecision",
+    "StudyView", "TrialRecord",
     "metric_kind",
     "read_meta", "read_record", "write_final", "write_final_baseline", "write_meta", "write_record",
 ]
@@ -33,6 +34,8 @@ FINAL_ATTR = "autotune_final"
 BASELINE_FINAL = "baseline"  # FINAL_ATTR's entry for the baseline (the others are trial numbers)
 # Optuna's constraints_func reads this list from the trial (a plain list of violations, in bound order).
 CONSTRAINTS_ATTR = "autotune_constraints"
+# The CPU training-precision decisions the study's fine-tunes use, by machine class and model shape (one per study).
+PRECISION_ATTR = "autotune_precision"
 # Schema 1 (no version): the study's facts as separate attributes.
 _V1_ATTRS = ("objectives", "bounds", "provider", "config", "autotune_baseline")
 
@@ -336,6 +339,28 @@ def write_final_baseline(study: Any, remeasured: dict[str, MetricValue], *, base
     if base is not None and read_meta(study).bases[:1] and read_meta(study).bases[0].name == base:
         final[BASELINE_FINAL] = entry  # the first base's is the study's default baseline
     study.set_user_attr(FINAL_ATTR, final)
+
+
+class StudyPrecision:
+    """The study's training-precision decisions (autotune.passes.precision_probe), kept with the study so every
+    worker, a resume and ``autotune select`` train a point in one precision, whatever their machine's load."""
+
+    def __init__(self, study: Any) -> None:
+        self.study = study
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return dict(self.study.user_attrs.get(PRECISION_ATTR) or {})
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.all().get(key)
+
+    def claim(self, key: str, decision: dict[str, Any]) -> dict[str, Any]:
+        """Store ``decision`` unless the study holds one for ``key``; the one the study holds after."""
+        held = self.all()
+        if key not in held:
+            held[key] = decision
+            self.study.set_user_attr(PRECISION_ATTR, held)
+        return self.all().get(key, decision)
 
 
 def write_meta(study: Any, meta: StudyMeta) -> None:

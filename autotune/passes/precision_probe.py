@@ -84,9 +84,26 @@ def cached_decision(path: Path) -> ProbeDecision | None:
         return None
 
 
-def choose_precision(*, cache_root: Path, shape_key: str, measure: Callable[[Precision], StepProbe]) -> ProbeDecision:
-    """The cached decision for this machine and shape, or a probe of both precisions (``measure``) cached here."""
+def choose_precision(*, cache_root: Path, shape_key: str, measure: Callable[[Precision], StepProbe],
+                     shared: Any = None) -> ProbeDecision:
+    """The decision for this machine and shape: the study's (``shared``: get/claim by key, e.g.
+    :class:`autotune.records.StudyPrecision`), else the cached one, else a probe of both precisions (``measure``)
+    cached here; a decision not from the study is offered to it, and the study's first one is used."""
     path = probe_file(cache_root, shape_key)
+    if shared is not None:
+        held = shared.get(path.stem)
+        if held is not None:
+            return ProbeDecision(**held)
+    decision = _local_decision(path, measure)
+    if shared is None:
+        return decision
+    held = ProbeDecision(**shared.claim(path.stem, asdict(decision)))
+    if held != decision:
+        log.info("training precision: %s (the study's decision; this machine's read %s)", held.precision, decision.precision)
+    return held
+
+
+def _local_decision(path: Path, measure: Callable[[Precision], StepProbe]) -> ProbeDecision:
     known = cached_decision(path)
     if known is not None:
         return known

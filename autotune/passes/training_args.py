@@ -7,12 +7,13 @@ import functools
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autotune.errors import ConfigError
 
 __all__ = [
-    "OWN_TRAINING_ARGS", "RENAMED_TRAINING_ARGS", "TrainingArgs", "check_training_args", "mixed_precision",
+    "OWN_TRAINING_ARGS", "PRECISIONS", "RENAMED_TRAINING_ARGS", "TrainingArgs", "check_training_args",
+    "mixed_precision",
     "refused_training_arg", "training_argument_names", "training_argument_values", "training_arguments",
 ]
 
@@ -36,6 +37,25 @@ class TrainingArgs(BaseModel):
     optim: str = "adamw_torch"
     gradient_checkpointing: bool = False
     eval_steps: float | None = None
+
+    @model_validator(mode="after")
+    def _precision(self) -> TrainingArgs:
+        """``precision`` as transformers' own flags: the same fine-tune (and cache key) as ``bf16``/``fp16`` say it;
+        ``auto`` is leaving them unset."""
+        extra = self.model_extra if self.model_extra is not None else {}
+        if "precision" not in extra:
+            return self
+        value = extra.pop("precision")
+        if value not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {value!r}")
+        forced = [k for k in ("bf16", "fp16") if extra.get(k) is not None]
+        if value != "auto" and forced:
+            raise ValueError(f"precision and {forced[0]} are both set; keep one (precision: {value} says it all)")
+        if value in ("bf16", "fp32"):
+            extra["bf16"] = value == "bf16"
+        elif value == "fp16":
+            extra["fp16"] = True
+        return self
 
     @field_validator("max_steps")
     @classmethod
@@ -76,6 +96,12 @@ REFUSED_TRAINING_ARGS: dict[str, str] = {
 RENAMED_TRAINING_ARGS = {"evaluation_strategy": "eval_strategy"}
 # Keys autotune handles itself before TrainingArguments sees them.
 OWN_TRAINING_ARGS = {"group_by_length", "bf16", "fp16"}
+# training_args.precision: auto (the default: measured on a CPU with bf16 instructions, bf16 where a GPU has it),
+# or one forced for every fine-tune of the config (read as transformers' bf16/fp16 flags, see TrainingArgs).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+
 
 
 def refused_training_arg(key: str, value: Any) -> str | None:

@@ -198,6 +198,25 @@ def _states_section(view: StudyView) -> str:
     return html
 
 
+def _shared_measurements_section(view: StudyView) -> str:
+    """Which trials share one latency and memory measurement: those of one structure key (same graph and settings)."""
+    from autotune.report.frames import structure_key_of
+
+    groups: dict[str, list[int]] = {}
+    for record in view.completed():
+        key = structure_key_of(record)
+        if key is not None:
+            groups.setdefault(key, []).append(record.number)
+    shared = [(key, numbers) for key, numbers in groups.items() if len(numbers) > 1]
+    if not shared:
+        return ""
+    items = "".join(f"<li>trials {', '.join(str(n) for n in sorted(numbers))}: structure <code>{escape(key[:12])}</code></li>"
+                    for key, numbers in sorted(shared, key=lambda kv: min(kv[1])))
+    return ('<h3>Shared measurements</h3><p class="muted">Trials built to one graph with the same settings (one structure key) run '
+            "alike, so they carry one latency and memory measurement; their accuracy is each model's own.</p>"
+            f'<ul id="shared-measurements">{items}</ul>')
+
+
 def _image(path: Path, ident: str, alt: str, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return (f'<figure><img id="{escape(ident)}" alt="{escape(alt)}" src="data:image/png;base64,{data}">'
@@ -241,6 +260,7 @@ def render(view: StudyView, selection: Selection, trials: Any, pareto: Any, plot
         "<h2>Plots</h2>", *figures,
         "<h2>Trials by state</h2>", _states_section(view),
         "<h2>All trials</h2>", frame_table(trials, table_id="trials-table", selected=chosen),
+        _shared_measurements_section(view),
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)

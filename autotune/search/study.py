@@ -25,6 +25,7 @@ from autotune.records import (
     MetricValue,
     ObjectiveSpec,
     StudyMeta,
+    StudyPrecision,
     TrialRecord,
     read_meta,
     read_record,
@@ -198,6 +199,7 @@ class Study:
             self.base_bounds = {name: self.evaluator.bounds(b) for name, b in measured.per_base.items()}
         sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds))
         study = self._create([o.direction for o in objectives], sampler)
+        self.ctx.pipeline.shared_precision = StudyPrecision(study)  # one training precision per study and machine class
         check_space_against_study(self.ctx.pipeline.slots, study, self.name)
         previous = read_meta(study) if study.user_attrs else None
         study.set_metric_names([o.metric for o in objectives])
@@ -270,6 +272,7 @@ class Study:
         import optuna
 
         study = optuna.load_study(study_name=self.name, storage=self.storage)
+        self.ctx.pipeline.shared_precision = StudyPrecision(study)
         self.meta = read_meta(study)
         self.bounds = [Bound(**b.model_dump()) for b in self.meta.bounds]
         self.base_bounds = {name: [Bound(**b.model_dump()) for b in bounds] for name, bounds in self.meta.base_bounds.items()}

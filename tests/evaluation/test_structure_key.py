@@ -76,6 +76,8 @@ def test_trials_of_one_structure_share_one_latency_measurement_and_never_accurac
     again = [r.remeasured[latency] for r in view.records]
     assert again[0].details["rounds"] == again[1].details["rounds"]  # the baseline (fp32) is the other structure
     assert view.baseline[latency].details["structure_key"] != first[0].details["structure_key"]
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="shared-measurements"' in report and "trials 0, 1: structure" in report
     # Accuracy is each model's own, so the less accurate model of one graph is never on the Pareto set.
     pareto = pd.read_csv(tmp_path / "out" / "pareto.csv")
     assert (pareto.groupby("structure_key")["accuracy-accuracy"].nunique() == 1).all()

@@ -187,3 +187,56 @@ def test_one_decision_serves_every_lora_shape_of_a_model(tmp_path: Path, tiny_mo
         pipeline.keys()
     assert probed == ["fp32", "bf16"]  # probed once, for both shapes
     assert len(list((tmp_path / "cache" / "precision_probe").glob("*.json"))) == 1
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_training_args_precision_forces_one_without_a_probe(tmp_path: Path, tiny_model: Path, tone_file: Path, precision: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("autotune.device.bf16_supported", lambda on: on == "cpu")
+    monkeypatch.setattr(probe, "trainer_probe", lambda **_: pytest.fail("a forced precision must not be probed"))
+    forced = pipeline_for(tiny_model, tone_file, tmp_path, precision=precision).keys()[0][2]
+    assert forced == pipeline_for(tiny_model, tone_file, tmp_path, bf16=precision == "bf16").keys()[0][2]
+    assert not (tmp_path / "cache" / "precision_probe").exists()
+
+
+def test_training_args_precision_auto_is_the_default_and_a_clash_is_refused(tmp_path: Path, tiny_model: Path, tone_file: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotune.errors import ConfigError
+
+    monkeypatch.setattr("autotune.device.bf16_supported", lambda on: False)
+    assert pipeline_for(tiny_model, tone_file, tmp_path, precision="auto").keys()[0][2] == pipeline_for(tiny_model, tone_file,
+                                                                                                      tmp_path).keys()[0][2]
+    with pytest.raises(ConfigError, match=r"passes\.lora\.training_args: precision and bf16 are both set"):
+        pipeline_for(tiny_model, tone_file, tmp_path, precision="fp32", bf16=True)
+    with pytest.raises(ConfigError, match=r"training_args: precision: expected one of auto, fp32, bf16, fp16, got .fp8."):
+        pipeline_for(tiny_model, tone_file, tmp_path, precision="fp8")
+
+
+class StoreInMemory:
+    """A study's decisions (autotune.records.StudyPrecision's get/claim) in a dict."""
+
+    def __init__(self, held: dict[str, Any] | None = None) -> None:
+        self.held = dict(held or {})
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.held.get(key)
+
+    def claim(self, key: str, decision: dict[str, Any]) -> dict[str, Any]:
+        return self.held.setdefault(key, decision)
+
+
+def test_the_studys_decision_wins_over_this_machines_cache_and_probe(tmp_path: Path) -> None:
+    studys = probe.ProbeDecision("bf16", 1.0, 0.5, 2.0, 2.0, "bf16 faster on the first worker")
+    path = probe.probe_file(tmp_path, "shape")
+    store = StoreInMemory({path.stem: probe.asdict(studys)})
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(probe.asdict(probe.ProbeDecision("fp32", 1.0, 0.99, 2.0, 2.0, "this machine, loaded"))))
+    measured: list[str] = []
+    chosen = probe.choose_precision(cache_root=tmp_path, shape_key="shape", shared=store,
+                                    measure=lambda p: probe.StepProbe(1.0, 2.0) if measured.append(p) is None else None)
+    assert chosen == studys and not measured
+    # A study without one takes this machine's (probed here) and keeps it for every other worker.
+    empty = StoreInMemory()
+    chosen = probe.choose_precision(cache_root=tmp_path / "other", shape_key="shape", shared=empty,
+                                    measure=lambda p: probe.StepProbe(1.0 if p == "fp32" else 0.5, 2.0))
+    assert chosen.precision == "bf16" and empty.held == {probe.probe_file(tmp_path, "shape").stem: probe.asdict(chosen)}
