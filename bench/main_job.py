@@ -33,6 +33,9 @@ PHASES: dict[str, dict[str, float]] = {}
 STACK: list[list[Any]] = []
 # quant_stats.json's seconds by step per output folder (a ModelBuilder GPTQ build and its GPTQ pass share one).
 GPTQ_STEPS: dict[str, dict[str, float]] = {}
+# Each fresh latency/memory process: (structure key, model key) of the model it measured.
+PROBES: list[tuple[str, str]] = []
+PROBE_PROCESS_LABEL = "fresh latency process"
 TRAINING_LABEL = "training steps"
 GPTQ_LABEL = "GPTQ quantization"
 PROBE_LABEL = "training precision probe"
@@ -119,6 +122,17 @@ def instrument() -> None:
     except ImportError:
         pass
     wrap(transformers.Trainer, "train", TRAINING_LABEL)
+    import autotune.evaluation.memory_probe as memory_probe
+
+    def count_probe(model: Any, **kwargs: Any) -> None:
+        try:
+            from autotune.evaluation.structure import structure_key
+        except ImportError:  # a version without structure keys: one row per model
+            PROBES.append((f"model {model.key[:12]}", model.key))
+            return
+        PROBES.append((structure_key(model.path, provider=kwargs["provider"]) or f"model {model.key[:12]}", model.key))
+
+    wrap(memory_probe, "run_probe", PROBE_PROCESS_LABEL, after=count_probe)
     for cls in {EVALUATOR_REGISTRY.get(n) for n in EVALUATOR_REGISTRY.names()}:
         if cls is not None and "evaluate" in cls.__dict__:
             wrap(cls, "evaluate", f"eval {cls.type_name}")
@@ -139,7 +153,7 @@ def category(row: str) -> str:
         return "floor by step, rest overhead"
     if row.endswith(TRAINING_LABEL) or row.endswith("eval accuracy"):
         return "floor"
-    if row.endswith("eval latency") or row.endswith("eval footprint"):
+    if row.endswith("eval latency") or row.endswith("eval footprint") or row.endswith(PROBE_PROCESS_LABEL):
         return "measurement"
     return "overhead"
 
@@ -215,6 +229,13 @@ def report(args: argparse.Namespace, output_dir: Path, cache_dir: Path, wall: fl
     if gptq:
         lines += ["", "GPTQ seconds by step (quant_stats.json, within the GPTQ rows): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in gptq.items())]
+    structures: dict[str, set[str]] = {}
+    for structure, model in PROBES:
+        structures.setdefault(structure, set()).add(model)
+    lines += ["", f"latency/memory measurements (fresh processes): {len(PROBES)}, of {sum(len(m) for m in structures.values())} "
+              f"models in {len(structures)} structures",
+              common.table(["structure", "processes", "models measured"],
+                           [[k[:12], sum(1 for s, _ in PROBES if s == k), len(v)] for k, v in structures.items()])]
     lines += ["", common.table(["category", "seconds", "share of wall %"],
                                [[c, round(s, 2), round(100 * s / wall, 1)] for c, s in totals.items()]),
               "", "floor = training steps + GPTQ's quantization math (its seconds by step) + accuracy scoring (validation and test); "
@@ -223,7 +244,8 @@ def report(args: argparse.Namespace, output_dir: Path, cache_dir: Path, wall: fl
     path = output_dir / "main_job_phases.json"
     path.write_text(json.dumps({"config": str(args.config), "warm_cache": str(args.warm_cache) if args.warm_cache else None,
                                 "cache_dir": str(cache_dir), "machine": machine, "wall_s": wall, "phases": rows,
-                                "unaccounted_s": unaccounted, "totals_s": totals, "gptq_seconds_by_step": gptq}, indent=2, default=str))
+                                "unaccounted_s": unaccounted, "totals_s": totals, "gptq_seconds_by_step": gptq,
+                                "latency_processes": [{"structure": s, "model": m} for s, m in PROBES]}, indent=2, default=str))
     print(f"\nreport: {path}")
 
 

@@ -42,11 +42,20 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 class Backend(ABC):
     def __init__(self, model: EvalModel, *, provider: str, trust_remote_code: bool = False) -> None:
-        from autotune.models.loading import load_tokenizer
-
         self.model = model
         self.provider = provider
-        self.tokenizer = load_tokenizer(model.path, trust_remote_code=trust_remote_code)
+        self.trust_remote_code = trust_remote_code
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The folder's Hugging Face tokenizer, loaded on first use (a latency process never needs it)."""
+        from autotune.models.loading import load_tokenizer
+
+        return load_tokenizer(self.model.path, trust_remote_code=self.trust_remote_code)
+
+    def token_ids(self, text: str) -> list[int]:
+        """``text`` as token ids, without special tokens (for prompts whose content does not matter: latency)."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @abstractmethod
     def continuation_logprobs(self, prompt_ids: list[int], continuations: list[list[int]]) -> tuple[list[float], float]:
@@ -107,6 +116,10 @@ class GenaiBackend(Backend):
         self._scorer: OrtLabelScorer | None | bool = False  # False: not tried yet; None: graph unsupported
         self._forcer: OrtLabelScorer | None | bool = False  # the same for teacher forcing (quantized graphs too)
         self.label_scoring = "not yet decided"  # which path score_labels took, and why (for reports)
+
+    def token_ids(self, text: str) -> list[int]:
+        # onnxruntime-genai's own tokenizer: the latency process then imports neither transformers nor torch.
+        return [int(t) for t in self.og.Tokenizer(self.genai_model).encode(text)]
 
     @cached_property
     def genai_model(self) -> Any:

@@ -57,7 +57,7 @@ def measure(backend: Any, settings: dict[str, Any]) -> dict[str, Any]:
     ``max_seconds``) is reached (:func:`autotune.evaluation.precision.repeat_until_precise`)."""
     from autotune.evaluation.precision import repeat_until_precise
 
-    filler = list(backend.tokenizer(FILLER, add_special_tokens=False)["input_ids"])
+    filler = backend.token_ids(FILLER)
     ids = (filler * (settings["prompt_tokens"] // len(filler) + 1))[: settings["prompt_tokens"]]
     for _ in range(settings["warmup"]):
         backend.generate(ids, settings["generate_tokens"], ignore_eos=True)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     if settings:
         out["latency"] = measure(backend, settings)
     else:
-        ids = list(backend.tokenizer("Hello, how are you today?", add_special_tokens=True)["input_ids"])
+        ids = backend.token_ids("Hello, how are you today?")
         backend.generate(ids, tokens, ignore_eos=True)
     peak, source = peak_rss()
     out.update({"peak_rss_mb": peak, "runtime_rss_mb": runtime, "rss_source": source})

@@ -24,13 +24,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from autotune.evaluation.footprint import PASS_REPORTS
+
 __all__ = ["SMALL_TENSOR", "STRUCTURE_VERSION", "structure_key"]
 
 # Bump when what is hashed changes: every structure key (and the measurements keyed by it) changes with it.
 STRUCTURE_VERSION = 1
 SMALL_TENSOR = 64
-# Files whose content is not the model's (pass reports, as footprint.PASS_REPORTS) or is hashed otherwise.
-_SKIPPED = frozenset({"quant_stats.json", "train_stats.json", "drop_layers.json"})
 
 
 def structure_key(folder: Path, *, provider: str, session: dict[str, Any] | None = None) -> str | None:
@@ -59,7 +59,8 @@ def _folder_key(folder: str, _mtime: int, provider: str, session: str) -> str:
         del model
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         relative = str(file.relative_to(path))
-        if relative in graph_files or file.name in _SKIPPED or relative == "genai_config.json":
+        # what passes write beside a model (its size varies with timings), and what is hashed above
+        if relative in graph_files or file.name in PASS_REPORTS or relative == "genai_config.json":
             continue
         _update(digest, {"other": relative, "bytes": os.path.getsize(file)})
     return digest.hexdigest()

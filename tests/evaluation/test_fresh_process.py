@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +71,20 @@ def test_the_probe_command_line_of_four_arguments_still_reports_memory(tiny_onnx
     """bench/int4_vs_fp32.py runs the module with four arguments and reads the last JSON line."""
     out = memory_probe.run_probe(EvalModel(path=tiny_onnx, kind="onnx", key=""), provider="CPUExecutionProvider", tokens=3)
     assert out["peak_rss_mb"] > out["runtime_rss_mb"] > 0 and "latency" not in out
+
+
+def test_the_latency_process_of_an_onnx_model_imports_neither_torch_nor_transformers(tiny_onnx: Path) -> None:
+    """Their import took ~2 s of every measurement's start (issue 31 item 3): an ONNX model needs neither."""
+    import subprocess
+    import sys
+
+    settings = json.dumps({"prompt_tokens": 8, "generate_tokens": 4, "warmup": 0, "repeats": 2})
+    code = ("import sys, io, contextlib\n"
+            f"sys.argv = ['probe', {str(tiny_onnx)!r}, 'onnx', 'CPUExecutionProvider', '4', {settings!r}]\n"
+            "from autotune.evaluation import memory_probe\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    memory_probe.main()\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
