@@ -299,6 +299,16 @@ class TrialRecord(_Stored):
     # A DropLayers pass's summary: which blocks went (of how many), by what method.
     dropped_layers: dict[str, Any] | None = None
 
+    @property
+    def structure_key(self) -> str | None:
+        """The structure key its speed and memory were measured under (autotune.evaluation.structure; None:
+        measured per model, or not measured)."""
+        for metric in self.metrics.values():
+            key = metric.details.get("structure_key")
+            if isinstance(key, str):
+                return key
+        return None
+
 
 def write_record(trial: Any, record: TrialRecord) -> None:
     trial.set_user_attr(RECORD_ATTR, record.model_dump(mode="json", exclude_none=False))

@@ -136,7 +136,7 @@ def instrument() -> None:
     for cls in {EVALUATOR_REGISTRY.get(n) for n in EVALUATOR_REGISTRY.names()}:
         if cls is not None and "evaluate" in cls.__dict__:
             wrap(cls, "evaluate", f"eval {cls.type_name}")
-    wrap(autotune.search.study.Study, "_baselines", "baseline", context=True)
+    wrap(autotune.search.study, "measure_baselines", "baseline", context=True)
     wrap(autotune.finish, "finish", "finish", context=True)
     wrap(autotune.search.final, "remeasure_latency", "re-measure", context=True)
     wrap(autotune.search.final, "evaluate_test", "test scoring", context=True)

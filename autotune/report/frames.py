@@ -43,21 +43,12 @@ def trial_row(record: TrialRecord) -> dict[str, Any]:
         row[f"violation.{key}"] = value
     row["model_key"] = record.model_key
     # Trials of one structure key share their latency and memory measurement (autotune.evaluation.structure).
-    row["structure_key"] = structure_key_of(record)
+    row["structure_key"] = record.structure_key
     row["fail_reason"] = record.fail_reason
     row["prune_reason"] = record.prune_reason
     row["duplicate_of"] = record.duplicate_of
     row["log_file"] = record.log_file
     return row
-
-
-def structure_key_of(record: TrialRecord) -> str | None:
-    """The structure key its speed and memory were measured under (None: measured per model, or not measured)."""
-    for metric in record.metrics.values():
-        key = metric.details.get("structure_key")
-        if isinstance(key, str):
-            return key
-    return None
 
 
 def trials_frame(records: list[TrialRecord]) -> Any:

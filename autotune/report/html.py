@@ -200,11 +200,9 @@ def _states_section(view: StudyView) -> str:
 
 def _shared_measurements_section(view: StudyView) -> str:
     """Which trials share one latency and memory measurement: those of one structure key (same graph and settings)."""
-    from autotune.report.frames import structure_key_of
-
     groups: dict[str, list[int]] = {}
     for record in view.completed():
-        key = structure_key_of(record)
+        key = record.structure_key
         if key is not None:
             groups.setdefault(key, []).append(record.number)
     shared = [(key, numbers) for key, numbers in groups.items() if len(numbers) > 1]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from autotune.records import StudyView, TrialRecord
 
-__all__ = ["NOISE_FLOOR", "current_objectives", "dominates", "latency_uncertainty", "pareto_indices", "pareto_set",
-           "remeasure_candidates"]
+__all__ = ["NOISE_FLOOR", "STRUCTURE_KINDS", "current_objectives", "dominates", "latency_uncertainty", "pareto_indices", "pareto_set",
+           "remeasure_candidates", "shared_objectives"]
 
 # The least relative uncertainty assumed of a latency measured once (the re-measure flags a spread above it).
 NOISE_FLOOR = 0.10
@@ -32,12 +34,35 @@ def current_objectives(record: TrialRecord) -> dict[str, float]:
     return {k: (record.remeasured[k].value if k in record.remeasured else v) for k, v in record.objectives.items()}
 
 
+# Objective kinds a model's structure decides (autotune.evaluation.structure): one value per structure key.
+STRUCTURE_KINDS = ("latency", "size", "memory")
+
+
+def shared_objectives(records: list[TrialRecord], objectives: list[Any]) -> list[dict[str, float]]:
+    """Each record's current objectives, with every speed, size and memory objective of trials that share a
+    structure key taken from the first of them (lowest trial number): one graph has one such value, so trials of
+    one structure are compared on their other objectives only, whatever two readings of it said (a cache race,
+    a measurement from before structure keys)."""
+    values = [current_objectives(r) for r in records]
+    first: dict[str, dict[str, float]] = {}
+    for record, value in sorted(zip(records, values, strict=True), key=lambda pair: pair[0].number):
+        if record.structure_key is not None:
+            first.setdefault(record.structure_key, value)
+    for record, value in zip(records, values, strict=True):
+        if record.structure_key is not None:
+            twin = first[record.structure_key]
+            value.update({o.metric: twin[o.metric] for o in objectives if o.kind in STRUCTURE_KINDS and o.metric in twin})
+    return values
+
+
 def pareto_set(view: StudyView) -> list[TrialRecord]:
     """The non-dominated feasible trials, by their current objectives: a latency re-measured alone
-    replaces the one measured during the study, so a trial that contention had pushed off joins again."""
+    replaces the one measured during the study, so a trial that contention had pushed off joins again;
+    trials of one structure share their speed and size (:func:`shared_objectives`)."""
     feasible = [r for r in view.completed() if r.feasible is not False]
     maximize = [o.higher_is_better for o in view.objectives]
-    points = [[current_objectives(r)[o.metric] for o in view.objectives] for r in feasible]
+    shared = shared_objectives(feasible, view.objectives)
+    points = [[values[o.metric] for o in view.objectives] for values in shared]
     return [feasible[i] for i in pareto_indices(points, maximize)]
 
 
@@ -70,8 +95,10 @@ def remeasure_candidates(view: StudyView) -> list[TrialRecord]:
     objectives = view.objectives
     maximize = [o.higher_is_better for o in objectives]
 
+    shared = {r.number: v for r, v in zip(feasible, shared_objectives(feasible, objectives), strict=True)}
+
     def bound(record: TrialRecord, *, best: bool) -> list[float]:
-        values = current_objectives(record)
+        values = shared[record.number]
         out = []
         for o in objectives:
             value = values[o.metric]
@@ -84,5 +111,11 @@ def remeasure_candidates(view: StudyView) -> list[TrialRecord]:
 
     best = [bound(r, best=True) for r in feasible]
     worst = [bound(r, best=False) for r in feasible]
-    return [r for i, r in enumerate(feasible)
-            if not any(dominates(worst[j], best[i], maximize) for j in range(len(feasible)) if j != i)]
+    exact = [[shared[r.number][o.metric] for o in objectives] for r in feasible]
+
+    def beats(j: int, i: int) -> bool:
+        # Twins of one structure carry one measurement: no noise between them to allow for.
+        twins = feasible[i].structure_key is not None and feasible[i].structure_key == feasible[j].structure_key
+        return dominates(exact[j], exact[i], maximize) if twins else dominates(worst[j], best[i], maximize)
+
+    return [r for i, r in enumerate(feasible) if not any(beats(j, i) for j in range(len(feasible)) if j != i)]

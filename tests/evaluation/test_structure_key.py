@@ -82,3 +82,26 @@ def test_trials_of_one_structure_share_one_latency_measurement_and_never_accurac
     pareto = pd.read_csv(tmp_path / "out" / "pareto.csv")
     assert (pareto.groupby("structure_key")["accuracy-accuracy"].nunique() == 1).all()
     assert pareto["accuracy-accuracy"].max() == trials["accuracy-accuracy"].max()
+
+
+def test_two_readings_of_one_structure_cannot_put_its_less_accurate_model_on_the_pareto_set() -> None:
+    """The defect issue 31 measured: a rounding-int4 trial 11 points less accurate than its twin graph's, on the
+    Pareto set because its latency read 18 % lower. Within a structure only the other objectives count."""
+    from autotune.records import MetricValue, ObjectiveSpec, StudyMeta, StudyView, TrialRecord
+    from autotune.selection import pareto_set
+    from autotune.selection.pareto import remeasure_candidates
+
+    objectives = [ObjectiveSpec(metric="acc", higher_is_better=True, kind="accuracy"),
+                  ObjectiveSpec(metric="lat", higher_is_better=False, kind="latency")]
+
+    def trial(number: int, acc: float, lat: float, structure: str) -> TrialRecord:
+        latency = MetricValue(value=lat, unit="ms/token", higher_is_better=False, name="lat", details={"structure_key": structure})
+        return TrialRecord(number=number, state="COMPLETE", feasible=True, objectives={"acc": acc, "lat": lat},
+                           metrics={"acc": MetricValue(value=acc, name="acc"), "lat": latency})
+
+    records = [trial(0, 0.825, 10.0, "int4"), trial(1, 0.715, 8.2, "int4"), trial(2, 0.84, 40.0, "fp32")]
+    view = StudyView("s", StudyMeta(mode="search", objectives=objectives), records)
+    assert [r.number for r in pareto_set(view)] == [0, 2]
+    assert 1 not in [r.number for r in remeasure_candidates(view)]
+    records[1].metrics["lat"].details["structure_key"] = "another"  # another graph: its own speed may earn a place
+    assert [r.number for r in pareto_set(view)] == [0, 1, 2]
