@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 
 def ticking(seconds_per_call: float) -> Callable[[], float]:
+    """A clock that advances ``seconds_per_call`` at each reading: every probe step takes that long."""
     now = [0.0]
 
     def clock() -> float:

@@ -126,13 +126,12 @@ class LmEvalEvaluator(Evaluator):
         """Before anything runs (validate and the run's preflight): the tasks exist, their data can be read, their
         generations are greedy, and each sub-type names a metric one of them reports, in the direction lm-eval
         says it goes."""
+        from autotune.evaluation.harness_model import check_generation_kwargs
         from autotune.evaluation.harness_tasks import build_tasks, find_tasks, leaf_tasks, reported_metrics
 
         manager, specs = find_tasks(params.tasks, include_path=params.include_path, base_dir=base_dir, where=f"{where}.user_config")
         built = leaf_tasks(build_tasks(manager, specs, where=f"{where}.user_config"))
         for name, task in built.items():
-            from autotune.evaluation.harness_model import check_generation_kwargs
-
             if task.get_config("output_type") == "generate_until":
                 check_generation_kwargs(task.get_config("generation_kwargs") or {}, where=f"{where}.user_config.tasks",
                                         task=name, max_length=params.max_length)

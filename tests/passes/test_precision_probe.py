@@ -5,7 +5,7 @@ and model; training_args.bf16 forces either without a probe."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +16,13 @@ from autotune.cache import Cache
 from autotune.config_checks import load_config
 from autotune.pipeline import Pipeline
 from tests.conftest import tiny_config
+from tests.probe_hooks import ticking
 
 
 @pytest.fixture(autouse=True)
 def probe_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """tests/conftest.py turns the probe off for the suite; these tests are about it."""
     monkeypatch.delenv("AUTOTUNE_PRECISION_PROBE", raising=False)
-
-
-def ticking(seconds_per_call: float) -> Callable[[], float]:
-    """A clock that advances ``seconds_per_call`` at each reading: every probe step takes that long."""
-    now = [0.0]
-
-    def clock() -> float:
-        now[0] += seconds_per_call
-        return now[0]
-
-    return clock
 
 
 @pytest.fixture
