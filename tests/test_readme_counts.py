@@ -66,7 +66,7 @@ def test_the_main_job_counts_and_the_api_example_match_the_main_config() -> None
     cfg = config(MAIN)
     size = len(grid(cfg))
     assert MAIN in configs_table() and stated(configs_table()[MAIN], "trials") == size
-    top = re.search(r"Run the main job \(an (\d+)-trial search study", README)
+    top = re.search(r"Run the main job \(an? (\d+)-trial search study", README)
     assert top is not None and int(top.group(1)) == size
     api = re.search(r'autotune\.run\("(configs/[^"]+)", n_trials=(\d+)\)', README)
     assert api is not None and api.group(1) == MAIN and int(api.group(2)) == size

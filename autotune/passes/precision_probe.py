@@ -1,7 +1,8 @@
 """CPU training precision chosen by measurement: a few Trainer steps of the real model, batch and LoRA
-shape in fp32 and in bf16 autocast; bf16 is taken only when it is faster by a margin and its loss
-matches fp32's. The decision is cached per machine (CPU model and flags) and model, so it is measured
-once (bench/README.md section 6: bf16 matmuls 4x faster did not make the Trainer's step faster)."""
+shape in fp32 and in bf16 autocast (with the attention bf16 trains with, :func:`training_attention`); bf16 is
+taken only when it is faster by a margin and its first-step loss matches fp32's. The decision is cached per
+machine (CPU model and flags) and model, and kept with the study, so it is measured once (bench/README.md
+sections 6 and 13: with sdpa attention, bf16 matmuls 4x faster did not make the Trainer's step faster)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["BF16_MARGIN", "LOSS_TOLERANCE", "PROBE_STEPS", "ProbeDecision", "StepProbe", "cached_decision", "choose_precision",
-           "decide", "machine_id", "probe_clock", "probe_file",
-           "trainer_probe"]
+__all__ = ["BF16_MARGIN", "LOSS_TOLERANCE", "PROBE_STEPS", "PROBE_VERSION", "ProbeDecision", "StepProbe", "cached_decision",
+           "choose_precision", "decide", "machine_id", "probe_clock", "probe_file", "trainer_probe"]
 
 log = logging.getLogger("autotune")
 
@@ -34,7 +34,11 @@ Precision = Literal["fp32", "bf16"]
 
 @dataclass(frozen=True)
 class StepProbe:
-    """One precision's probe: seconds per timed step (median) and mean loss over those steps."""
+    """One precision's probe: seconds per timed step (median) and the loss of the first (untimed) step.
+
+    The first step's loss is over the same initial weights and rows in both precisions, so its difference is the
+    precision's alone; later steps' losses also carry how far the two trajectories have drifted apart (at the main
+    job's learning rate 6 % after 3 steps, which kept fp32 where bf16's own error was 0.3 %)."""
 
     seconds: float
     loss: float
@@ -51,7 +55,7 @@ class ProbeDecision:
 
 
 def decide(fp32: StepProbe, bf16: StepProbe, *, margin: float = BF16_MARGIN, tolerance: float = LOSS_TOLERANCE) -> ProbeDecision:
-    """bf16 when faster by ``margin`` and its loss within ``tolerance`` of fp32's, else fp32."""
+    """bf16 when faster by ``margin`` and its first-step loss within ``tolerance`` of fp32's, else fp32."""
     faster = bf16.seconds <= fp32.seconds * (1 - margin)
     matches = abs(bf16.loss - fp32.loss) <= tolerance * max(abs(fp32.loss), 1e-6)
     if not matches:
@@ -72,9 +76,14 @@ def machine_id() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# 2: bf16 probed with eager attention (training_attention) and judged on its first-step loss; decisions of 1 are
+# not reused.
+PROBE_VERSION = 2
+
+
 def probe_file(cache_root: Path, shape_key: str) -> Path:
     """Where the decision for this machine and model shape (model key, batch, LoRA shape) is kept."""
-    return cache_root / "precision_probe" / f"{machine_id()}-{shape_key}.json"
+    return cache_root / "precision_probe" / f"{machine_id()}-{shape_key}-v{PROBE_VERSION}.json"
 
 
 def cached_decision(path: Path) -> ProbeDecision | None:
@@ -144,11 +153,11 @@ def trainer_probe(*, model_path: Path, params: Any, data: Any, trust_remote_code
 
     from autotune.models.loading import load_causal_lm, load_tokenizer
     from autotune.passes.lora import PadToLongest, tokenize_rows
-    from autotune.passes.training_args import training_argument_values
+    from autotune.passes.training_args import training_argument_values, training_attention
 
     set_seed(params.training_args.seed)
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    base = load_causal_lm(model_path, trust_remote_code=trust_remote_code)
+    base = load_causal_lm(model_path, trust_remote_code=trust_remote_code, attention=training_attention("cpu", precision))
     model = get_peft_model(base, LoraConfig(r=params.r, lora_alpha=params.effective_alpha, lora_dropout=params.lora_dropout,
                                             target_modules=params.target_modules, task_type="CAUSAL_LM", bias="none"))
     loss_on = params.loss_on or ("answer" if data.is_classification else "all")
@@ -182,5 +191,4 @@ def trainer_probe(*, model_path: Path, params: Any, data: Any, trust_remote_code
     with torch.random.fork_rng():
         trainer.train()
     timed = sorted(times[1:]) or times
-    timed_losses = losses[1:] or losses
-    return StepProbe(seconds=timed[len(timed) // 2], loss=sum(timed_losses) / max(len(timed_losses), 1))
+    return StepProbe(seconds=timed[len(timed) // 2], loss=losses[0] if losses else float("nan"))
