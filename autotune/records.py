@@ -9,19 +9,21 @@ The stored form carries ``schema_version``; a study written by an older autotune
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from autotune.evaluation.goals import Bound
+
 __all__ = [
-    "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "PRECISION_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BaseModelInfo", "BoundSpec",
+    "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "PRECISION_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BaseModelInfo", "Bound",
+    "BoundSpec", "MetricKind",
     "DataSummary", "MetricValue", "ObjectiveSpec", "Owner", "PassSummary", "StudyFingerprint", "StudyMeta", "StudyPrecision",
-    "StudyView", "TrialRecord",
+    "StudyView", "TrialRecord", "TrialState",
     "metric_kind",
-    "read_meta", "read_record", "write_final", "write_final_baseline", "write_meta", "write_record",
+    "read_constraints", "read_meta", "read_record", "write_constraints", "write_final", "write_final_baseline", "write_meta",
+    "write_record",
 ]
 
 # 3: the meta has a fingerprint (a study of schema 2 reads with none, and gets one on its next run).
@@ -96,13 +98,8 @@ class ObjectiveSpec(_Stored):
         return self.label or self.metric
 
 
-class BoundSpec(_Stored):
-    """A goal resolved to a bound: ``metric`` must be >= ``value`` (higher is better) or <= it."""
-
-    metric: str
-    value: float
-    higher_is_better: bool
-    goal: str = ""
+# The stored bound is the search's own type (one type per concept); the old name stays for imports.
+BoundSpec = Bound
 
 
 class DataSummary(_Stored):
@@ -207,63 +204,7 @@ class Owner(_Stored):
     boot_id: str
     pid: int
     pid_namespace: str | None = None  # e.g. "pid:[4026531836]"; None in records written before it was kept
-
-    @classmethod
-    def this_process(cls) -> Owner:
-        return cls(host=socket.gethostname(), boot_id=_boot_id(), pid=os.getpid(), pid_namespace=_pid_namespace())
-
-    def on_this_host(self) -> bool:
-        return self.host == socket.gethostname()
-
-    def checkable_here(self) -> bool:
-        """Whether this process can tell by itself that the owner is gone: same host, and either
-        rebooted since or the same PID namespace (the owner's pid means the same process here)."""
-        if not self.on_this_host():
-            return False
-        if self.boot_id != _boot_id():
-            return True
-        # None here: a system without /proc, whose pids are the host's; None in the record alone: a
-        # record written before namespaces were kept, which could be another container's.
-        return self.pid_namespace == _pid_namespace()
-
-    def is_dead_here(self) -> bool:
-        """True when the owner ran on this host and is surely gone (rebooted since, or no such pid in
-        its PID namespace, which is this process's)."""
-        if not self.checkable_here():
-            return False
-        if self.boot_id != _boot_id():
-            return True
-        if self.pid == os.getpid():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            return False
-        return _is_zombie(self.pid)
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def _pid_namespace() -> str | None:
-    """This process's PID namespace ("pid:[inode]"), or None where /proc does not tell."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    # Whether it is alive: autotune.search.recovery (this_owner, checkable_here, is_dead_here).
 
 
 TrialState = Literal["RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING"]
@@ -271,7 +212,7 @@ TrialState = Literal["RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING"]
 
 class TrialRecord(_Stored):
     number: int
-    state: str = "RUNNING"
+    state: TrialState = "RUNNING"  # Optuna's trial state, by name
     point: dict[str, Any] = Field(default_factory=dict)
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: dict[str, MetricValue] = Field(default_factory=dict)
@@ -308,6 +249,17 @@ class TrialRecord(_Stored):
             if isinstance(key, str):
                 return key
         return None
+
+
+def write_constraints(trial: Any, violations: list[float]) -> None:
+    """The trial's constraint violations, in bound order, where Optuna's constraints_func reads them."""
+    trial.set_user_attr(CONSTRAINTS_ATTR, list(violations))
+
+
+def read_constraints(trial: Any) -> list[float] | None:
+    """What :func:`write_constraints` stored (None: nothing, e.g. a trial stopped before it was measured)."""
+    values = getattr(trial, "user_attrs", {}).get(CONSTRAINTS_ATTR)
+    return [float(v) for v in values] if values else None
 
 
 def write_record(trial: Any, record: TrialRecord) -> None:

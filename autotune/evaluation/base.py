@@ -7,11 +7,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from autotune.errors import ConfigError, did_you_mean
+from autotune.records import MetricKind  # one definition: what the study and the policies treat a metric as
 from autotune.registry import Registry
 
 
@@ -38,8 +39,6 @@ class Metric:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-
-MetricKind = Literal["accuracy", "latency", "size", "memory", "other"]
 
 
 @dataclass(frozen=True)

@@ -148,14 +148,15 @@ class LmEvalEvaluator(Evaluator):
         from lm_eval.evaluator import simple_evaluate
 
         from autotune.evaluation.harness_model import HarnessLM
-        from autotune.evaluation.harness_tasks import _datasets_reachable, find_tasks
+        from autotune.evaluation.harness_tasks import find_tasks
+        from autotune.models.hub import hub_reachable
 
         where = "evaluators"
         backend = open_backend(model, provider=ctx.provider, trust_remote_code=ctx.trust_remote_code)
         lm = HarnessLM(backend, batch_size=params.batch_size, where=where, max_length=params.max_length)
         manager, specs = find_tasks(params.tasks, include_path=params.include_path, base_dir=ctx.base_dir, where=where)
         # lm-eval draws its progress bars with disable=False written out, past TQDM_DISABLE; they go to stderr.
-        with _datasets_reachable(), contextlib.redirect_stderr(io.StringIO()):
+        with hub_reachable(datasets=True), contextlib.redirect_stderr(io.StringIO()):
             out = simple_evaluate(model=lm, tasks=[s.spec for s in specs], num_fewshot=params.num_fewshot, limit=params.limit,
                                   bootstrap_iters=0, log_samples=True, apply_chat_template=params.apply_chat_template,
                                   system_instruction=params.system_instruction, task_manager=manager)

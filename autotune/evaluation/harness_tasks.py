@@ -13,16 +13,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import importlib.metadata as md
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autotune.errors import ConfigError, did_you_mean
+from autotune.models.hub import hub_reachable
 
 __all__ = ["LOCAL_BUILDERS", "TASK_FILES", "TaskSpec", "build_tasks", "find_tasks", "leaf_tasks", "reported_metrics", "require_lm_eval",
            "task_fingerprint"]
@@ -129,30 +128,6 @@ def _data_files(spec: TaskSpec) -> list[Path]:
     return [Path(f) for f in flat]
 
 
-@contextlib.contextmanager
-def _datasets_reachable() -> Iterator[None]:
-    """Let ``datasets`` download a task's Hub data for this call, unless the user asked for no Hub.
-
-    go_offline makes the libraries offline for the whole process (autotune.logging_setup); as with an input
-    model id (autotune.models.hub._hub_reachable), the user's own HF_HUB_OFFLINE decides here."""
-    from autotune.models.hub import hub_offline
-
-    if hub_offline():
-        yield
-        return
-    import datasets.config
-    from huggingface_hub import constants
-
-    before = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
-    datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = False
-    constants.HF_HUB_OFFLINE = False
-    try:
-        yield
-    finally:
-        datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = before[0]
-        constants.HF_HUB_OFFLINE = before[1]
-
-
 def build_tasks(manager: Any, specs: list[TaskSpec], *, where: str) -> dict[str, Any]:
     """lm-eval's task dict for ``specs`` (their data read); a task's data that cannot be read is one line."""
     from lm_eval.tasks import get_task_dict
@@ -163,7 +138,7 @@ def build_tasks(manager: Any, specs: list[TaskSpec], *, where: str) -> dict[str,
             if "://" not in str(path) and not any(c in str(path) for c in "*?[") and not path.is_file():
                 raise ConfigError(f"{where}.tasks[{j}]", f"task '{spec.name}' reads {path}, which does not exist")
         try:
-            with _datasets_reachable():
+            with hub_reachable(datasets=True):
                 built.update(get_task_dict([spec.spec], manager))
         except (ConnectionError, OSError, ValueError, ImportError) as exc:
             dataset = _dataset_of(manager, spec)

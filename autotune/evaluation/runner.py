@@ -65,32 +65,41 @@ class ModelEvaluator:
         if not name or name not in config.evaluators:
             raise ConfigError("engine.evaluator", "no evaluator configured")
         self.name = name
-        self.evaluator = config.evaluators[name]
-        self.specs = metric_specs(self.evaluator, where=f"evaluators.{name}")
+        # The config's named set of metrics (evaluators.<name>), not a metric type.
+        self.metric_set = config.evaluators[name]
+        self.specs = metric_specs(self.metric_set, where=f"evaluators.{name}")
 
     def _reads_data(self, index: int) -> bool:
         """Metric ``index`` reads data rows (its value depends on the data and the split)."""
-        metric = self.evaluator.metrics[index]
+        metric = self.metric_set.metrics[index]
         return metric.data_config is not None or get_evaluator(metric.type, where="").needs_data
 
     def _data_for(self, index: int) -> Any:
         return self.data_loader(self.data_name(index)) if self._reads_data(index) else None
 
+    def metric_indices(self) -> set[int]:
+        """Every metric of the set, by index."""
+        return set(range(len(self.metric_set.metrics)))
+
+    def all_cached(self, model: Any) -> bool:
+        """Whether every metric of ``model`` is in the evaluation cache, as this evaluator measures now."""
+        return all(self.cache.get_json(self.cache_key(i, model, self._data_for(i))) is not None for i in self.metric_indices())
+
     def data_name(self, index: int) -> str:
         """The data config metric ``index`` reads (named, or the only one)."""
         from autotune.data import resolve_data_name
 
-        return resolve_data_name(self.config, self.evaluator.metrics[index].data_config,
+        return resolve_data_name(self.config, self.metric_set.metrics[index].data_config,
                                  where=f"evaluators.{self.name}.metrics[{index}].data_config", missing="name a data config")
 
     def data_names(self) -> list[str]:
         """Every data config this evaluator reads (for the run's preflight)."""
-        return [self.data_name(i) for i in range(len(self.evaluator.metrics)) if self._reads_data(i)]
+        return [self.data_name(i) for i in range(len(self.metric_set.metrics)) if self._reads_data(i)]
 
     def cache_key(self, index: int, model: EvalModel, data: Any) -> str:
         """What changes a measurement: the evaluator type, its version and user_config, the data, the model
         and the provider. Priorities and goals only change how results are used, so they stay out."""
-        metric = self.evaluator.metrics[index]
+        metric = self.metric_set.metrics[index]
         cls = get_evaluator(metric.type, where="")
         structure = self.structure_of(model) if cls.per_structure else None
         key: dict[str, Any] = {
@@ -115,12 +124,12 @@ class ModelEvaluator:
 
     def _order(self) -> list[int]:
         """Metric indices in the order to measure them: a type named in another's ``run_after`` first."""
-        types = [get_evaluator(m.type, where="") for m in self.evaluator.metrics]
+        types = [get_evaluator(m.type, where="") for m in self.metric_set.metrics]
         return sorted(range(len(types)), key=lambda i: any(t.type_name in types[i].run_after for t in types))
 
     def _sub_types(self, cls: type[Evaluator], index: int) -> dict[str, SubType]:
         out = {}
-        for sub in self.evaluator.metrics[index].sub_types:
+        for sub in self.metric_set.metrics[index].sub_types:
             name = cls.sub_type(sub.name, where="")
             out[name] = cls.describe(name, higher_is_better=sub.higher_is_better)
         return out
@@ -133,7 +142,7 @@ class ModelEvaluator:
         for index in self._order():
             if only is not None and index not in only:
                 continue
-            metric = self.evaluator.metrics[index]
+            metric = self.metric_set.metrics[index]
             cls = get_evaluator(metric.type, where="")
             data = self._data_for(index)
             key = self.cache_key(index, model, data)
@@ -164,7 +173,7 @@ class ModelEvaluator:
 
     def data_metric_indices(self) -> set[int]:
         """The metrics that read data rows (whose value depends on the split)."""
-        return {i for i in range(len(self.evaluator.metrics)) if self._reads_data(i)}
+        return {i for i in range(len(self.metric_set.metrics)) if self._reads_data(i)}
 
     def bounds(self, baseline: dict[str, Metric] | None, *, relative: bool = True) -> list[Bound]:
         """Each goal as a bound; ``relative=False`` leaves out the goals relative to the baseline."""

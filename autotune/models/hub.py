@@ -22,10 +22,11 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autotune.errors import ModelError
 
-__all__ = ["HubSnapshot", "USER_OFFLINE_MARK", "find_hub_model", "hub_cache_dir", "hub_offline", "id_from_url",
+__all__ = ["HubSnapshot", "USER_OFFLINE_MARK", "find_hub_model", "hub_cache_dir", "hub_offline", "hub_reachable", "id_from_url",
            "looks_like_hub_id"]
 
 log = logging.getLogger("autotune")
@@ -106,7 +107,7 @@ def find_hub_model(repo_id: str, *, revision: str = "main", files: list[str] | N
         _check_on_hub(repo_id, revision, patterns, where=where)
         return None
     log.info("downloading %s from the Hugging Face Hub into %s (%s)", shown, cache, ", ".join(patterns))
-    with _hub_reachable(), _hub_errors(repo_id, revision, cache, where=where):
+    with hub_reachable(), _hub_errors(repo_id, revision, cache, where=where):
         from huggingface_hub import snapshot_download
 
         path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, allow_patterns=patterns,
@@ -147,7 +148,7 @@ def _lacking(names: list[str], patterns: list[str]) -> str | None:
 
 def _check_on_hub(repo_id: str, revision: str, patterns: list[str], *, where: str) -> None:
     """The id and revision exist on the Hub and hold what autotune loads (one metadata request, no download)."""
-    with _hub_reachable(), _hub_errors(repo_id, revision, hub_cache_dir(), where=where):
+    with hub_reachable(), _hub_errors(repo_id, revision, hub_cache_dir(), where=where):
         from huggingface_hub import HfApi
 
         info = HfApi().model_info(repo_id, revision=revision, files_metadata=False)
@@ -157,21 +158,31 @@ def _check_on_hub(repo_id: str, revision: str, patterns: list[str], *, where: st
 
 
 @contextlib.contextmanager
-def _hub_reachable() -> Iterator[None]:
-    """Let huggingface_hub reach the network for this call only.
+def hub_reachable(*, datasets: bool = False) -> Iterator[None]:
+    """Let huggingface_hub (and, with ``datasets``, the datasets library) reach the network for this call only,
+    unless the user asked for no Hub (:func:`hub_offline`).
 
-    go_offline sets HF_HUB_OFFLINE=1 for the libraries (huggingface_hub reads it once, at import, into
-    ``constants.HF_HUB_OFFLINE``); the user did not ask for it (hub_offline() is False here), so the one
-    download autotune makes lifts it and puts it back.
-    """
+    go_offline sets HF_HUB_OFFLINE=1 for the libraries (each reads it once, at import, into its own constant);
+    the user did not ask for it, so the one download autotune makes (an input model id, an lm-eval task's Hub
+    data) lifts it and puts it back."""
+    if hub_offline():
+        yield
+        return
     from huggingface_hub import constants
 
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = False
+    flags: list[tuple[Any, str]] = [(constants, "HF_HUB_OFFLINE")]
+    if datasets:
+        import datasets.config
+
+        flags += [(datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE")]
+    before = [getattr(owner, name) for owner, name in flags]
+    for owner, name in flags:
+        setattr(owner, name, False)
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE = before
+        for (owner, name), value in zip(flags, before, strict=True):
+            setattr(owner, name, value)
 
 
 @contextlib.contextmanager

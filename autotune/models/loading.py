@@ -49,8 +49,7 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def load_causal_lm(path: Path, *, trust_remote_code: bool = False, quantization_config: Any = None, device_map: Any = None,
-                   attention: str | None = None) -> Any:
+def load_causal_lm(path: Path, *, trust_remote_code: bool = False, quantization_config: Any = None, device_map: Any = None) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -59,6 +58,4 @@ def load_causal_lm(path: Path, *, trust_remote_code: bool = False, quantization_
         kwargs["quantization_config"] = quantization_config
     if device_map is not None:  # e.g. {"": 0}: a 4-bit base quantized straight onto the GPU
         kwargs["device_map"] = device_map
-    if attention is not None:  # e.g. "eager" for bf16 training on the CPU (passes.training_args.training_attention)
-        kwargs["attn_implementation"] = attention
     return AutoModelForCausalLM.from_pretrained(str(path), **kwargs)

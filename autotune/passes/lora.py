@@ -30,7 +30,6 @@ from autotune.passes.training_args import (  # noqa: F401  (re-exported: the tra
     training_argument_names,
     training_argument_values,
     training_arguments,
-    training_attention,
 )
 
 log = logging.getLogger("autotune")
@@ -165,9 +164,7 @@ class LoRA(Pass):
         # CPU fp32 adds nothing, so the keys of caches filled before engine.device existed stay valid.
         assert isinstance(params, LoRAParams)
         precision = precision or mixed_precision(params.training_args, device)
-        key = {k: v for k, v in (("device", device), ("precision", precision)) if v not in ("cpu", "fp32")}
-        attention = training_attention(device, precision)
-        return {**key, "attention": attention} if attention else key
+        return {k: v for k, v in (("device", device), ("precision", precision)) if v not in ("cpu", "fp32")}
 
     def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
         check_training_args(params.training_args, validation_size=params.validation_size, origin=origin)
@@ -199,8 +196,7 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     # A 4-bit base is quantized where it is loaded, so on CUDA it is loaded onto the GPU (the Trainer
     # does not move quantized models); a full-precision base is moved by the Trainer.
     base = load_causal_lm(model.path, trust_remote_code=ctx.trust_remote_code, quantization_config=quantization_config,
-                          device_map={"": 0} if quantization_config is not None and device == "cuda" else None,
-                          attention=training_attention(device, precision))
+                          device_map={"": 0} if quantization_config is not None and device == "cuda" else None)
     check_targets(base, params.target_modules, f"{origin}.target_modules")
     if quantization_config is not None:
         from peft import prepare_model_for_kbit_training

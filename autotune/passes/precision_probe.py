@@ -1,8 +1,8 @@
 """CPU training precision chosen by measurement: a few Trainer steps of the real model, batch and LoRA
-shape in fp32 and in bf16 autocast (with the attention bf16 trains with, :func:`training_attention`); bf16 is
-taken only when it is faster by a margin and its first-step loss matches fp32's. The decision is cached per
-machine (CPU model and flags) and model, and kept with the study, so it is measured once (bench/README.md
-sections 6 and 13: with sdpa attention, bf16 matmuls 4x faster did not make the Trainer's step faster)."""
+shape in fp32 and in bf16 autocast, on batches drawn as the fine-tune draws them; bf16 is taken only when it
+is faster by a margin and its first-step loss matches fp32's. The decision is cached per machine (CPU model
+and flags) and model, and kept with the study, so it is measured once (bench/README.md sections 6 and 13:
+bf16 matmuls 4x faster did not make the Trainer's step faster)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -76,8 +77,8 @@ def machine_id() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-# 2: bf16 probed with eager attention (training_attention) and judged on its first-step loss; decisions of 1 are
-# not reused.
+# 2: judged on the first step's loss, timed on randomly drawn batches (the fine-tune's row lengths); decisions of 1
+# (the data's first rows, shorter than the average batch) are not reused.
 PROBE_VERSION = 2
 
 
@@ -153,16 +154,19 @@ def trainer_probe(*, model_path: Path, params: Any, data: Any, trust_remote_code
 
     from autotune.models.loading import load_causal_lm, load_tokenizer
     from autotune.passes.lora import PadToLongest, tokenize_rows
-    from autotune.passes.training_args import training_argument_values, training_attention
+    from autotune.passes.training_args import training_argument_values
 
     set_seed(params.training_args.seed)
     tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    base = load_causal_lm(model_path, trust_remote_code=trust_remote_code, attention=training_attention("cpu", precision))
+    base = load_causal_lm(model_path, trust_remote_code=trust_remote_code)
     model = get_peft_model(base, LoraConfig(r=params.r, lora_alpha=params.effective_alpha, lora_dropout=params.lora_dropout,
                                             target_modules=params.target_modules, task_type="CAUSAL_LM", bias="none"))
     loss_on = params.loss_on or ("answer" if data.is_classification else "all")
     batch = params.training_args.per_device_train_batch_size or 8
-    rows = [data.train[i % len(data.train)] for i in range(batch * (steps + 1))]
+    # Rows drawn at random, as the Trainer's sampler draws them: a batch is padded to its longest row, so the data's
+    # first rows (here 28 tokens at most per batch of 8, against 39 on average for random batches) time a shorter step.
+    draw = random.Random(params.training_args.seed)
+    rows = [data.train[draw.randrange(len(data.train))] for _ in range(batch * (steps + 1))]
     values = training_argument_values(params.training_args, work_dir, learning_rate=params.learning_rate, origin="probe",
                                       device="cpu", precision=precision)
     values.update(max_steps=steps + 1, logging_steps=1, eval_strategy="no", gradient_accumulation_steps=1,

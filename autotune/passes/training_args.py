@@ -14,7 +14,6 @@ from autotune.errors import ConfigError
 __all__ = [
     "OWN_TRAINING_ARGS", "PRECISIONS", "RENAMED_TRAINING_ARGS", "TrainingArgs", "check_training_args",
     "mixed_precision",
-    "training_attention",
     "refused_training_arg", "training_argument_names", "training_argument_values", "training_arguments",
 ]
 
@@ -127,16 +126,6 @@ def mixed_precision(args: TrainingArgs, device: str) -> Literal["fp32", "bf16", 
     if device == "cuda":
         return "bf16" if bf16_supported("cuda") else "fp32"
     return "bf16" if CPU_BF16_BY_DEFAULT and bf16_supported("cpu") else "fp32"
-
-
-def training_attention(device: str, precision: str) -> str | None:
-    """The attention implementation a fine-tune loads its model with (None: transformers' default, sdpa).
-
-    bf16 on the CPU trains with eager attention: sdpa's CPU flash-attention backward in bf16 is ~6x slower than in
-    fp32 (bench/README.md section 6), which ate all that AMX/AVX512-BF16 matmuls gain; with eager attention (its
-    matmuls in bf16, the softmax in fp32) a SmolLM2 LoRA step is 0.62x fp32's (q,k,v,o) and 0.79x (all linear),
-    measured side by side (bench/README.md section 13). fp32 keeps sdpa (the same losses as eager, to the bit)."""
-    return "eager" if device == "cpu" and precision == "bf16" else None
 
 
 # bench/bench_bf16_cpu.py decides this: bf16 autocast on an AVX512-BF16/AMX CPU (see bench/README.md).

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from autotune.evaluation.base import EvalModel
 from autotune.plan import all_steps
-from autotune.records import BaseModelInfo, BoundSpec
+from autotune.records import BaseModelInfo
 
 if TYPE_CHECKING:
     from autotune.run_context import RunContext
 
-__all__ = ["Baselines", "base_infos", "bound_spec", "measure_baselines"]
+__all__ = ["Baselines", "base_infos", "measure_baselines"]
 
 log = logging.getLogger("autotune")
 
@@ -69,11 +69,6 @@ def _one_base(ctx: RunContext, evaluator: Any, base: str | None, *, onnx: bool,
     log.info("building and evaluating the baseline: the input model%s as fp32 ONNX on %s", named, cfg.engine.provider)
     built = ctx.pipeline.run_baseline_build(base).model
     return evaluator.evaluate(EvalModel(path=built.path, kind=built.kind, key=built.key)), reference
-
-
-def bound_spec(bound: Any) -> BoundSpec:
-    """A resolved goal as the study stores it."""
-    return BoundSpec(metric=bound.metric, value=bound.value, higher_is_better=bound.higher_is_better, goal=bound.goal)
 
 
 def base_infos(cfg: Any) -> list[BaseModelInfo]:

@@ -143,7 +143,7 @@ class FidelityRule:
         data_metrics = self.evaluator.data_metric_indices()
         if not front or not data_metrics:
             return self.evaluator.evaluate(model)
-        others = set(range(len(self.evaluator.evaluator.metrics))) - data_metrics
+        others = self.evaluator.metric_indices() - data_metrics
         costs = self.evaluator.evaluate(model, only=others) if others else {}
         sliced = self._sliced_evaluator()
         if sliced is not None:

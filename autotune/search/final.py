@@ -87,7 +87,10 @@ def remeasure_latency(view: StudyView, ctx: RunContext, records: list[TrialRecor
         for structure, members in groups.items():
             for key, metric in evaluator.evaluate(members[0][2], only=latency).items():
                 values[structure].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
-        if done < rounds and intervals_separate(values):
+        # Only the objectives order the Pareto set: a tracked latency (priority -1, e.g. time to first token)
+        # whose intervals overlap does not need more rounds; with no latency objective, every latency metric counts.
+        ranked = {o.metric for o in view.meta.objectives} & {k for by_key in values.values() for k in by_key}
+        if done < rounds and intervals_separate(values, keys=ranked or None):
             log.info("latency re-measure: every structure's interval is apart from the others' after %d of %d rounds; "
                      "the rest are not needed", done, rounds)
             break
@@ -106,13 +109,15 @@ def remeasure_latency(view: StudyView, ctx: RunContext, records: list[TrialRecor
                 write_final(view.study, record.number, remeasured=record.remeasured)
 
 
-def intervals_separate(values: dict[Any, dict[str, list[MetricValue]]]) -> bool:
-    """Whether, for every metric measured with an interval, each model's interval (the span of its rounds'
-    95 % intervals so far) overlaps no other model's: then more rounds cannot change the ranking. False when
-    any such metric lacks an interval in some round, and when no metric has one."""
+def intervals_separate(values: dict[Any, dict[str, list[MetricValue]]], *, keys: set[str] | None = None) -> bool:
+    """Whether, for every metric measured with an interval (of ``keys``, when given), each model's interval (the
+    span of its rounds' 95 % intervals so far) overlaps no other model's: then more rounds cannot change the
+    ranking. False when any such metric lacks an interval in some round, and when no metric has one."""
     keyed: dict[str, list[tuple[float, float]]] = {}
     for by_key in values.values():
         for key, measured in by_key.items():
+            if keys is not None and key not in keys:
+                continue
             if any(m.ci_low is None or m.ci_high is None for m in measured):
                 if any(m.ci_low is not None for m in measured):
                     return False

@@ -8,31 +8,18 @@ the Pareto set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from autotune.errors import ConfigError
 from autotune.evaluation.goals import Bound
 from autotune.evaluation.runner import MetricSpec
-
-CONSTRAINTS_ATTR = "autotune_constraints"
-
-
-@dataclass(frozen=True)
-class Objective:
-    metric: str
-    higher_is_better: bool
-    unit: str
-
-    @property
-    def direction(self) -> str:
-        return "maximize" if self.higher_is_better else "minimize"
+from autotune.records import ObjectiveSpec, read_constraints
 
 
-def objectives_from(specs: list[MetricSpec], *, where: str) -> list[Objective]:
+def objectives_from(specs: list[MetricSpec], *, where: str) -> list[ObjectiveSpec]:
+    """The study's objectives (the stored type: one per concept), in priority order."""
     chosen = sorted((s for s in specs if s.priority > 0), key=lambda s: s.priority)
     if not chosen:
         raise ConfigError(where, "no metric has priority > 0, so the study has nothing to optimise")
-    return [Objective(s.key, s.higher_is_better, s.unit) for s in chosen]
+    return [ObjectiveSpec(metric=s.key, higher_is_better=s.higher_is_better, unit=s.unit, kind=s.kind, label=s.label) for s in chosen]
 
 
 def constraint_values(bounds: list[Bound], metrics: dict[str, float]) -> dict[str, float]:
@@ -50,5 +37,5 @@ class ConstraintsFunc:
         self.n = n
 
     def __call__(self, trial: object) -> list[float]:
-        values = getattr(trial, "user_attrs", {}).get(CONSTRAINTS_ATTR)
-        return list(values) if values and len(values) == self.n else [1.0] * self.n
+        values = read_constraints(trial)
+        return values if values and len(values) == self.n else [1.0] * self.n

@@ -6,15 +6,83 @@ trial is failed at once. A trial cut short counts toward no stopping rule (``max
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
-from autotune.records import RECORD_ATTR, read_record
-from autotune.search.trial import INTERRUPTED
+from autotune.records import RECORD_ATTR, Owner, read_record
 
-__all__ = ["cut_short", "fail_dead_owners", "requeue_interrupted"]
+__all__ = ["INTERRUPTED", "checkable_here", "cut_short", "fail_dead_owners", "is_dead_here", "requeue_interrupted", "this_owner"]
 
 log = logging.getLogger("autotune")
 WORKER_DIED = "the worker died"
+INTERRUPTED = "interrupted (Ctrl-C): queued again for the next run"
+
+
+# -- liveness of a trial's owner -----------------------------------------------------------------------------
+# A pid means something only in its PID namespace: containers that share the host name and boot id can each
+# have their own, so a pid is looked up only from the owner's namespace; from another one only the heartbeat
+# tells (engine.heartbeat_seconds).
+
+def this_owner() -> Owner:
+    """This process, as a trial record names its owner."""
+    return Owner(host=socket.gethostname(), boot_id=_boot_id(), pid=os.getpid(), pid_namespace=_pid_namespace())
+
+
+def checkable_here(owner: Owner) -> bool:
+    """Whether this process can tell by itself that ``owner`` is gone: same host, and either rebooted since or
+    the same PID namespace (the owner's pid means the same process here)."""
+    if owner.host != socket.gethostname():
+        return False
+    if owner.boot_id != _boot_id():
+        return True
+    # None here: a system without /proc, whose pids are the host's; None in the record alone: a record written
+    # before namespaces were kept, which could be another container's.
+    return owner.pid_namespace == _pid_namespace()
+
+
+def is_dead_here(owner: Owner) -> bool:
+    """True when ``owner`` ran on this host and is surely gone (rebooted since, or no such pid in its PID
+    namespace, which is this process's)."""
+    if not checkable_here(owner):
+        return False
+    if owner.boot_id != _boot_id():
+        return True
+    if owner.pid == os.getpid():
+        return False
+    try:
+        os.kill(owner.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return _is_zombie(owner.pid)
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _pid_namespace() -> str | None:
+    """This process's PID namespace ("pid:[inode]"), or None where /proc does not tell."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# -- trials cut short ----------------------------------------------------------------------------------------
 
 
 def cut_short(trial: Any) -> bool:
@@ -97,7 +165,7 @@ def fail_dead_owners(study: Any) -> list[int]:
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         record = read_record(trial)
-        if record.owner is None or not record.owner.is_dead_here():
+        if record.owner is None or not is_dead_here(record.owner):
             continue
         record.state = "FAIL"
         record.fail_reason = f"{WORKER_DIED} during this trial (pid {record.owner.pid} on {record.owner.host}): queued again"

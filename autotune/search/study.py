@@ -31,10 +31,10 @@ from autotune.records import (
     read_record,
     write_meta,
 )
-from autotune.search.baselines import base_infos, bound_spec, measure_baselines
+from autotune.search.baselines import base_infos, measure_baselines
 from autotune.search.fingerprint import check_resume, study_fingerprint
 from autotune.search.objectives import ConstraintsFunc, objectives_from
-from autotune.search.recovery import fail_dead_owners, requeue_interrupted
+from autotune.search.recovery import checkable_here, fail_dead_owners, requeue_interrupted
 from autotune.search.sampling import check_space_against_study, grid_points, interleave_prefixes, space_size
 from autotune.search.stopping import Duplicates, StopRules, StudyProgress
 from autotune.search.storage import default_storage, open_storage, redact_url, safe_name
@@ -143,10 +143,7 @@ class Study:
             return [WALL_TIME]
         if self.mode == "single" and not any(s.priority > 0 for s in self.evaluator.specs):
             return [WALL_TIME]
-        specs = {s.key: s for s in self.evaluator.specs}  # what each metric measures, as its evaluator declares
-        return [ObjectiveSpec(metric=o.metric, higher_is_better=o.higher_is_better, unit=o.unit,
-                              kind=specs[o.metric].kind, label=specs[o.metric].label)
-                for o in objectives_from(self.evaluator.specs, where=where)]
+        return objectives_from(self.evaluator.specs, where=where)
 
     def _check_selection(self, objectives: list[ObjectiveSpec]) -> None:
         """Refuse, before any trial, a selection setting that the study's objectives cannot honour."""
@@ -190,7 +187,7 @@ class Study:
             unchanged = self._unchanged_single_run(fingerprint)
             if unchanged is not None:  # nothing to run, measure or store again: finish reads it as it is
                 self.study, self.meta, self.unchanged = unchanged, read_meta(unchanged), True
-                self.bounds = [Bound(**b.model_dump()) for b in self.meta.bounds]
+                self.bounds = list(self.meta.bounds)
                 return unchanged
         measured = measure_baselines(self.ctx, self.evaluator)
         baseline, reference, baseline_kind = measured.baseline, measured.reference, measured.kind
@@ -205,7 +202,7 @@ class Study:
         study.set_metric_names([o.metric for o in objectives])
         self.meta = StudyMeta(
             mode=self.mode, objectives=objectives,
-            bounds=[bound_spec(b) for b in self.bounds],
+            bounds=list(self.bounds),
             baseline={k: MetricValue.model_validate(v.to_dict()) for k, v in (baseline or {}).items()},
             baseline_kind=baseline_kind,
             baseline_reference={k: MetricValue.model_validate(v.to_dict()) for k, v in (reference or {}).items()},
@@ -215,7 +212,7 @@ class Study:
             fingerprint=fingerprint, bases=base_infos(self.cfg),
             base_baselines={name: {k: MetricValue.model_validate(v.to_dict()) for k, v in b.items()}
                             for name, b in measured.per_base.items()},
-            base_bounds={name: [bound_spec(b) for b in bounds] for name, bounds in self.base_bounds.items()},
+            base_bounds={name: list(bounds) for name, bounds in self.base_bounds.items()},
         )
         if enqueue and self.jobs > 1:
             enqueue = interleave_prefixes(enqueue, self.ctx.pipeline.slots)
@@ -259,9 +256,8 @@ class Study:
             return None
         if self.evaluator is not None:  # each metric measured as this evaluator measures now (its type's version too)
             model = EvalModel.from_folder(got[0], key=record.model_key)
-            for index in range(len(self.evaluator.evaluator.metrics)):
-                if self.ctx.cache.get_json(self.evaluator.cache_key(index, model, self.evaluator._data_for(index))) is None:
-                    return None
+            if not self.evaluator.all_cached(model):
+                return None
         log.info("single run unchanged (same config, data, libraries and model): its stored result is reused")
         return study
 
@@ -274,8 +270,8 @@ class Study:
         study = optuna.load_study(study_name=self.name, storage=self.storage)
         self.ctx.pipeline.shared_precision = StudyPrecision(study)
         self.meta = read_meta(study)
-        self.bounds = [Bound(**b.model_dump()) for b in self.meta.bounds]
-        self.base_bounds = {name: [Bound(**b.model_dump()) for b in bounds] for name, bounds in self.meta.base_bounds.items()}
+        self.bounds = list(self.meta.bounds)
+        self.base_bounds = {name: list(bounds) for name, bounds in self.meta.base_bounds.items()}
         study.sampler, enqueue = make_sampler(self.cfg, self.ctx.pipeline.slots, len(self.bounds), job=job)
         self.grid = enqueue or None
         self.study = study
@@ -373,7 +369,7 @@ class Study:
             out = []
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 r = read_record(t)
-                if r.owner is None or not r.owner.checkable_here():
+                if r.owner is None or not checkable_here(r.owner):
                     out.append(r)
             return out
 

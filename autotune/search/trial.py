@@ -19,19 +19,19 @@ from autotune.evaluation.base import EvalModel
 from autotune.evaluation.goals import Bound
 from autotune.fileio import write_text
 from autotune.plan import base_of, resolve
-from autotune.records import CONSTRAINTS_ATTR, MetricValue, ObjectiveSpec, Owner, PassSummary, TrialRecord, write_record
+from autotune.records import MetricValue, ObjectiveSpec, PassSummary, TrialRecord, write_constraints, write_record
 from autotune.search.early_stop import MedianRule, TrialStopped
 from autotune.search.fidelity import SliceStopped
 from autotune.search.objectives import constraint_values
+from autotune.search.recovery import INTERRUPTED, this_owner
 from autotune.search.sampling import suggest_point
 
 if TYPE_CHECKING:
     from autotune.run_context import RunContext
 
-__all__ = ["INTERRUPTED", "TrialRunner"]
+__all__ = ["INTERRUPTED", "TrialRunner"]  # INTERRUPTED: re-exported from search.recovery
 
 log = logging.getLogger("autotune")
-INTERRUPTED = "interrupted (Ctrl-C): queued again for the next run"
 
 
 class TrialRunner:
@@ -59,7 +59,7 @@ class TrialRunner:
 
         began = time.perf_counter()
         point = suggest_point(trial, self.pipeline.slots)
-        record = TrialRecord(number=trial.number, point=point, owner=Owner.this_process(), base=base_of(point),
+        record = TrialRecord(number=trial.number, point=point, owner=this_owner(), base=base_of(point),
                              params={s.name: s.params(point).resolved() for s in resolve(self.pipeline.slots, point)})
         write_record(trial, record)
         if self.duplicates is not None:
@@ -103,7 +103,7 @@ class TrialRunner:
             self.say(f"trial {trial.number}: failed: {record.fail_reason} (traceback: {record.log_file})")
             raise
         record.state = "COMPLETE"
-        trial.set_user_attr(CONSTRAINTS_ATTR, [record.constraints[b.metric] for b in self.bounds])
+        write_constraints(trial, [record.constraints[b.metric] for b in self.bounds])
         self._finish(trial, record, began)
         summary = ", ".join(f"{o.title} {values[o.metric]:.4g}" for o in self.objectives)  # the table's labels, not ids
         self.say(f"trial {trial.number}: {summary}{'' if record.feasible else ' (infeasible)'} in {record.seconds:.1f} s")

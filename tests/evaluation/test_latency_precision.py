@@ -97,6 +97,11 @@ def test_the_remeasure_ends_early_only_when_every_interval_is_apart() -> None:
     assert not intervals_separate(drifted)
     assert not intervals_separate({1: {key: [MetricValue(value=1.0, unit="ms", higher_is_better=False)]},
                                    2: {key: [MetricValue(value=2.0, unit="ms", higher_is_better=False)]}})
+    # a tracked metric (not an objective) that overlaps does not keep the rounds going when only objectives count
+    ttft = "lat-ttft_ms_p50"
+    tracked = {1: {key: [_metric(1.0, 1.1)], ttft: [_metric(90.0, 100.0)]}, 2: {key: [_metric(2.0, 2.2)], ttft: [_metric(95.0, 99.0)]}}
+    assert not intervals_separate(tracked)
+    assert intervals_separate(tracked, keys={key})
 
 
 LATENCY = {"name": "lat", "type": "latency", "sub_types": [{"name": "decode_ms_per_token_p50"}],

@@ -161,20 +161,3 @@ def test_the_provider_probe_ignores_orts_warning_without_dropping_filters_added_
     # the probe's own "ignore UserWarning" entry is gone.
     assert [f for f in warnings.filters if f[1] is not None and f[1].pattern == added]
     assert [f for f in warnings.filters if not (f[1] is not None and f[1].pattern == added)] == before
-
-
-def test_cpu_bf16_trains_with_eager_attention_and_says_so_in_its_key(tiny_model: Path) -> None:
-    from autotune.models.loading import load_causal_lm
-    from autotune.passes.lora import LoRA, LoRAParams
-    from autotune.passes.training_args import training_attention
-
-    # sdpa's bf16 backward on the CPU is the slow part of a bf16 step; fp32 and the GPU keep transformers' default.
-    assert training_attention("cpu", "bf16") == "eager"
-    assert training_attention("cpu", "fp32") is None and training_attention("cuda", "bf16") is None
-    assert load_causal_lm(tiny_model, attention="eager").config._attn_implementation == "eager"
-    assert load_causal_lm(tiny_model).config._attn_implementation != "eager"
-    # Another attention is another adapter: it enters the cache key exactly where it is used.
-    params = LoRAParams()
-    assert LoRA().device_key(params, "cpu", "bf16") == {"precision": "bf16", "attention": "eager"}
-    assert LoRA().device_key(params, "cpu", "fp32") == {}
-    assert LoRA().device_key(params, "cuda", "bf16") == {"device": "cuda", "precision": "bf16"}

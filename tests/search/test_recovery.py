@@ -14,7 +14,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from autotune.records import RECORD_ATTR, Owner, TrialRecord
-from autotune.search.recovery import fail_dead_owners, requeue_interrupted
+from autotune.search.recovery import fail_dead_owners, requeue_interrupted, this_owner
 from autotune.search.stopping import StopRules
 from autotune.search.storage import open_storage
 
@@ -85,8 +85,8 @@ def test_an_owner_recorded_without_its_pid_namespace_is_left_to_the_heartbeat(tm
 def test_a_dead_workers_trial_is_redone_first_and_counts_toward_nothing(tmp_path: Path) -> None:
     study = study_at(tmp_path)
     for _ in range(2):
-        study.tell(start_trial(study, Owner.this_process()), 0.0)
-    killed = start_trial(study, Owner.this_process().model_copy(update={"pid": gone_pid()}))
+        study.tell(start_trial(study, this_owner()), 0.0)
+    killed = start_trial(study, this_owner().model_copy(update={"pid": gone_pid()}))
     assert fail_dead_owners(study) == [killed.number]
     assert requeue_interrupted(study) == [POINTS[2]]
     rules = StopRules(max_samples=4, grid=True)
