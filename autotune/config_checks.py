@@ -15,18 +15,16 @@ from autotune.data import resolve_data_name, template_of
 from autotune.errors import ConfigError, ModelError, UserError
 from autotune.evaluation import get_evaluator
 from autotune.evaluation.runner import metric_specs
-from autotune.models.module_names import model_file, module_names
+from autotune.models.module_names import model_file
 from autotune.models.source import InputSource, locate_input_model, names_a_hub_model
 from autotune.passes import get_pass
+from autotune.passes.base import ModelFacts, Pass
 from autotune.passes.builder_support import check_architecture_before_running
-from autotune.passes.drop_layers import DropLayers, DropLayersParams, check_depth_config, read_model_config
-from autotune.passes.lora import LoRAParams, no_match_error, unmatched_target
-from autotune.plan import all_steps, build_plan, check_passes, probe_points
-from autotune.space import Categorical, encode_choice
+from autotune.plan import Step, all_steps, build_plan, check_passes, probe_points
 
 __all__ = ["check_candidate_tokenizer", "check_candidates", "check_chat_templates_before_running", "check_config",
-           "check_depth_before_running", "check_metric_inputs", "check_metrics", "check_model_before_running",
-           "check_targets_before_running", "load_config", "validate_models"]
+           "check_metric_inputs", "check_metrics", "check_model_before_running",
+           "check_passes_before_running", "load_config", "validate_models"]
 
 
 def load_config(source: str | Path | dict[str, Any], *, base_dir: Path | None = None) -> RunConfig:
@@ -148,7 +146,7 @@ def _tokenizer(config: RunConfig, source: InputSource) -> Any:
 
 def check_chat_templates_before_running(config: RunConfig, source: InputSource | None = None) -> None:
     """Each ``chat_template: true`` data config against the input model's tokenizer (it has a chat template
-    that renders a user and an assistant turn); ``source`` as for :func:`check_targets_before_running`."""
+    that renders a user and an assistant turn); ``source`` as for :func:`check_passes_before_running`."""
     from autotune.data import template_of
 
     chats = [(i, d) for i, d in enumerate(config.data_configs) if d.chat_template]
@@ -168,8 +166,7 @@ def check_chat_templates_before_running(config: RunConfig, source: InputSource |
 def check_model_before_running(config: RunConfig, source: InputSource | None = None) -> None:
     """The LoRA targets, the dropped depth and the chat templates against the input model's files (see each check)."""
     check_architecture_before_running(config, all_steps(build_plan(config)), source)  # the ONNX builder exports it
-    check_targets_before_running(config, source)
-    check_depth_before_running(config, source)
+    check_passes_before_running(config, source)
     check_chat_templates_before_running(config, source)
 
 
@@ -219,28 +216,24 @@ def check_metric_inputs(config: RunConfig, *, only: str | None = None) -> None:
             metric_type.check_inputs(params, where=where, base_dir=config.config_dir, sub_types=list(metric.sub_types))
 
 
-def check_targets_before_running(config: RunConfig, source: InputSource | None = None) -> None:
-    """Every LoRA/QLoRA target (each choice of a searched ``target_modules`` too) against the input
-    model's module names, read without loading its weights: the same rule as :func:`autotune.passes.lora.check_targets`
-    at training, so ``validate`` and the run agree. ``source``: where the input model's files were
-    found (:func:`autotune.models.source.check_input_model`); without it, a local model is checked and a
-    Hub id or the demo waits for the caller that resolves it (``validate``, the run's preflight). A model
-    not on this machine yet (the demo before its fetch) is checked when trained."""
-    steps = [s for s in all_steps(build_plan(config)) if issubclass(s.pass_cls.Params, LoRAParams)]
+def check_passes_before_running(config: RunConfig, source: InputSource | None = None) -> None:
+    """Each pass's own :meth:`~autotune.passes.base.Pass.check_model` (LoRA targets, the depth a pruning pass drops, ...) for every
+    value a study may try, against the input model's files read without loading its weights: the same rules as at
+    training, so ``validate`` and the run agree. ``source``: where the input model's files were found
+    (:func:`autotune.models.source.check_input_model`); without it, a local model is checked and a Hub id or the
+    demo waits for the caller that resolves it (``validate``, the run's preflight). A model not on this machine yet
+    (the demo before its fetch) is checked when trained."""
+    steps = [s for s in all_steps(build_plan(config)) if s.pass_cls.check_model is not Pass.check_model]
     path = _local_model_file(config, source) if steps else None
     if path is None:
         return
-    names = module_names(path, trust_remote_code=config.input_model.trust_remote_code)
+    facts = ModelFacts(path, trust_remote_code=config.input_model.trust_remote_code)
     for step in steps:
-        spec = step.space.get("target_modules")
-        points = [{step.key("target_modules"): encode_choice(c)} for c in spec.choices] if isinstance(spec, Categorical) else [{}]
-        for point in points:
-            params = step.params(point)
-            assert isinstance(params, LoRAParams)
-            target = unmatched_target(params.target_modules, names.names)
-            if target is not None:
-                raise no_match_error(f"{step.origin}.{step.user_keys.get('target_modules', 'target_modules')}", target,
-                                     names.matrices)
+        def key(name: str, step: Step = step) -> str:
+            return f"{step.origin}.{step.user_keys.get(name, name)}"
+
+        for point in probe_points(step):
+            step.pass_cls().check_model(step.params(point), facts, origin=step.origin, key=key)
 
 
 def _local_model_file(config: RunConfig, source: InputSource | None) -> Path | None:
@@ -249,23 +242,3 @@ def _local_model_file(config: RunConfig, source: InputSource | None) -> Path | N
     if source is None and names_a_hub_model(config.input_model):
         return None
     return model_file(source if source is not None else locate_input_model(config.input_model, download=False))
-
-
-def check_depth_before_running(config: RunConfig, source: InputSource | None = None) -> None:
-    """Every DropLayers pass (each searched ``n_drop``) against the input model's architecture and depth,
-    read without loading weights; ``source`` as for :func:`check_targets_before_running`."""
-    steps = [s for s in all_steps(build_plan(config)) if s.pass_cls is DropLayers]
-    path = _local_model_file(config, source) if steps else None
-    if path is None:
-        return
-    model_config = read_model_config(path, trust_remote_code=config.input_model.trust_remote_code)
-    for step in steps:
-        for point in probe_points(step):
-            params = step.params(point)
-            assert isinstance(params, DropLayersParams)
-            try:
-                check_depth_config(model_config, params.n_drop, step.origin)
-            except ConfigError as exc:
-                if exc.where.endswith(".type"):  # the pass's own key, as the user wrote the pass
-                    raise ConfigError(f"{step.origin.removesuffix('.config')}.type", exc.message) from None
-                raise ConfigError(f"{step.origin}.{step.user_keys.get('n_drop', 'n_drop')}", exc.message) from None

@@ -28,7 +28,14 @@ class PassContext:
     # Called by training passes with (step, eval_loss); may raise to stop a hopeless trial.
     report_intermediate: Callable[[int, float], None] | None = None
     progress: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The config path of the pass (e.g. "passes.lora"), for one-line errors naming the key.
+    origin: str = "passes"
+    # Where a training pass trains ("cpu" | "cuda"; "cpu" for the passes whose output does not depend on it).
+    device: str = "cpu"
+    # The training precision decided for the run (the study's probe decision; None: training_args or the device
+    # decide), and the probe's step timings, which train_stats.json records.
+    precision: str | None = None
+    precision_probe: dict[str, float] = field(default_factory=dict)
     # time.monotonic() after which long-running passes stop (the trial's trial_timeout).
     deadline: float | None = None
 

@@ -7,7 +7,7 @@ prints it as one line and exits with code 2. Every other exception is a bug in a
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class UserError(Exception):
@@ -39,7 +39,9 @@ class TrialTimeout(Exception):
     """The trial ran past ``engine.trial_timeout`` (not the user's mistake: the trial fails, the study goes on)."""
 
 
-def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """Return ``"; did you mean 'x'?"`` for the nearest candidate, or ``""`` if none is close."""
+def did_you_mean(word: str, candidates: Iterable[str], *, shown: Callable[[str], str] | None = None) -> str:
+    """Return ``"; did you mean 'x'?"`` for the nearest candidate, or ``""`` if none is close (the one "did you mean"
+    of autotune: config keys, registries, metric sub-types, lm-eval tasks). ``shown``: how a matched candidate is
+    spelled in the message (a registry matches lower-case names and shows the registered spelling)."""
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    return f"; did you mean '{shown(match[0]) if shown else match[0]}'?" if match else ""

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from autotune.cache import Cache, hash_key
 from autotune.config.schema import RunConfig
@@ -35,7 +35,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("autotune")
 
 
-def probe_extras(probe: ProbeDecision | None) -> dict[str, Any]:
+class ChainLink(NamedTuple):
+    """One pass of a trial's chain: its step, its resolved parameters and its cache key (the key of its output)."""
+
+    step: Step
+    params: Any
+    key: str
+
+
+def probe_fields(probe: ProbeDecision | None) -> dict[str, Any]:
     """The pass context's view of a precision probe: the precision it trains in, and the timings for train_stats."""
     if probe is None:
         return {}
@@ -181,14 +189,14 @@ class Pipeline:
         return choose_precision(cache_root=self.cache.root, shape_key=shape, measure=measure, shared=self.shared_precision)
 
     # -- running --------------------------------------------------------------------------------
-    def keys(self, point: dict[str, Any] | None = None) -> list[tuple[Step, Any, str]]:
+    def keys(self, point: dict[str, Any] | None = None) -> list[ChainLink]:
         """(step, params, key) for every pass of the chain at ``point``."""
         return self._chain(resolve(self.slots, point), point)
 
-    def _chain(self, steps: list[Step], point: dict[str, Any] | None, base: str | None = None) -> list[tuple[Step, Any, str]]:
+    def _chain(self, steps: list[Step], point: dict[str, Any] | None, base: str | None = None) -> list[ChainLink]:
         base = base if base is not None else base_of(point)
         parent = self.input_model(base).key
-        chain = []
+        chain: list[ChainLink] = []
         for step in steps:
             params = step.params(point)
             payload: dict[str, Any] = {"parent": parent, "pass": step.pass_cls.type_name, "params": params.resolved()}
@@ -204,7 +212,7 @@ class Pipeline:
             parent = hash_key(payload)
             if probe is not None:
                 self._probes[parent] = probe
-            chain.append((step, params, parent))
+            chain.append(ChainLink(step, params, parent))
         return chain
 
     def run(
@@ -229,7 +237,7 @@ class Pipeline:
         with self.cache.in_use([self.input_model(base).key] + [key for _, _, key in chain]):
             return self._run_chain(chain, None, None, base)
 
-    def _run_chain(self, chain: list[tuple[Step, Any, str]], report_intermediate: Any, deadline: float | None,
+    def _run_chain(self, chain: list[ChainLink], report_intermediate: Any, deadline: float | None,
                    base: str | None = None) -> PipelineResult:
         source = self.input_model(base)
         result = PipelineResult(model=source, input_model=source)
@@ -256,10 +264,10 @@ class Pipeline:
         result.model = handles[-1]
         return result
 
-    def _cached_prefix(self, chain: list[tuple[Step, Any, str]], handles: list[ModelHandle], base: str | None = None) -> int:
+    def _cached_prefix(self, chain: list[ChainLink], handles: list[ModelHandle], base: str | None = None) -> int:
         """Fill ``handles`` with the outputs of the longest cached prefix; return its length."""
         for end in range(len(chain), 0, -1):
-            if not self.cache.has(chain[end - 1][2]):
+            if not self.cache.has(chain[end - 1].key):
                 continue
             fetched = self._fetch(chain, end, base)
             if fetched is not None:
@@ -267,10 +275,10 @@ class Pipeline:
                 return end
         return 0
 
-    def _fetch(self, chain: list[tuple[Step, Any, str]], end: int, base: str | None = None) -> list[ModelHandle] | None:
+    def _fetch(self, chain: list[ChainLink], end: int, base: str | None = None) -> list[ModelHandle] | None:
         """Handles for chain[:end], reading back (and verifying) only the entries that are needed."""
         needed = {end - 1}
-        if chain[end - 1][0].pass_cls.output_kind == "adapter" and end >= 2:
+        if chain[end - 1].step.pass_cls.output_kind == "adapter" and end >= 2:
             needed.add(end - 2)  # an adapter needs its base to be merged
         handles: list[ModelHandle] = []
         previous = self.input_model(base)
@@ -315,8 +323,9 @@ class Pipeline:
             trust_remote_code=self.config.for_base(base).input_model.trust_remote_code,
             report_intermediate=report_intermediate,
             progress=self.observer.training_step,
-            extras={"origin": step.origin, "device": self.device if step.pass_cls.device_in_key else "cpu",
-                    **probe_extras(self._probes.get(key))},
+            origin=step.origin,
+            device=self.device if step.pass_cls.device_in_key else "cpu",
+            **probe_fields(self._probes.get(key)),
             deadline=deadline,
         )
         info = {"pass": step.pass_cls.type_name, "name": step.name, "params": params.resolved(),

@@ -3,11 +3,10 @@ name registered twice is an error (a plugin can never silently replace a built-i
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from autotune.errors import ConfigError
+from autotune.errors import ConfigError, did_you_mean
 
 T = TypeVar("T")
 
@@ -53,8 +52,7 @@ class Registry(Generic[T]):
 
     def suggestion(self, name: str) -> str:
         """``"; did you mean 'x'?"`` for the nearest registered name, or ``""``."""
-        match = difflib.get_close_matches(name.lower(), list(self._entries), n=1, cutoff=0.6)
-        return f"; did you mean '{self._canonical[match[0]]}'?" if match else ""
+        return did_you_mean(name.lower(), self._entries, shown=self._canonical.__getitem__)
 
     def lookup(self, name: str, *, where: str, what: str, label: Callable[[T], str]) -> T:
         """The entry under ``name`` (any case), or the one-line ``ConfigError`` at ``where``: the nearest
@@ -62,8 +60,7 @@ class Registry(Generic[T]):
         entry = self.get(name)
         if entry is None:
             known = sorted({label(e) for e in self._entries.values()})
-            match = difflib.get_close_matches(name.lower(), list(self._entries), n=1, cutoff=0.6)
-            hint = f"; did you mean '{label(self._entries[match[0]])}'?" if match else ""
+            hint = did_you_mean(name.lower(), self._entries, shown=lambda key: label(self._entries[key]))
             raise ConfigError(where, f"unknown {what} \"{name}\"{hint} (known: {', '.join(known)})")
         return entry
 

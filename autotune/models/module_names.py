@@ -155,3 +155,16 @@ def matrix_leaves(modules: dict[str, Any]) -> list[str]:
     """The last name part of every module holding a 2-D weight (linear, Conv1D, embedding layers), sorted."""
     return sorted({name.rsplit(".", 1)[-1] for name, module in modules.items()
                    if name and getattr(getattr(module, "weight", None), "ndim", 0) == 2})
+
+
+def read_model_config(path: Path, *, trust_remote_code: bool) -> dict[str, Any]:
+    """The input model's config as a dict (a folder's config.json; a GGUF's metadata through transformers)."""
+    if path.is_dir():
+        return json.loads((path / "config.json").read_text())
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name, trust_remote_code=trust_remote_code).to_dict()
+    if not config.get("architectures"):  # a GGUF's config names its model type only
+        config["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""), config.get("model_type", "unknown"))]
+    return config

@@ -7,7 +7,10 @@ what of the run context enters its cache key.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +23,7 @@ from autotune.registry import Registry
 if TYPE_CHECKING:
     from autotune.context import PassContext
     from autotune.models.handle import ModelHandle
+    from autotune.models.module_names import ModuleNames
 
 PASS_REGISTRY: Registry[type[Pass]] = Registry("pass type")
 
@@ -98,6 +102,29 @@ def validate_params(model: type[PassParams], params: dict[str, Any], origin: str
         raise ConfigError(where, exc.message) from None
 
 
+@dataclass
+class ModelFacts:
+    """What ``validate`` reads of the input model without loading its weights (each part on first use): the
+    argument of :meth:`Pass.check_model`."""
+
+    path: Path  # a safetensors folder or a GGUF file
+    trust_remote_code: bool = False
+
+    @functools.cached_property
+    def modules(self) -> ModuleNames:
+        """Every module name, and the leaves with a weight matrix."""
+        from autotune.models.module_names import module_names
+
+        return module_names(self.path, trust_remote_code=self.trust_remote_code)
+
+    @functools.cached_property
+    def config(self) -> dict[str, Any]:
+        """The model's config (a folder's config.json; a GGUF's metadata through transformers)."""
+        from autotune.models.module_names import read_model_config
+
+        return read_model_config(self.path, trust_remote_code=self.trust_remote_code)
+
+
 class Pass(ABC):
     """One step of the pipeline. Subclasses set the class attributes and implement :meth:`run`."""
 
@@ -123,6 +150,11 @@ class Pass(ABC):
 
     def check(self, params: PassParams, *, provider: str, origin: str) -> None:  # noqa: B027
         """Refuse, before any work starts, what cannot run here (raise :class:`ConfigError`)."""
+
+    def check_model(self, params: PassParams, model: ModelFacts, *, origin: str,  # noqa: B027
+                    key: Callable[[str], str]) -> None:
+        """Refuse, at ``validate`` and before a run, settings the input model cannot take (raise :class:`ConfigError`
+        at ``key(field)``, the user's path of a parameter); called for every value a study may try."""
 
     @abstractmethod
     def run(self, model: ModelHandle, params: PassParams, ctx: PassContext, output: Path) -> None:

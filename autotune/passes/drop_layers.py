@@ -24,6 +24,7 @@ import math
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +36,7 @@ from autotune.data import encode_row
 from autotune.errors import ConfigError
 from autotune.fileio import link_or_copy
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import Pass, PassParams, register_pass, searchable
+from autotune.passes.base import ModelFacts, Pass, PassParams, register_pass, searchable
 
 __all__ = ["DEPTH_ARCHITECTURES", "BlockStates", "DropLayers", "DropLayersParams", "choose_blocks",
            "write_pruned_folder"]
@@ -73,8 +74,18 @@ class DropLayers(Pass):
     def reads_data(self, params: DropLayersParams) -> bool:  # type: ignore[override]
         return params.n_drop > 0  # n_drop 0 is the identity: no calibration, no data in its key
 
+    def check_model(self, params: DropLayersParams, model: ModelFacts, *, origin: str,  # type: ignore[override]
+                    key: Callable[[str], str]) -> None:
+        """The architecture and depth each searched ``n_drop`` needs, from the model's config."""
+        try:
+            check_depth_config(model.config, params.n_drop, origin)
+        except ConfigError as exc:
+            if exc.where.endswith(".type"):  # the pass's own key, as the user wrote the pass
+                raise ConfigError(f"{origin.removesuffix('.config')}.type", exc.message) from None
+            raise ConfigError(key("n_drop"), exc.message) from None
+
     def run(self, model: ModelHandle, params: DropLayersParams, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
-        origin = ctx.extras.get("origin", "passes")
+        origin = ctx.origin
         config = json.loads((model.path / "config.json").read_text())
         check_depth_config(config, params.n_drop, origin)
         if params.n_drop == 0:
@@ -232,16 +243,3 @@ def write_pruned_folder(source: Path, output: Path, dropped: list[int]) -> None:
     for file in sorted(source.iterdir()):
         if file.is_file() and file.name not in written and not file.name.endswith((".bin", ".pt", ".pth", ".ckpt")):
             shutil.copy2(file.resolve(), output / file.name)
-
-
-def read_model_config(path: Path, *, trust_remote_code: bool) -> dict[str, Any]:
-    """The input model's config as a dict (a folder's config.json; a GGUF's metadata through transformers)."""
-    if path.is_dir():
-        return json.loads((path / "config.json").read_text())
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name, trust_remote_code=trust_remote_code).to_dict()
-    if not config.get("architectures"):  # a GGUF's config names its model type only
-        config["architectures"] = [MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""), config.get("model_type", "unknown"))]
-    return config

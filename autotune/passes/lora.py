@@ -6,7 +6,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -19,7 +19,7 @@ from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
 from autotune.models.loading import load_causal_lm, load_tokenizer
 from autotune.models.module_names import matrix_leaves
-from autotune.passes.base import Pass, PassParams, register_pass, searchable
+from autotune.passes.base import ModelFacts, Pass, PassParams, register_pass, searchable
 from autotune.passes.training_args import (  # noqa: F401  (re-exported: the training arguments of this pass)
     OWN_TRAINING_ARGS,
     RENAMED_TRAINING_ARGS,
@@ -169,6 +169,13 @@ class LoRA(Pass):
     def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
         check_training_args(params.training_args, validation_size=params.validation_size, origin=origin)
 
+    def check_model(self, params: LoRAParams, model: ModelFacts, *, origin: str,  # type: ignore[override]
+                    key: Callable[[str], str]) -> None:
+        """Each target against the model's module names (peft's rule, as :func:`check_targets` at training)."""
+        target = unmatched_target(params.target_modules, model.modules.names)
+        if target is not None:
+            raise no_match_error(key("target_modules"), target, model.modules.matrices)
+
     def run(self, model: ModelHandle, params: LoRAParams, ctx: PassContext, output: Path) -> None:
         train_adapter(model, params, ctx, output)
 
@@ -185,10 +192,10 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     set_seed(params.training_args.seed)
     data = ctx.data
     assert data is not None, "the pipeline gives training passes their data"
-    origin = ctx.extras.get("origin", "passes")
-    device = ctx.extras.get("device", "cpu")
+    origin = ctx.origin
+    device = ctx.device
     # The probe's choice (None: training_args or the device decide), as it entered the cache key.
-    precision = ctx.extras.get("precision") or mixed_precision(params.training_args, device)
+    precision = ctx.precision or mixed_precision(params.training_args, device)
     began = time.perf_counter()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -288,7 +295,7 @@ def train_adapter(model: ModelHandle, params: LoRAParams, ctx: PassContext, outp
     }
     (output / "training_log.json").write_text(json.dumps(summary, indent=2))
     # Where and how fast it trained (not part of the adapter: timings differ from run to run).
-    stats = {"device": device, "precision": precision, **ctx.extras.get("precision_probe", {}),
+    stats = {"device": device, "precision": precision, **ctx.precision_probe,
              "seconds": round(time.perf_counter() - began, 2),
              "train_seconds": round(float(result.metrics.get("train_runtime", 0.0)), 2), "steps": result.global_step,
              **record_peak_memory(device)}

@@ -94,7 +94,7 @@ class QLoRA(LoRA):
         settings = params.bnb_config()
         train_adapter(model, params, ctx, output, quantization_config=bnb_quantization_config(settings))
         # The device too: the merge dequantizes the base with the same (CPU or CUDA) kernels it trained on.
-        meta = {"base_quantization": settings, "device": ctx.extras.get("device", "cpu")}
+        meta = {"base_quantization": settings, "device": ctx.device}
         (output / ADAPTER_META).write_text(json.dumps(meta, indent=2))
 
 

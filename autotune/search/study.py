@@ -251,7 +251,7 @@ class Study:
             return None
         record = read_record(trials[0])
         chain = self.ctx.pipeline.keys(record.point)
-        got = self.ctx.cache.get(record.model_key) if chain and record.model_key == chain[-1][2] else None
+        got = self.ctx.cache.get(record.model_key) if chain and record.model_key == chain[-1].key else None
         if got is None:
             return None
         if self.evaluator is not None:  # each metric measured as this evaluator measures now (its type's version too)

@@ -49,7 +49,7 @@ def data_config(model: Path, data: Path) -> Any:
 def run_pass(model: Path, data: Path, output: Path, **params: Any) -> dict[str, Any]:
     output.mkdir(parents=True)
     ctx = PassContext(provider="CPUExecutionProvider", work_dir=output.parent, data=data_config(model, data),
-                      extras={"origin": "passes.depth"})
+                      origin="passes.depth")
     DropLayers().run(ModelHandle(kind="hf", path=model, key="k"), DropLayersParams(**params), ctx, output)
     return json.loads((output / "drop_layers.json").read_text())
 
