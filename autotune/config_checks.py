@@ -232,8 +232,9 @@ def check_passes_before_running(config: RunConfig, source: InputSource | None = 
         def key(name: str, step: Step = step) -> str:
             return f"{step.origin}.{step.user_keys.get(name, name)}"
 
+        checked = step.pass_cls()
         for point in probe_points(step):
-            step.pass_cls().check_model(step.params(point), facts, origin=step.origin, key=key)
+            checked.check_model(step.params(point), facts, origin=step.origin, key=key)
 
 
 def _local_model_file(config: RunConfig, source: InputSource | None) -> Path | None:

@@ -173,7 +173,7 @@ class ModelEvaluator:
 
     def data_metric_indices(self) -> set[int]:
         """The metrics that read data rows (whose value depends on the split)."""
-        return {i for i in range(len(self.metric_set.metrics)) if self._reads_data(i)}
+        return {i for i in self.metric_indices() if self._reads_data(i)}
 
     def bounds(self, baseline: dict[str, Metric] | None, *, relative: bool = True) -> list[Bound]:
         """Each goal as a bound; ``relative=False`` leaves out the goals relative to the baseline."""
