@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("leaves", ["autotune.errors", "autotune.fileio", "autotune.registry", "autotune.providers", "autotune.threads",
                 "autotune.device", "autotune.warning_filters", "autotune.artifacts", "autotune.space", "autotune.urls",
                 "autotune.evaluation.goals", "autotune.evaluation.metrics", "autotune.report.tables"]),
-    ("stored records", ["autotune.records", "autotune.selection.policies"]),
+    ("stored records", ["autotune.record_schema", "autotune.records", "autotune.selection.policies"]),
     ("config/data/models", ["autotune.config", "autotune.data", "autotune.template", "autotune.models", "autotune.cache",
                             "autotune.context", "autotune.logging_setup"]),
     ("passes/evaluation", ["autotune.passes", "autotune.evaluation"]),
