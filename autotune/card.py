@@ -176,7 +176,7 @@ def _base_spec(view: StudyView, base: str | None) -> dict[str, Any]:
 def _split_metrics(view: StudyView, record: TrialRecord) -> list[str]:
     """The metric ids whose value depends on the data split (those the test split scores too): by the stored
     evaluator config, as the evaluator runner decides; without one, every metric that is no latency, size or memory."""
-    from autotune.evaluation import get_evaluator
+    from autotune.evaluation import get_metric_type
 
     config = view.meta.config or {}
     evaluator = (config.get("evaluators") or {}).get((config.get("engine") or {}).get("evaluator") or "")
@@ -186,7 +186,7 @@ def _split_metrics(view: StudyView, record: TrialRecord) -> list[str]:
     for metric in evaluator.get("metrics") or []:
         keys = [f"{metric['name']}-{sub['name']}" for sub in metric.get("sub_types") or []]
         try:
-            needs_data = get_evaluator(metric["type"], where="").needs_data
+            needs_data = get_metric_type(metric["type"], where="").needs_data
         except UserError:  # a metric type registered by code this process has not imported: judge by its ids
             needs_data = any(metric_kind(k) not in ("latency", "size", "memory") for k in keys)
         if metric.get("data_config") is not None or needs_data:

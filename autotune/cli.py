@@ -84,22 +84,13 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _load(config: Path) -> Any:
-    from autotune.config_checks import load_config
-
-    return load_config(config)
-
-
 @app.command()
 @user_errors
 def validate(config: ConfigOpt) -> None:
     """Check a config without running it."""
-    from autotune.config_checks import check_data_configs, check_metric_inputs, validate_models
+    from autotune.api import validate as validate_api
 
-    cfg = _load(config)
-    check_data_configs(cfg)  # every data config read and templated, whatever the model source (nothing written)
-    check_metric_inputs(cfg)  # what metrics read outside the config (lm-eval tasks and their data)
-    validate_models(cfg)  # a Hugging Face id (each candidate's): in the cache, or looked up on the Hub (not downloaded)
+    cfg = validate_api(config)
     mode = "search" if cfg.engine.search_strategy else "single run"
     typer.echo(f"{config}: valid ({len(cfg.passes)} passes, {mode}, provider {cfg.engine.provider})")
 
@@ -117,10 +108,11 @@ def run(
 ) -> None:
     """Run a config: the passes once (search_strategy: false) or an Optuna study."""
     from autotune.api import run as run_api
+    from autotune.config_checks import load_config
     from autotune.progress import RichObserver
 
     try:
-        cfg = _load(config)
+        cfg = load_config(config)
         setup_logging(cfg.engine.log_severity_level)
         with RichObserver() as observer:
             result = run_api(cfg, n_trials=n_trials, timeout=timeout, storage=storage, fail_fast=fail_fast, observer=observer,
@@ -147,47 +139,21 @@ def evaluate(
     """Evaluate one model folder with the config's evaluator and print a table."""
     from rich.console import Console
 
-    from autotune.evaluation.base import EvalModel
-    from autotune.evaluation.runner import metrics_record
+    from autotune.api import evaluate as evaluate_api
+    from autotune.config_checks import load_config
     from autotune.report.tables import metrics_table
-    from autotune.run_context import RunContext
 
-    cfg = _load(config)
+    cfg = load_config(config)
     setup_logging(cfg.engine.log_severity_level)
-    ctx = RunContext(cfg)
-    runner = ctx.evaluator(evaluator, use_cache=not no_cache)
-    metrics = runner.evaluate(EvalModel.from_folder(model.resolve()))
-    base = None
-    if baseline:
-        source = ctx.pipeline.input_model()
-        base = runner.evaluate(EvalModel(path=source.path, kind="hf", key=source.key))
-    # Without the baseline, goals relative to it cannot be resolved: only the absolute ones are checked.
-    bounds = runner.bounds(base) if base is not None else runner.bounds(None, relative=False)
-    record = metrics_record(metrics, base, bounds)
-    Console(width=max(140, Console().width)).print(metrics_table(record, title=f"{model}"))
-    env = record["environment"]
-    typer.echo(f"provider {cfg.engine.provider}; " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    result = evaluate_api(cfg, model, baseline=baseline, evaluator=evaluator, use_cache=not no_cache)
+    Console(width=max(140, Console().width)).print(metrics_table(result.record, title=f"{model}"))
+    env = result.record["environment"]
+    typer.echo(f"provider {result.provider}; " + ", ".join(f"{k} {v}" for k, v in env.items()))
 
 
 StorageOpt = Annotated[str | None, typer.Option("--storage", help="Optuna storage URL of the study.")]
 StudyOpt = Annotated[str | None, typer.Option("--study", help="Study name (needed when the storage holds several).")]
 ResultsArg = Annotated[Path | None, typer.Argument(help="A study's results folder (holding study.db).")]
-
-
-def _open_view(results: Path | None, storage: str | None, study: str | None) -> tuple[Any, Path]:
-    from autotune.errors import ConfigError
-    from autotune.records import StudyView
-    from autotune.search.storage import load_study
-
-    if storage is None:
-        if results is None:
-            raise ConfigError("RESULTS_DIR", "give a results folder or --storage URL")
-        db = results / "study.db"
-        if not db.is_file():
-            raise ConfigError(str(results), "no study.db here (give the study's results folder or --storage URL)")
-        storage = f"sqlite:///{db.resolve()}"
-    view = StudyView.load(load_study(storage, study))
-    return view, results or view.meta.output_dir
 
 
 @app.command()
@@ -197,14 +163,9 @@ def report(
     policy: Annotated[str | None, typer.Option("--policy", help="Selection policy for the report's selected model.")] = None,
 ) -> None:
     """Rebuild every results file (tables, plots, report.html) from the study storage alone."""
-    from autotune.finish import selection_settings
-    from autotune.report.results import write_results
-    from autotune.selection import select
+    from autotune.api import report as report_api
 
-    view, out = _open_view(results, storage, study)
-    selection = select(view, **selection_settings(view, policy=policy))
-    files = write_results(view, selection, out)
-    for name, path in files.items():
+    for name, path in report_api(results, storage=storage, study=study, policy=policy).items():
         typer.echo(f"{name}: {path}")
 
 
@@ -225,15 +186,8 @@ def select_cmd(
 
     Policies: {policies}. A model evicted from the cache is rebuilt from the study's config; if it cannot be,
     nothing changes."""
-    from autotune.config.schema import RunConfig
+    from autotune.api import select as select_api
     from autotune.errors import ConfigError
-    from autotune.export import export_best
-    from autotune.finish import rebuilder, selection_settings
-    from autotune.records import StudyPrecision
-    from autotune.report.results import write_results
-    from autotune.run_context import RunContext
-    from autotune.search.final import evaluate_test
-    from autotune.selection import select
 
     weights = {}
     for item in weight or []:
@@ -242,23 +196,12 @@ def select_cmd(
             weights[key] = float(value)
         except ValueError:
             raise ConfigError("--weight", f"expected METRIC=NUMBER, got \"{item}\"") from None
-    view, out = _open_view(results, storage, study)
     # Flags given replace the study's configured selection; the rest keep the config's values.
-    selection = select(view, **selection_settings(view, policy=policy, min_accuracy=min_accuracy,
-                                                  latency_budget_ms=latency_budget, weights=weights or None,
-                                                  prefer_cheaper=prefer_cheaper))
-    ctx = RunContext(RunConfig.model_validate(view.meta.config))  # the schema's defaults, not ad-hoc ones
-    ctx.pipeline.shared_precision = StudyPrecision(view.study)  # a rebuilt fine-tune trains as the study's did
-    rebuild = rebuilder(ctx)
-    if selection.record is not None:  # a newly chosen trial is scored on the test split once, like the study's finalists
-        chosen = next(r for r in view.records if r.number == selection.record.number)
-        evaluate_test(view, ctx, [chosen], rebuild=rebuild)
-        selection.record.test_metrics = chosen.test_metrics
-    best = export_best(view, selection, out, cache=ctx.cache, rebuild=rebuild)  # raises and changes nothing
-    write_results(view, selection, out)
-    trial = f"trial {selection.record.number}" if selection.record else "no trial"
-    typer.echo(f"selected {trial}: {selection.rule}")
-    typer.echo(f"best model: {best}" if best else "no model exported")
+    done = select_api(results, storage=storage, study=study, policy=policy, min_accuracy=min_accuracy,
+                      latency_budget_ms=latency_budget, weights=weights or None, prefer_cheaper=prefer_cheaper)
+    trial = f"trial {done.selection.record.number}" if done.selection.record else "no trial"
+    typer.echo(f"selected {trial}: {done.selection.rule}")
+    typer.echo(f"best model: {done.best}" if done.best else "no model exported")
 
 
 def _policy_help() -> None:
@@ -275,26 +218,12 @@ _policy_help()
 @user_errors
 def trials(results: ResultsArg = None, storage: StorageOpt = None, study: StudyOpt = None) -> None:
     """Print the study's trials table."""
-    from rich.console import Console
-    from rich.table import Table
-
+    from autotune.api import open_study
+    from autotune.report.console import print_trials
     from autotune.report.frames import trials_frame
 
-    view, _ = _open_view(results, storage, study)
-    frame = trials_frame(view.records)
-    objectives = [o.metric for o in view.objectives]
-    columns = ["number", "state", "feasible", *[c for c in frame.columns if c.startswith("param.")],
-               *[m for m in objectives if m in frame.columns], "seconds.total", "fail_reason", "prune_reason"]
-    table = Table(title=f"study {view.name}")
-    for column in columns:
-        table.add_column(column.removeprefix("param."))
-    for _, row in frame.iterrows():
-        cells = []
-        for column in columns:
-            value = row.get(column)
-            cells.append("" if value is None or value != value else (f"{value:.4g}" if isinstance(value, float) else str(value)))
-        table.add_row(*cells)
-    Console(width=max(160, Console().width)).print(table)
+    view = open_study(results, storage=storage, study=study)
+    print_trials(view, trials_frame(view.records))
 
 
 @app.command()

@@ -13,7 +13,7 @@ from autotune.config.loader import parse_config, read_source
 from autotune.config.schema import RunConfig
 from autotune.data import resolve_data_name, template_of
 from autotune.errors import ConfigError, ModelError, UserError
-from autotune.evaluation import get_evaluator
+from autotune.evaluation import get_metric_type
 from autotune.evaluation.runner import metric_specs
 from autotune.models.module_names import model_file
 from autotune.models.source import InputSource, locate_input_model, names_a_hub_model
@@ -182,7 +182,7 @@ def check_metrics(config: RunConfig, origins: dict[str, str]) -> None:
         try:
             metric_specs(evaluator, where=prefix)
             for i, metric in enumerate(evaluator.metrics):
-                metric_type = get_evaluator(metric.type, where="")
+                metric_type = get_metric_type(metric.type, where="")
                 if metric.data_config is not None or metric_type.needs_data:
                     name = resolve_data_name(config, metric.data_config, where=f"{prefix}.metrics[{i}].data_config",
                                              missing="name the data config this metric reads")
@@ -211,7 +211,7 @@ def check_metric_inputs(config: RunConfig, *, only: str | None = None) -> None:
             continue
         for i, metric in enumerate(evaluator.metrics):
             where = f"evaluators.{name}.metrics[{i}]"
-            metric_type = get_evaluator(metric.type, where=f"{where}.type")
+            metric_type = get_metric_type(metric.type, where=f"{where}.type")
             params = validate_model(metric_type.Params, metric.user_config, f"{where}.user_config")
             metric_type.check_inputs(params, where=where, base_dir=config.config_dir, sub_types=list(metric.sub_types))
 

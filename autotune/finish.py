@@ -17,7 +17,7 @@ from autotune.fileio import atomic_copy_tree, write_json
 from autotune.records import StudyView, TrialRecord
 from autotune.report.results import write_results
 from autotune.report.values import shown_metric
-from autotune.result import StudyResult
+from autotune.result import Reselection, StudyResult
 from autotune.search.storage import redact_url
 from autotune.selection import Selection, pareto_set, select
 from autotune.selection.pareto import remeasure_candidates
@@ -25,7 +25,7 @@ from autotune.selection.pareto import remeasure_candidates
 if TYPE_CHECKING:
     from autotune.run_context import RunContext
 
-__all__ = ["finish", "rebuilder", "selection_settings"]
+__all__ = ["finish", "rebuilder", "reselect", "selection_settings"]
 
 log = logging.getLogger("autotune")
 
@@ -85,6 +85,28 @@ def finish(view: StudyView, *, ctx: RunContext, storage_url: str, output_dir: Pa
                      "rule": chosen.rule, "metrics": {k: m.model_dump(mode="json") for k in chosen.record.metrics
                                                       if (m := shown_metric(chosen.record, k)) is not None}}
     return StudyResult(best=best_info, report_dir=output_dir, view=view, selection=chosen, storage=redact_url(storage_url))
+
+
+def reselect(view: StudyView, *, output_dir: Path, **selection: Any) -> Reselection:
+    """Select again from the stored trials (the flags given replace the study config's ``engine.selection``), score a
+    newly chosen trial on the test split once (as the study's finalists were), re-export ``best/`` and rewrite the
+    results. Runs no trial; a model evicted from the cache is rebuilt from the study's config, and if it cannot be,
+    nothing changes (the one-line error is raised before ``best/`` is touched)."""
+    from autotune.records import StudyPrecision
+    from autotune.run_context import RunContext
+    from autotune.search.final import evaluate_test
+
+    chosen = select(view, **selection_settings(view, **selection))
+    ctx = RunContext(RunConfig.model_validate(view.meta.config))  # the schema's defaults, not ad-hoc ones
+    ctx.pipeline.shared_precision = StudyPrecision(view.study)  # a rebuilt fine-tune trains as the study's did
+    rebuild = rebuilder(ctx)
+    if chosen.record is not None:
+        stored = next(r for r in view.records if r.number == chosen.record.number)
+        evaluate_test(view, ctx, [stored], rebuild=rebuild)
+        chosen.record.test_metrics = stored.test_metrics
+    best = export_best(view, chosen, output_dir, cache=ctx.cache, rebuild=rebuild)
+    write_results(view, chosen, output_dir)
+    return Reselection(selection=chosen, best=best, report_dir=output_dir)
 
 
 def _single_run_files(view: StudyView, chosen: Selection, best: Path, output_dir: Path) -> None:

@@ -40,7 +40,8 @@ class _Stored(BaseModel):
 
 
 class MetricValue(_Stored):
-    """One measured metric as stored (the evaluator's ``Metric.to_dict()``)."""
+    """One measured value with its unit and direction (accuracy: with n and a 95% interval): what an evaluator returns
+    (``autotune.evaluation.Metric`` is this class), the cache stores and the trial records and reports hold."""
 
     value: float
     unit: str = ""
@@ -49,9 +50,9 @@ class MetricValue(_Stored):
     n: int | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    flag: str | None = None
+    flag: str | None = None  # set when the measurement is not trustworthy (e.g. high variation)
     details: dict[str, Any] = Field(default_factory=dict)
-    label: str | None = None  # readable, e.g. "decode p50 (ms/token)"
+    label: str | None = None  # readable, e.g. "decode p50 (ms/token)"; None in records older than it
 
     @property
     def title(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from autotune.records import StudyView, TrialRecord
 
-__all__ = ["StudyResult"]
+__all__ = ["Reselection", "StudyResult"]
 
 
 @dataclass
@@ -48,3 +48,12 @@ class StudyResult:
         from autotune.report.console import print_summary
 
         print_summary(self)
+
+
+@dataclass(frozen=True)
+class Reselection:
+    """What ``autotune select`` did: the choice, the exported ``best/`` (None: no trial chosen) and the results folder."""
+
+    selection: Any  # autotune.selection.Selection
+    best: Path | None
+    report_dir: Path

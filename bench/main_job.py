@@ -105,7 +105,7 @@ def instrument() -> None:
     import autotune.result
     import autotune.search.final
     import autotune.search.study
-    from autotune.evaluation.base import EVALUATOR_REGISTRY
+    from autotune.evaluation.base import METRIC_TYPES
     from autotune.passes.base import PASS_REGISTRY
 
     wrap(autotune.pipeline, "resolve_input_model", "input model: fetch/convert or cache lookup", context=True)
@@ -133,7 +133,7 @@ def instrument() -> None:
         PROBES.append((structure_key(model.path, provider=kwargs["provider"]) or f"model {model.key[:12]}", model.key))
 
     wrap(memory_probe, "run_probe", PROBE_PROCESS_LABEL, after=count_probe)
-    for cls in {EVALUATOR_REGISTRY.get(n) for n in EVALUATOR_REGISTRY.names()}:
+    for cls in {METRIC_TYPES.get(n) for n in METRIC_TYPES.names()}:
         if cls is not None and "evaluate" in cls.__dict__:
             wrap(cls, "evaluate", f"eval {cls.type_name}")
     wrap(autotune.search.study, "measure_baselines", "baseline", context=True)

@@ -92,7 +92,7 @@ def main() -> None:
                         "cached_seconds": cached, "uncached_seconds": uncached, "ratio": ratio, "goal_ratio_max": 0.4})
     report.section("Setup", (
         f"12 trials = r {RANKS} x target sets {[','.join(t) for t in common.TARGET_SETS]} x precision {PRECISIONS}; "
-        f"grid sampler; {args.repeats} repeat(s), median (min–max). Evaluator: accuracy (label scoring, no perplexity), "
+        f"grid sampler; {args.repeats} repeat(s), median (min–max). MetricType: accuracy (label scoring, no perplexity), "
         "latency (1 warm-up + 3 repeats, 16 tokens), size on disk (no memory probe). "
         "**Baseline evaluation off** (`engine.evaluate_input_model: false`); early stopping off. "
         "Cached: one study, one fresh cache per repeat. Uncached: each point as its own single run with its own fresh, empty cache. "

@@ -33,9 +33,9 @@ TIMINGS: list[tuple[str, str, float, float]] = []
 def time_evaluators() -> None:
     """Wrap each registered evaluator's ``evaluate`` (in this process only) to record its seconds."""
     import autotune.evaluation  # noqa: F401  (registers the evaluators)
-    from autotune.evaluation.base import EVALUATOR_REGISTRY
+    from autotune.evaluation.base import METRIC_TYPES
 
-    for cls in {cls for _, cls in EVALUATOR_REGISTRY.items()}:
+    for cls in {cls for _, cls in METRIC_TYPES.items()}:
         if "evaluate" in cls.__dict__:
             cls.evaluate = timed(cls.__dict__["evaluate"], cls.type_name)
 

@@ -23,6 +23,7 @@ import pytest
 from typer.testing import CliRunner
 
 from autotune.cli import app
+from autotune.errors import UserError
 from tests.conftest import tiny_config
 
 ACC, PPL, LAT = "accuracy-accuracy", "accuracy-perplexity", "latency-decode_ms_per_token_p50"
@@ -177,6 +178,25 @@ def test_best_weights_are_hard_links_to_the_cache(study: dict[str, Any]) -> None
     assert weights.stat().st_size >= 1 << 20  # large enough to be linked
     assert len(cached) == 1 and weights.stat().st_nlink >= 2  # one copy on disk, shared with the cache entry
     assert (best / "genai_config.json").stat().st_nlink == 1  # small files are real copies, free to edit
+
+
+# -- the same through the Python API (the CLI only parses and prints) ----------------------------
+
+def test_the_api_does_what_trials_select_and_report_do(study: dict[str, Any]) -> None:
+    from autotune import api
+
+    frame = api.trials(study["out"])
+    assert list(frame["number"]) == list(study["trials"]["number"]) and list(frame[LAT]) == list(study["trials"][LAT])
+    trials = study["trials"]
+    fastest = int(trials.loc[trials[LAT].idxmin(), "number"])
+    done = api.select(study["out"], policy="min-latency")
+    assert done.selection.record.number == fastest and done.best == study["out"] / "best"
+    assert card_trial(json.loads((done.best / "model_card.json").read_text())) == fastest
+    files = api.report(study["out"])
+    assert files and all(path.is_file() for path in files.values())
+    assert api.validate(study["path"]).engine.evaluator == "ev"
+    with pytest.raises(UserError, match="no study.db here"):
+        api.open_study(study["root"])
 
 
 # -- evaluate ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def test_a_second_registration_under_a_taken_name_is_refused_case_insensitively(
 
 def test_a_pass_an_evaluator_and_a_policy_cannot_replace_a_built_in() -> None:
     import autotune.evaluation  # noqa: F401  (the built-in evaluators)
-    from autotune.evaluation.base import Evaluator, register_evaluator
+    from autotune.evaluation.base import MetricType, register_metric_type
     from autotune.passes import Pass, get_pass, register_pass
     from autotune.selection import Policy, register_policy
 
@@ -33,11 +33,11 @@ def test_a_pass_an_evaluator_and_a_policy_cannot_replace_a_built_in() -> None:
         register_pass()(Impostor)  # type: ignore[type-abstract]
     assert get_pass("lora", path="x") is lora
 
-    class FakeAccuracy(Evaluator):
+    class FakeAccuracy(MetricType):
         type_name = "accuracy"
 
     with pytest.raises(DuplicateNameError):
-        register_evaluator()(FakeAccuracy)  # type: ignore[type-abstract]
+        register_metric_type()(FakeAccuracy)  # type: ignore[type-abstract]
 
     class Greedy(Policy):
         name = "knee"

@@ -16,16 +16,16 @@ from autotune.evaluation.backends import Backend, open_backend
 from autotune.evaluation.base import (
     EvalContext,
     EvalModel,
-    Evaluator,
-    EvaluatorParams,
     Metric,
+    MetricType,
+    MetricTypeParams,
     SubType,
-    register_evaluator,
+    register_metric_type,
 )
 from autotune.evaluation.metrics import classification_scores, wilson_interval
 
 
-class AccuracyParams(EvaluatorParams):
+class AccuracyParams(MetricTypeParams):
     # label_scoring: pick the label whose continuation is most likely (no generation);
     # generation: greedy decode and compare the normalised text with the label.
     mode: Literal["label_scoring", "generation"] = "label_scoring"
@@ -43,8 +43,8 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text)
 
 
-@register_evaluator("accuracy_score")
-class AccuracyEvaluator(Evaluator):
+@register_metric_type("accuracy_score")
+class AccuracyEvaluator(MetricType):
     type_name = "accuracy"
     # 2: per-row outcomes stored (details.correct) for paired comparisons; 3: perplexity over the answer,
     # its terminator and EOS only (it was over prompt and answer), labels scored with their terminator

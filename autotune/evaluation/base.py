@@ -1,44 +1,28 @@
-"""The Evaluator interface, its registry, and the typed metric record every evaluator returns."""
+"""The metric-type interface (``MetricType``: one family of metrics, e.g. accuracy or latency), its registry, and the
+typed metric value every metric type returns.
+
+The names before 0.2 (``Evaluator``, ``EvaluatorParams``, ``register_evaluator``, ``EVALUATOR_REGISTRY``) still import,
+with a ``DeprecationWarning``, for one release. "Evaluator" now means only the config's named set of metrics
+(``evaluators:``) and what runs it (``autotune.evaluation.runner.ModelEvaluator``)."""
 
 from __future__ import annotations
 
 import platform
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from autotune.errors import ConfigError, did_you_mean
-from autotune.records import MetricKind  # one definition: what the study and the policies treat a metric as
+from autotune.record_schema import MetricKind, MetricValue  # one definition each, shared with the stored records
 from autotune.registry import Registry
 
-
-@dataclass
-class Metric:
-    """One measured value with its unit and direction; accuracy carries n and a 95% interval."""
-
-    name: str
-    value: float
-    unit: str
-    higher_is_better: bool
-    n: int | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    flag: str | None = None  # set when the measurement is not trustworthy (e.g. high variation)
-    details: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None  # readable, e.g. "decode p50 (ms/token)"; None in records older than it
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Metric:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
+# The one metric value type: what an evaluator returns is what the cache, the trial records and the reports hold
+# (autotune.record_schema.MetricValue); ``Metric`` is its name in evaluator code.
+Metric = MetricValue
 
 
 @dataclass(frozen=True)
@@ -96,13 +80,13 @@ class EvalContext:
     shared: dict[str, Any] = field(default_factory=dict)
 
 
-class EvaluatorParams(BaseModel):
+class MetricTypeParams(BaseModel):
     """Base of each evaluator's ``user_config`` model."""
 
     model_config = ConfigDict(extra="forbid")
 
 
-class Evaluator(ABC):
+class MetricType(ABC):
     """Measures one family of metrics.
 
     ``SUB_TYPES`` declares each sub-type's metadata once (unit, direction, readable label, kind);
@@ -111,7 +95,7 @@ class Evaluator(ABC):
     type listed there runs first, so a measurement it shares is reused rather than repeated)."""
 
     type_name: ClassVar[str]
-    Params: ClassVar[type[EvaluatorParams]] = EvaluatorParams
+    Params: ClassVar[type[MetricTypeParams]] = MetricTypeParams
     SUB_TYPES: ClassVar[dict[str, SubType]] = {}
     ALIASES: ClassVar[dict[str, str]] = {}
     needs_data: ClassVar[bool] = False
@@ -163,18 +147,19 @@ class Evaluator(ABC):
     def metric(self, name: str, value: float, ctx: EvalContext | None = None, **fields: Any) -> Metric:
         """A ``Metric`` for sub-type ``name`` with its declared unit, direction and label."""
         info = (ctx.sub_types.get(name) if ctx else None) or self.describe(name)
-        return Metric(name, float(value), info.unit, info.higher_is_better, label=info.label, **fields)
+        return Metric(name=name, value=float(value), unit=info.unit, higher_is_better=info.higher_is_better, label=info.label,
+                      **fields)
 
 
-EVALUATOR_REGISTRY: Registry[type[Evaluator]] = Registry("metric type")
+METRIC_TYPES: Registry[type[MetricType]] = Registry("metric type")
 
 
-def register_evaluator(*names: str) -> Callable[[type[Evaluator]], type[Evaluator]]:
+def register_metric_type(*names: str) -> Callable[[type[MetricType]], type[MetricType]]:
     """Class decorator: register an evaluator under its ``type_name`` and extra names."""
 
-    def wrap(cls: type[Evaluator]) -> type[Evaluator]:
+    def wrap(cls: type[MetricType]) -> type[MetricType]:
         for name in (cls.type_name, *names):
-            EVALUATOR_REGISTRY.add(name, cls)
+            METRIC_TYPES.add(name, cls)
         return cls
 
     return wrap
@@ -204,3 +189,18 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+# Deprecated names (0.1) -> their replacements; importing one warns, and it is the same object.
+_DEPRECATED = {"Evaluator": "MetricType", "EvaluatorParams": "MetricTypeParams", "register_evaluator": "register_metric_type",
+               "EVALUATOR_REGISTRY": "METRIC_TYPES"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        import warnings
+
+        warnings.warn(f"autotune.evaluation.{name} is deprecated; use {_DEPRECATED[name]} (it will be removed in 0.3)",
+                      DeprecationWarning, stacklevel=2)
+        return globals()[_DEPRECATED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

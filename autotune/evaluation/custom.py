@@ -25,14 +25,14 @@ from autotune.errors import ConfigError
 from autotune.evaluation.base import (
     EvalContext,
     EvalModel,
-    Evaluator,
-    EvaluatorParams,
     Metric,
-    register_evaluator,
+    MetricType,
+    MetricTypeParams,
+    register_metric_type,
 )
 
 
-class CustomParams(EvaluatorParams):
+class CustomParams(MetricTypeParams):
     model_config = ConfigDict(extra="allow")
     function: str
 
@@ -60,8 +60,8 @@ def load_function(spec: str, *, base: Path, where: str) -> Callable[..., dict[st
     return fn
 
 
-@register_evaluator("user")
-class CustomEvaluator(Evaluator):
+@register_metric_type("user")
+class CustomEvaluator(MetricType):
     type_name = "custom"
     Params = CustomParams
 

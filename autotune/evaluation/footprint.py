@@ -15,16 +15,16 @@ from autotune.evaluation import memory_probe
 from autotune.evaluation.base import (
     EvalContext,
     EvalModel,
-    Evaluator,
-    EvaluatorParams,
     Metric,
+    MetricType,
+    MetricTypeParams,
     SubType,
-    register_evaluator,
+    register_metric_type,
 )
 from autotune.evaluation.latency import PROBE_KEY
 
 
-class FootprintParams(EvaluatorParams):
+class FootprintParams(MetricTypeParams):
     memory: bool = True
     generate_tokens: int = Field(16, gt=0)
 
@@ -40,8 +40,8 @@ def folder_bytes(path: object) -> int:
     return sum(p.stat().st_size for p in Path(str(path)).rglob("*") if p.is_file() and p.name not in PASS_REPORTS)
 
 
-@register_evaluator("size", "memory")
-class FootprintEvaluator(Evaluator):
+@register_metric_type("size", "memory")
+class FootprintEvaluator(MetricType):
     type_name = "footprint"
     version = 2  # 2: peak memory from the latency process when there is one
     Params = FootprintParams

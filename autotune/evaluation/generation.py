@@ -23,11 +23,11 @@ from autotune.evaluation.backends import open_backend
 from autotune.evaluation.base import (
     EvalContext,
     EvalModel,
-    Evaluator,
-    EvaluatorParams,
     Metric,
+    MetricType,
+    MetricTypeParams,
     SubType,
-    register_evaluator,
+    register_metric_type,
 )
 from autotune.evaluation.metrics import bootstrap_interval, wilson_interval
 
@@ -37,7 +37,7 @@ TEXT_SCORES = ("rouge_l", "chrf", "bleu", "exact_match")
 RESAMPLES = 2000
 
 
-class GenerationParams(EvaluatorParams):
+class GenerationParams(MetricTypeParams):
     # Token limit of each answer; default: the longest reference answer (with its terminator) plus two.
     max_new_tokens: int | None = Field(None, gt=0)
     max_examples: int | None = Field(None, gt=0)
@@ -78,8 +78,8 @@ def bootstrap_mean_interval(values: list[float], *, resamples: int = RESAMPLES, 
     return min(low, mean), max(high, mean)
 
 
-@register_evaluator()
-class GenerationEvaluator(Evaluator):
+@register_metric_type()
+class GenerationEvaluator(MetricType):
     type_name = "generation"
     version = 2  # 2: each row's input, reference and prediction stored (details.predictions)
     Params = GenerationParams

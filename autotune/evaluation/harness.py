@@ -29,7 +29,7 @@ from pydantic import Field, field_validator
 
 from autotune.errors import ConfigError
 from autotune.evaluation.backends import open_backend
-from autotune.evaluation.base import EvalContext, EvalModel, Evaluator, EvaluatorParams, Metric, SubType, register_evaluator
+from autotune.evaluation.base import EvalContext, EvalModel, Metric, MetricType, MetricTypeParams, SubType, register_metric_type
 from autotune.evaluation.metrics import wilson_interval
 
 __all__ = ["LmEvalEvaluator", "LmEvalParams", "resolve_sub_type"]
@@ -43,7 +43,7 @@ RATIO_METRICS = frozenset({"acc", "acc_norm", "acc_mutual_info", "exact_match", 
                            "prompt_level_strict_acc", "prompt_level_loose_acc", "inst_level_strict_acc", "inst_level_loose_acc"})
 
 
-class LmEvalParams(EvaluatorParams):
+class LmEvalParams(MetricTypeParams):
     tasks: list[str] = Field(min_length=1)
     # A folder of the user's own task YAMLs (relative to the config file); searched before lm-eval's own tasks.
     include_path: str | None = None
@@ -95,8 +95,8 @@ def resolve_sub_type(name: str, reported: dict[str, list[str]], *, where: str) -
     return found[0]
 
 
-@register_evaluator("lm-eval", "lm_evaluation_harness")
-class LmEvalEvaluator(Evaluator):
+@register_metric_type("lm-eval", "lm_evaluation_harness")
+class LmEvalEvaluator(MetricType):
     type_name = "lm_eval"
     Params = LmEvalParams
     version = 1

@@ -20,13 +20,13 @@ from autotune.evaluation import memory_probe
 from autotune.evaluation.base import (
     EvalContext,
     EvalModel,
-    Evaluator,
-    EvaluatorParams,
     MeasurementError,
     Metric,
+    MetricType,
+    MetricTypeParams,
     SubType,
     environment,
-    register_evaluator,
+    register_metric_type,
 )
 from autotune.evaluation.precision import median_ci
 from autotune.threads import session_threads, usable_cpus
@@ -36,7 +36,7 @@ PROBE_KEY = "fresh_process_probe"
 STATS = ("avg", "p50", "p90", "p99")
 
 
-class LatencyParams(EvaluatorParams):
+class LatencyParams(MetricTypeParams):
     prompt_tokens: int = Field(32, gt=0)
     # Long generations: each repeat's decode ms/token is a mean over this many steps.
     generate_tokens: int = Field(64, gt=1)
@@ -71,8 +71,8 @@ def summarise(values_ms: list[float]) -> dict[str, float]:
     }
 
 
-@register_evaluator()
-class LatencyEvaluator(Evaluator):
+@register_metric_type()
+class LatencyEvaluator(MetricType):
     type_name = "latency"
     # 2: measured in a fresh process (that also measures peak memory), not the study process; 3: repeats to a
     # stated precision, the median's interval reported

@@ -12,8 +12,8 @@ from autotune.cache import Cache, hash_key
 from autotune.config.errors import validate_model
 from autotune.config.schema import EvaluatorConfig, GoalConfig, RunConfig
 from autotune.errors import ConfigError
-from autotune.evaluation import get_evaluator
-from autotune.evaluation.base import EvalContext, EvalModel, Evaluator, Metric, SubType, environment
+from autotune.evaluation import get_metric_type
+from autotune.evaluation.base import EvalContext, EvalModel, Metric, MetricType, SubType, environment
 from autotune.evaluation.goals import Bound, resolve_goal
 
 log = logging.getLogger("autotune")
@@ -38,7 +38,7 @@ def metric_specs(evaluator: EvaluatorConfig, *, where: str = "evaluators") -> li
     specs: list[MetricSpec] = []
     for i, metric in enumerate(evaluator.metrics):
         mpath = f"{where}.metrics[{i}]"
-        cls = get_evaluator(metric.type, where=f"{mpath}.type")
+        cls = get_metric_type(metric.type, where=f"{mpath}.type")
         validate_model(cls.Params, metric.user_config, f"{mpath}.user_config")
         for j, sub in enumerate(metric.sub_types):
             name = cls.sub_type(sub.name, where=f"{mpath}.sub_types[{j}].name")
@@ -72,7 +72,7 @@ class ModelEvaluator:
     def _reads_data(self, index: int) -> bool:
         """Metric ``index`` reads data rows (its value depends on the data and the split)."""
         metric = self.metric_set.metrics[index]
-        return metric.data_config is not None or get_evaluator(metric.type, where="").needs_data
+        return metric.data_config is not None or get_metric_type(metric.type, where="").needs_data
 
     def _data_for(self, index: int) -> Any:
         return self.data_loader(self.data_name(index)) if self._reads_data(index) else None
@@ -100,7 +100,7 @@ class ModelEvaluator:
         """What changes a measurement: the evaluator type, its version and user_config, the data, the model
         and the provider. Priorities and goals only change how results are used, so they stay out."""
         metric = self.metric_set.metrics[index]
-        cls = get_evaluator(metric.type, where="")
+        cls = get_metric_type(metric.type, where="")
         structure = self.structure_of(model) if cls.per_structure else None
         key: dict[str, Any] = {
             "evaluation": EVALUATION_VERSION, "type": cls.type_name, "version": cls.version,
@@ -124,10 +124,10 @@ class ModelEvaluator:
 
     def _order(self) -> list[int]:
         """Metric indices in the order to measure them: a type named in another's ``run_after`` first."""
-        types = [get_evaluator(m.type, where="") for m in self.metric_set.metrics]
+        types = [get_metric_type(m.type, where="") for m in self.metric_set.metrics]
         return sorted(range(len(types)), key=lambda i: any(t.type_name in types[i].run_after for t in types))
 
-    def _sub_types(self, cls: type[Evaluator], index: int) -> dict[str, SubType]:
+    def _sub_types(self, cls: type[MetricType], index: int) -> dict[str, SubType]:
         out = {}
         for sub in self.metric_set.metrics[index].sub_types:
             name = cls.sub_type(sub.name, where="")
@@ -143,12 +143,12 @@ class ModelEvaluator:
             if only is not None and index not in only:
                 continue
             metric = self.metric_set.metrics[index]
-            cls = get_evaluator(metric.type, where="")
+            cls = get_metric_type(metric.type, where="")
             data = self._data_for(index)
             key = self.cache_key(index, model, data)
             cached = self.cache.get_json(key) if self.use_cache else None
             if cached is not None:
-                measured = {k: Metric.from_dict(v) for k, v in cached["metrics"].items()}
+                measured = {k: Metric.model_validate(v) for k, v in cached["metrics"].items()}
                 log.debug("metric %s: cache hit", metric.name)
             else:
                 params = validate_model(cls.Params, metric.user_config, f"evaluators.{self.name}.metrics[{index}].user_config")
@@ -162,7 +162,7 @@ class ModelEvaluator:
                     for metric_value in measured.values():
                         metric_value.details.update({"structure_key": structure, "measured_on": model.key})
                 log.info("metric %-10s measured in %.1f s", metric.name, seconds)
-                self.cache.put_json(key, {"metrics": {k: v.to_dict() for k, v in measured.items()}, "seconds": seconds})
+                self.cache.put_json(key, {"metrics": {k: v.model_dump(mode="json") for k, v in measured.items()}, "seconds": seconds})
             for spec in self.specs:
                 if spec.metric_index == index:
                     if spec.sub_type not in measured:
@@ -191,8 +191,8 @@ class ModelEvaluator:
 
 def metrics_record(metrics: dict[str, Metric], baseline: dict[str, Metric] | None, bounds: list[Bound]) -> dict[str, Any]:
     return {
-        "metrics": {k: v.to_dict() for k, v in metrics.items()},
-        "baseline": {k: v.to_dict() for k, v in (baseline or {}).items()},
+        "metrics": {k: v.model_dump(mode="json") for k, v in metrics.items()},
+        "baseline": {k: v.model_dump(mode="json") for k, v in (baseline or {}).items()},
         "goals": [
             {"metric": b.metric, "bound": b.describe(), "met": b.violation(metrics[b.metric].value) <= 0}
             for b in bounds if b.metric in metrics

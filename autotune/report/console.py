@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["print_summary"]
+__all__ = ["print_summary", "print_trials", "trials_table"]
 
 
 def _title(objective: Any) -> str:
@@ -86,3 +86,25 @@ def _print_single(result: Any, console: Console) -> None:
             "baseline": {k: m.model_dump(mode="json") for k, m in result.view.baseline.items()},
         }))
     console.print(f"model: {result.report_dir / 'model'}  (total {record.seconds:.1f} s)")
+
+
+def trials_table(view: Any, frame: Any) -> Table:
+    """The ``autotune trials`` table: each trial's state, parameters, objectives, seconds and failure or prune reason
+    (``frame``: :func:`autotune.report.frames.trials_frame` of the view's records)."""
+    objectives = [o.metric for o in view.objectives]
+    columns = ["number", "state", "feasible", *[c for c in frame.columns if c.startswith("param.")],
+               *[m for m in objectives if m in frame.columns], "seconds.total", "fail_reason", "prune_reason"]
+    table = Table(title=f"study {view.name}")
+    for column in columns:
+        table.add_column(column.removeprefix("param."))
+    for _, row in frame.iterrows():
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            cells.append("" if value is None or value != value else (f"{value:.4g}" if isinstance(value, float) else str(value)))
+        table.add_row(*cells)
+    return table
+
+
+def print_trials(view: Any, frame: Any, console: Console | None = None) -> None:
+    (console or Console(width=max(160, Console().width))).print(trials_table(view, frame))

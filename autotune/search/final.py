@@ -86,7 +86,7 @@ def remeasure_latency(view: StudyView, ctx: RunContext, records: list[TrialRecor
         # One fresh process per structure per round (latency only: memory is not measured again).
         for structure, members in groups.items():
             for key, metric in evaluator.evaluate(members[0][2], only=latency).items():
-                values[structure].setdefault(key, []).append(MetricValue.model_validate(metric.to_dict()))
+                values[structure].setdefault(key, []).append(metric)
         # Only the objectives order the Pareto set: a tracked latency (priority -1, e.g. time to first token)
         # whose intervals overlap does not need more rounds; with no latency objective, every latency metric counts.
         ranked = {o.metric for o in view.meta.objectives} & {k for by_key in values.values() for k in by_key}
@@ -179,5 +179,5 @@ def evaluate_test(view: StudyView, ctx: RunContext, records: list[TrialRecord], 
         if model is None:
             continue
         measured = evaluator.evaluate(model, only=data_metrics)
-        record.test_metrics = {k: MetricValue.model_validate(m.to_dict()) for k, m in measured.items()}
+        record.test_metrics = {k: m for k, m in measured.items()}
         write_final(view.study, record.number, test_metrics=record.test_metrics)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from autotune.config.errors import validate_model
 from autotune.config.schema import CandidateModelConfig, DataConfig, EvaluatorConfig, InputModelConfig, PassConfig
 from autotune.errors import ConfigError, UserError
-from autotune.evaluation import get_evaluator
+from autotune.evaluation import get_metric_type
 from autotune.evaluation.runner import EVALUATION_VERSION
 from autotune.plan import Slot, all_steps, build_plan
 from autotune.records import StudyFingerprint, StudyMeta, read_meta
@@ -66,7 +66,7 @@ def _evaluator_entry(config: RunConfig, *, versions: bool) -> dict[str, Any]:
         metrics = config.evaluators[engine.evaluator]
         evaluator["metrics"] = metrics.model_dump(mode="json")["metrics"]
         if versions:
-            types = [get_evaluator(m.type, where="") for m in metrics.metrics]
+            types = [get_metric_type(m.type, where="") for m in metrics.metrics]
             evaluator["versions"] = {"evaluation": EVALUATION_VERSION, "types": {t.type_name: t.version for t in types}}
             inputs = _metric_inputs(config)
             if inputs:  # files a metric reads outside the config (lm-eval task files): part of what scored the trials
@@ -78,7 +78,7 @@ def _metric_inputs(config: RunConfig) -> dict[str, Any]:
     """Each metric's ``cache_inputs`` (what outside the config it reads), by metric name; none: left out."""
     out: dict[str, Any] = {}
     for i, metric in enumerate(config.evaluators[config.engine.evaluator].metrics):
-        cls = get_evaluator(metric.type, where="")
+        cls = get_metric_type(metric.type, where="")
         params = validate_model(cls.Params, metric.user_config, f"evaluators.{config.engine.evaluator}.metrics[{i}].user_config")
         inputs = cls.cache_inputs(params, base_dir=config.config_dir, sub_types=[s.name for s in metric.sub_types])
         if inputs is not None:
@@ -301,7 +301,7 @@ def _version_differences(old: StudyFingerprint, new: StudyFingerprint, config: A
     types_then, types_now = before.get("types") or {}, now.get("types") or {}
     metrics = config.evaluators[config.engine.evaluator].metrics if config.engine.evaluator in config.evaluators else []
     for i, metric in enumerate(metrics):
-        type_name = get_evaluator(metric.type, where="").type_name
+        type_name = get_metric_type(metric.type, where="").type_name
         if type_name in types_then and types_then[type_name] != types_now.get(type_name):
             return [(f"{where}.metrics[{i}].type", f"the study's trials were scored by metric type {type_name} version "
                                                    f"{types_then[type_name]}, this autotune's is version "

@@ -22,7 +22,6 @@ from autotune.evaluation.goals import Bound
 from autotune.logging_setup import dropped_messages, ignored_warning, library_level
 from autotune.records import (
     DataSummary,
-    MetricValue,
     ObjectiveSpec,
     StudyMeta,
     StudyPrecision,
@@ -203,14 +202,14 @@ class Study:
         self.meta = StudyMeta(
             mode=self.mode, objectives=objectives,
             bounds=list(self.bounds),
-            baseline={k: MetricValue.model_validate(v.to_dict()) for k, v in (baseline or {}).items()},
+            baseline={k: v for k, v in (baseline or {}).items()},
             baseline_kind=baseline_kind,
-            baseline_reference={k: MetricValue.model_validate(v.to_dict()) for k, v in (reference or {}).items()},
+            baseline_reference={k: v for k, v in (reference or {}).items()},
             data=self._data_summaries(),
             config=stored_config(self.cfg), provider=self.cfg.engine.provider, versions=environment(),
             device=device_info(self.ctx.pipeline.device), grid_enqueued=bool(previous and previous.grid_enqueued),
             fingerprint=fingerprint, bases=base_infos(self.cfg),
-            base_baselines={name: {k: MetricValue.model_validate(v.to_dict()) for k, v in b.items()}
+            base_baselines={name: {k: v for k, v in b.items()}
                             for name, b in measured.per_base.items()},
             base_bounds={name: list(bounds) for name, bounds in self.base_bounds.items()},
         )

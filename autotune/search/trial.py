@@ -19,7 +19,7 @@ from autotune.evaluation.base import EvalModel
 from autotune.evaluation.goals import Bound
 from autotune.fileio import write_text
 from autotune.plan import base_of, resolve
-from autotune.records import MetricValue, ObjectiveSpec, PassSummary, TrialRecord, write_constraints, write_record
+from autotune.records import ObjectiveSpec, PassSummary, TrialRecord, write_constraints, write_record
 from autotune.search.early_stop import MedianRule, TrialStopped
 from autotune.search.fidelity import SliceStopped
 from autotune.search.objectives import constraint_values
@@ -140,7 +140,7 @@ class TrialRunner:
             else:
                 metrics = self.evaluator.evaluate(model)
             record.evaluation_seconds = time.perf_counter() - eval_began
-            record.metrics = {k: MetricValue.model_validate(m.to_dict()) for k, m in metrics.items()}
+            record.metrics = {k: m for k, m in metrics.items()}
             values = {k: m.value for k, m in metrics.items()}
         # A run without an evaluator (a single run may have none) is measured by its wall time alone.
         values.setdefault("seconds.total", time.perf_counter() - began)

@@ -10,15 +10,15 @@ import pytest
 
 from autotune.cache import Cache
 from autotune.config_checks import load_config
-from autotune.evaluation import get_evaluator
+from autotune.evaluation import get_metric_type
 from autotune.evaluation.base import (
-    EVALUATOR_REGISTRY,
+    METRIC_TYPES,
     EvalContext,
     EvalModel,
-    Evaluator,
     Metric,
+    MetricType,
     SubType,
-    register_evaluator,
+    register_metric_type,
 )
 from autotune.evaluation.footprint import FootprintEvaluator
 from autotune.evaluation.latency import LatencyEvaluator
@@ -29,20 +29,20 @@ from tests.conftest import tiny_config
 
 
 def test_a_second_evaluator_under_a_taken_name_is_refused() -> None:
-    get_evaluator("accuracy", where="")  # the built-ins are registered
+    get_metric_type("accuracy", where="")  # the built-ins are registered
 
-    class Impostor(Evaluator):
+    class Impostor(MetricType):
         type_name = "latency"
 
         def evaluate(self, model: EvalModel, params: Any, ctx: EvalContext) -> dict[str, Metric]:
             return {}
 
     with pytest.raises(DuplicateNameError, match="latency"):
-        register_evaluator()(Impostor)
-    assert EVALUATOR_REGISTRY.get("latency") is LatencyEvaluator
+        register_metric_type()(Impostor)
+    assert METRIC_TYPES.get("latency") is LatencyEvaluator
     Impostor.type_name = "impostor_unique_name"
     with pytest.raises(DuplicateNameError, match="size"):  # an alias of footprint is taken too
-        register_evaluator("size")(Impostor)
+        register_metric_type("size")(Impostor)
 
 
 def evaluator_for(tmp_path: Path, tiny_model: Path, tone_file: Path) -> ModelEvaluator:
@@ -86,8 +86,22 @@ def test_sub_type_metadata_is_declared_once_and_reaches_specs_and_metrics(tmp_pa
     custom = specs["mine-anything"]
     assert (custom.unit, custom.higher_is_better, custom.kind) == ("", False, "other")
     # Every sub-type is declared as a SubType, and a Metric built by the evaluator carries it.
-    for cls in {c for _, c in EVALUATOR_REGISTRY.items()}:
+    for cls in {c for _, c in METRIC_TYPES.items()}:
         assert all(isinstance(v, SubType) for v in cls.SUB_TYPES.values())
     metric = FootprintEvaluator().metric("size_mb", 12.5)
     assert (metric.unit, metric.higher_is_better, metric.label) == ("MB", False, "size on disk (MB)")
-    assert Metric.from_dict({k: v for k, v in metric.to_dict().items() if k != "label"}).label is None  # older records load
+    assert Metric.model_validate({k: v for k, v in metric.model_dump().items() if k != "label"}).label is None  # older records load
+
+
+def test_the_old_metric_type_names_still_import_with_a_deprecation_warning() -> None:
+    import autotune.evaluation as evaluation
+    from autotune.evaluation import base
+
+    for old, new in {"Evaluator": "MetricType", "EvaluatorParams": "MetricTypeParams",
+                     "register_evaluator": "register_metric_type", "EVALUATOR_REGISTRY": "METRIC_TYPES"}.items():
+        with pytest.warns(DeprecationWarning, match=f"{old} is deprecated; use {new}"):
+            assert getattr(evaluation, old) is getattr(base, new)
+    with pytest.warns(DeprecationWarning, match="get_evaluator is deprecated"):
+        assert evaluation.get_evaluator is evaluation.get_metric_type
+    with pytest.raises(AttributeError):
+        evaluation.NoSuchName  # noqa: B018

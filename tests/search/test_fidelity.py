@@ -132,7 +132,7 @@ def test_survivors_get_exactly_the_full_evaluation_and_a_dominated_slice_stops(b
     full = evaluator.evaluate(model)
     rule = FidelityRule(ctx, evaluator, MultiFidelityConfig(first_rows=30), OBJECTIVES)
     survived = rule.evaluate(model, front((0.0, 1e9)))  # a front it clearly reaches
-    assert {k: m.to_dict() for k, m in survived.items()} == {k: m.to_dict() for k, m in full.items()}
+    assert {k: m.model_dump() for k, m in survived.items()} == {k: m.model_dump() for k, m in full.items()}
     with pytest.raises(SliceStopped, match="first 30 validation rows.*dominated by trial 0"):
         rule.evaluate(model, front((1.0, 0.0)))  # perfect and free: nothing can reach it
 
@@ -163,7 +163,6 @@ def test_a_study_prunes_a_dominated_trial_on_its_slice_and_counts_it_toward_max_
     the front; trial 1 (int8: larger) is scored on the first 30 rows only, its optimistic bound (0.116) is dominated
     by trial 0, so it is PRUNED with that reason; a pruned trial counts toward max_samples, so the study stops at 2
     and the third point stays queued."""
-    from dataclasses import replace
 
     import optuna
 
@@ -183,7 +182,8 @@ def test_a_study_prunes_a_dominated_trial_on_its_slice_and_counts_it_toward_max_
         n = metrics["accuracy"].n
         low, high = wilson_interval(n if right else 0, n)
         details = {**metrics["accuracy"].details, "correct": ("1" if right else "0") * n}
-        metrics["accuracy"] = replace(metrics["accuracy"], value=1.0 if right else 0.0, ci_low=low, ci_high=high, details=details)
+        metrics["accuracy"] = metrics["accuracy"].model_copy(update={"value": 1.0 if right else 0.0, "ci_low": low, "ci_high": high,
+                                                                       "details": details})
         return metrics
 
     monkeypatch.setattr(AccuracyEvaluator, "evaluate", all_right_or_all_wrong)
