@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from autotune.errors import UserError
-from autotune.logging_setup import go_offline, setup_logging
+from autotune.logging_setup import setup_logging
+from autotune.models.hub import go_offline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Search-based auto-tuner for small language models.")

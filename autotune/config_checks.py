@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from autotune.builder.support import check_architecture_before_running
 from autotune.config.errors import join_path
 from autotune.config.loader import parse_config, read_source
 from autotune.config.schema import RunConfig
@@ -19,7 +20,6 @@ from autotune.models.module_names import model_file
 from autotune.models.source import InputSource, locate_input_model, names_a_hub_model
 from autotune.passes import get_pass
 from autotune.passes.base import ModelFacts, Pass
-from autotune.passes.builder_support import check_architecture_before_running
 from autotune.plan import Step, all_steps, build_plan, check_passes, probe_points
 
 __all__ = ["check_candidate_tokenizer", "check_candidates", "check_chat_templates_before_running", "check_config",

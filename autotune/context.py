@@ -1,4 +1,6 @@
-"""What a pass may use besides its input model and parameters (the run's own state is ``run_context.RunContext``)."""
+"""What a pass may use besides its input model and parameters (the run's own state is ``run_context.RunContext``):
+while it runs (:class:`PassContext`), and while the chain's cache keys are computed (:class:`KeyContext`, the
+argument of ``Pass.cache_context``, which answers with a :class:`StepContext`)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from typing import Any
 
 from autotune.data import Dataset
 from autotune.errors import TrialTimeout
+from autotune.models.handle import ModelHandle
 
-__all__ = ["PassContext", "TrialTimeout"]  # TrialTimeout: re-exported (it lives in errors)
+__all__ = ["KeyContext", "PassContext", "StepContext", "TrialTimeout"]  # TrialTimeout: re-exported (it lives in errors)
 
 log = logging.getLogger("autotune")
 
@@ -42,3 +45,37 @@ class PassContext:
     def check_deadline(self, where: str) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise TrialTimeout(f"trial_timeout exceeded {where}")
+
+
+@dataclass
+class KeyContext:
+    """What of the run a pass's ``cache_context`` may read while the chain's keys are computed, before any pass
+    runs. The device and the data are read on first use: resolving ``engine.device`` may import torch."""
+
+    parent: str  # the key of the step's input model (the chain so far)
+    input_model: ModelHandle  # the base model the chain starts from
+    cache_root: Path
+    scratch: Path  # where work folders go (the cache's tmp/); one made here is removed here
+    read_device: Callable[[], str]  # ``engine.device`` resolved
+    read_data: Callable[[], Dataset] | None = None  # the step's data config; None: it names none
+    trust_remote_code: bool = False
+    # The study's training-precision decisions (autotune.records.StudyPrecision), when a study runs the pipeline.
+    shared_precision: Any = None
+
+    @property
+    def device(self) -> str:
+        return self.read_device()
+
+    @property
+    def data(self) -> Dataset | None:
+        return self.read_data() if self.read_data is not None else None
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a pass's ``cache_context`` decided of the run for one step: ``key`` enters its cache key (as its
+    ``runtime`` entry, when not empty), ``run`` holds the :class:`PassContext` fields it then runs with (by name:
+    the training precision measured on this CPU and the probe's timings)."""
+
+    key: dict[str, Any]
+    run: dict[str, Any] = field(default_factory=dict)

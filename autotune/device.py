@@ -202,7 +202,7 @@ def cuda_provider_problem() -> str | None:
         except ImportError:
             wants = "its CUDA/cuDNN"
         return (f"onnxruntime-gpu {ort_gpu} lists CUDAExecutionProvider but a session falls back to the CPU: it needs {wants} "
-                "libraries that do not load here (compare with nvidia-smi; see README 'GPU')")
+                "libraries that do not load here (compare with nvidia-smi; see docs/gpu.md)")
     return None
 
 

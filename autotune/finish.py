@@ -31,15 +31,18 @@ log = logging.getLogger("autotune")
 
 
 def selection_settings(view: StudyView, **given: Any) -> dict[str, Any]:
-    """The selection flags given, else the study config's ``engine.selection`` (the schema's defaults)."""
-    configured = RunConfig.model_validate(view.meta.config).engine.selection if view.meta.config else None
-    out = {
-        "policy": configured.policy if configured else "max-accuracy",
-        "min_accuracy": configured.min_accuracy if configured else None,
-        "latency_budget_ms": configured.latency_budget_ms if configured else None,
-        "weights": (configured.weights or None) if configured else None,
-        "prefer_cheaper": configured.prefer_cheaper if configured else True,
-    }
+    """The selection settings given (not None), else the study config's ``engine.selection`` (the schema's defaults):
+    every setting of :class:`autotune.config.schema.SelectionConfig` that :func:`autotune.selection.select` takes."""
+    import inspect
+
+    from autotune.config.schema import SelectionConfig
+    from autotune.selection import select as select_trial
+
+    configured = RunConfig.model_validate(view.meta.config).engine.selection if view.meta.config else SelectionConfig()
+    taken = set(inspect.signature(select_trial).parameters) - {"view"}
+    out = {name: getattr(configured, name) for name in SelectionConfig.model_fields if name in taken}
+    if "weights" in out:
+        out["weights"] = out["weights"] or None  # none configured: the policy's own default (every objective 1)
     out.update({k: v for k, v in given.items() if v is not None})
     return out
 

@@ -17,20 +17,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from autotune.cache import Cache, hash_key
 from autotune.config.schema import RunConfig
-from autotune.context import PassContext
+from autotune.context import KeyContext, PassContext
 from autotune.data import Dataset, load_data
 from autotune.device import release_memory
 from autotune.errors import DiskFullError, UserError
 from autotune.models.handle import ModelHandle
 from autotune.models.source import candidate_error, check_input_model, resolve_input_model
 from autotune.plan import Step, base_of, build_plan, resolve
-
-if TYPE_CHECKING:
-    from autotune.passes.precision_probe import ProbeDecision
 
 log = logging.getLogger("autotune")
 
@@ -41,14 +38,6 @@ class ChainLink(NamedTuple):
     step: Step
     params: Any
     key: str
-
-
-def probe_fields(probe: ProbeDecision | None) -> dict[str, Any]:
-    """The pass context's view of a precision probe: the precision it trains in, and the timings for train_stats."""
-    if probe is None:
-        return {}
-    return {"precision": probe.precision, "precision_probe": {"probe_fp32_step_s": probe.fp32_step_s,
-                                                             "probe_bf16_step_s": probe.bf16_step_s}}
 
 
 @dataclass
@@ -95,7 +84,8 @@ class Pipeline:
         self._inputs: dict[str | None, ModelHandle] = {}  # by base name (None: the one input model)
         self._data: dict[str, Dataset] = {}
         self._device: str | None = None
-        self._probes: dict[str, ProbeDecision] = {}  # fine-tune key -> the CPU precision probe's decision
+        # key -> the PassContext fields its step's cache_context decided (a fine-tune's: the CPU precision probe's decision)
+        self._run_fields: dict[str, dict[str, Any]] = {}
         # The study's precision decisions (autotune.records.StudyPrecision), set by the study that runs this pipeline.
         self.shared_precision: Any = None
 
@@ -155,38 +145,13 @@ class Pipeline:
             self._inputs[base] = resolve_input_model(self.config.for_base(base), self.cache)
         return self._inputs[base]
 
-    def _probed_precision(self, step: Step, params: Any, parent: str, base: str | None = None) -> ProbeDecision | None:
-        """The CPU precision probe's decision for a fine-tune of the input model with ``training_args.bf16``
-        unset on a CPU with bf16 instructions (cached per machine and shape); None where it does not apply."""
-        if not getattr(step.pass_cls, "probes_precision", False) or self.device != "cpu":
-            return None
-        if getattr(params.training_args, "bf16", None) is not None or getattr(params.training_args, "fp16", None):
-            return None  # forced by the user
-        if os.environ.get("AUTOTUNE_PRECISION_PROBE", "").lower() in ("0", "off", "false"):
-            return None  # turned off for this process and its children (the test suite does: machine-independent keys)
-        from autotune.device import bf16_supported
-
-        if not bf16_supported("cpu") or parent != self.input_model(base).key or not step.data_name:
-            return None  # no bf16 instructions, or a base that does not exist yet: fp32
-        from autotune.passes.precision_probe import choose_precision, trainer_probe
-
-        model, data = self.input_model(base), self.data(step.data_name)
-        args = params.training_args
-        # One decision per model, batch and sequence length on this machine, whatever the LoRA rank and targets: a
-        # probe per LoRA shape let timing noise train one study's fine-tunes at different precisions.
-        shape = hash_key({"model": parent, "batch": args.per_device_train_batch_size, "max_len": data.source_max_len,
-                          "checkpointing": args.gradient_checkpointing})
-        work = self.cache.tmp / f"probe-{os.getpid()}.{uuid.uuid4().hex[:12]}"
-
-        def measure(precision: Any) -> Any:
-            try:
-                return trainer_probe(model_path=model.path, params=params, data=data, work_dir=work, precision=precision,
-                                     trust_remote_code=self.config.for_base(base).input_model.trust_remote_code)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-                release_memory()
-
-        return choose_precision(cache_root=self.cache.root, shape_key=shape, measure=measure, shared=self.shared_precision)
+    def _key_context(self, step: Step, parent: str, base: str | None) -> KeyContext:
+        """What of the run ``step``'s ``cache_context`` may read (the device and the data on first use)."""
+        name = step.data_name
+        return KeyContext(parent=parent, input_model=self.input_model(base), cache_root=self.cache.root, scratch=self.cache.tmp,
+                          read_device=lambda: self.device, read_data=(lambda: self.data(name)) if name else None,
+                          trust_remote_code=self.config.for_base(base).input_model.trust_remote_code,
+                          shared_precision=self.shared_precision)
 
     # -- running --------------------------------------------------------------------------------
     def keys(self, point: dict[str, Any] | None = None) -> list[ChainLink]:
@@ -204,14 +169,12 @@ class Pipeline:
                 payload["provider"] = self.config.engine.provider
             if step.data_name and step.pass_cls().reads_data(params):
                 payload["data"] = self.data(step.data_name).key
-            probe = self._probed_precision(step, params, parent, base) if step.pass_cls.device_in_key else None
-            if step.pass_cls.device_in_key:
-                runtime = step.pass_cls().device_key(params, self.device, probe.precision if probe else None)
-                if runtime:  # empty for CPU fp32 training, whose keys predate engine.device
-                    payload["runtime"] = runtime
+            context = step.pass_cls().cache_context(params, self._key_context(step, parent, base))
+            if context is not None and context.key:  # empty for CPU fp32 training, whose keys predate engine.device
+                payload["runtime"] = context.key
             parent = hash_key(payload)
-            if probe is not None:
-                self._probes[parent] = probe
+            if context is not None and context.run:
+                self._run_fields[parent] = context.run
             chain.append(ChainLink(step, params, parent))
         return chain
 
@@ -325,7 +288,7 @@ class Pipeline:
             progress=self.observer.training_step,
             origin=step.origin,
             device=self.device if step.pass_cls.device_in_key else "cpu",
-            **probe_fields(self._probes.get(key)),
+            **self._run_fields.get(key, {}),
             deadline=deadline,
         )
         info = {"pass": step.pass_cls.type_name, "name": step.name, "params": params.resolved(),

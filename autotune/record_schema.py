@@ -16,8 +16,8 @@ __all__ = [
     "Owner", "PassSummary", "StudyFingerprint", "StudyMeta", "TrialRecord", "TrialState", "metric_kind",
 ]
 
-# 3: the meta has a fingerprint (a study of schema 2 reads with none, and gets one on its next run).
-SCHEMA_VERSION = 3
+# What each version changed, and the step that reads the one before: autotune.record_migrations.
+SCHEMA_VERSION = 4
 
 MetricKind = Literal["accuracy", "latency", "size", "memory", "other"]
 
@@ -216,8 +216,9 @@ class TrialRecord(_Stored):
     remeasured: dict[str, MetricValue] = Field(default_factory=dict)
     # The base model of the trial (its candidate's name), when the study searches the base model.
     base: str | None = None
-    # A DropLayers pass's summary: which blocks went (of how many), by what method.
-    dropped_layers: dict[str, Any] | None = None
+    # What each pass said of its run (``Pass.summary``), by pass name: e.g. which blocks a depth pass removed, of how many.
+    summaries: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
 
     @property
     def structure_key(self) -> str | None:

@@ -3,15 +3,16 @@ are in :mod:`autotune.record_schema` (re-exported here).
 
 This module is the only place that reads or writes Optuna user attributes. Every other module
 (selection, report, export, the CLI) gets these types, so a field has one name and one default.
-The stored form carries ``schema_version``; a study written by an older autotune (the attributes
-``objectives``/``bounds``/``provider``/``config``/``autotune_baseline``, no version) is read through
-:func:`upgrade_meta`, so an old ``study.db`` still opens.
+The stored form carries ``schema_version``; what an older autotune wrote (down to 0.1's separate attributes) is
+read through the migration steps of :mod:`autotune.record_migrations`, so an old ``study.db`` still opens, and is
+written back in today's shape.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from autotune.record_migrations import meta_from_attributes, migrate_meta, migrate_record
 from autotune.record_schema import (
     SCHEMA_VERSION,
     BaseModelInfo,
@@ -51,8 +52,6 @@ BASELINE_FINAL = "baseline"  # FINAL_ATTR's entry for the baseline (the others a
 CONSTRAINTS_ATTR = "autotune_constraints"
 # The CPU training-precision decisions the study's fine-tunes use, by machine class and model shape (one per study).
 PRECISION_ATTR = "autotune_precision"
-# Schema 1 (no version): the study's facts as separate attributes.
-_V1_ATTRS = ("objectives", "bounds", "provider", "config", "autotune_baseline")
 
 def write_constraints(trial: Any, violations: list[float]) -> None:
     """The trial's constraint violations, in bound order, where Optuna's constraints_func reads them."""
@@ -66,13 +65,13 @@ def read_constraints(trial: Any) -> list[float] | None:
 
 
 def write_record(trial: Any, record: TrialRecord) -> None:
-    trial.set_user_attr(RECORD_ATTR, record.model_dump(mode="json", exclude_none=False))
+    trial.set_user_attr(RECORD_ATTR, {**record.model_dump(mode="json", exclude_none=False), "schema_version": SCHEMA_VERSION})
 
 
 def read_record(trial: Any) -> TrialRecord:
     """The record of a frozen Optuna trial (a bare one for trials that died before writing it)."""
     raw = trial.user_attrs.get(RECORD_ATTR)
-    record = TrialRecord.model_validate(raw) if raw else TrialRecord(number=trial.number)
+    record = TrialRecord.model_validate(migrate_record(raw)) if raw else TrialRecord(number=trial.number)
     record.number = trial.number
     record.state = trial.state.name
     if not record.point:
@@ -107,7 +106,7 @@ def write_final_baseline(study: Any, remeasured: dict[str, MetricValue], *, base
 
 
 class StudyPrecision:
-    """The study's training-precision decisions (autotune.passes.precision_probe), kept with the study so every
+    """The study's training-precision decisions (autotune.training.precision), kept with the study so every
     worker, a resume and ``autotune select`` train a point in one precision, whatever their machine's load."""
 
     def __init__(self, study: Any) -> None:
@@ -129,29 +128,16 @@ class StudyPrecision:
 
 
 def write_meta(study: Any, meta: StudyMeta) -> None:
-    study.set_user_attr(META_ATTR, meta.model_dump(mode="json"))
+    """The meta, in today's shape (whatever version it was read from)."""
+    study.set_user_attr(META_ATTR, {**meta.model_dump(mode="json"), "schema_version": SCHEMA_VERSION})
 
 
 def read_meta(study: Any) -> StudyMeta:
-    """The study's meta, upgrading a schema-1 study (separate attributes, no version) on the fly."""
+    """The study's meta in today's shape, through the migration steps from the version it was written with (a study of
+    autotune 0.1 has no meta attribute: its separate attributes are version 1). ``schema_version`` says which."""
     attrs = study.user_attrs
-    if META_ATTR in attrs:
-        return StudyMeta.model_validate(attrs[META_ATTR])
-    return upgrade_meta(attrs)
-
-
-def upgrade_meta(attrs: dict[str, Any]) -> StudyMeta:
-    """Schema 1 -> 2: the same facts, typed; objectives get a kind from their metric id."""
-    objectives = [ObjectiveSpec(**{**o, "kind": metric_kind(o["metric"])}) for o in attrs.get("objectives", [])]
-    return StudyMeta(
-        schema_version=1,
-        objectives=objectives,
-        bounds=[BoundSpec(**b) for b in attrs.get("bounds", [])],
-        baseline={k: MetricValue(**v) for k, v in (attrs.get("autotune_baseline") or {}).items()},
-        config=attrs.get("config", {}),
-        provider=attrs.get("provider", ""),
-        grid_enqueued=bool(attrs.get("grid_enqueued", False)),
-    )
+    raw = attrs[META_ATTR] if META_ATTR in attrs else meta_from_attributes(attrs)
+    return StudyMeta.model_validate(migrate_meta(raw))
 
 
 class StudyView:

@@ -66,7 +66,7 @@ def held_out_logprobs(folder: Path, data: Any, *, rows: int, field: str | None =
 
     from autotune.data import encode_example, encode_row
     from autotune.models.loading import load_tokenizer
-    from autotune.passes.calibration import decoder_feed
+    from autotune.quant.calibration import decoder_feed
 
     decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
     graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph

@@ -1,7 +1,7 @@
 """A warning category ignored for one call, scoped: only the filter entry added is removed afterwards.
 
 A leaf module (no autotune import), so that the leaves (``autotune.device``) can use it too;
-:mod:`autotune.logging_setup` re-exports it with the other scoped helpers."""
+:mod:`autotune.library_noise` has the other scoped helpers."""
 
 from __future__ import annotations
 

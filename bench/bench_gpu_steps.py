@@ -75,7 +75,7 @@ def plain_side(kind: str, model: Path, device: str, steps: int, work: Path, feat
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Trainer, TrainingArguments, set_seed
 
-    from autotune.passes.lora import PadToLongest
+    from autotune.training.batches import PadToLongest
 
     set_seed(0)
     if device == "cuda":
@@ -107,7 +107,7 @@ def tone_features(model: Path) -> list[dict[str, list[int]]]:
     from autotune.config_checks import load_config
     from autotune.data import load_data
     from autotune.models.loading import load_tokenizer
-    from autotune.passes.lora import tokenize_rows
+    from autotune.training.batches import tokenize_rows
 
     cfg = load_config(common.config("tiny", common.RESULTS / "gpu-steps-cfg"), base_dir=common.ROOT)
     data = load_data(cfg.data_configs[0], where="data_configs[0]")

@@ -8,7 +8,7 @@ results/bench/gptq-cost/fp32): GPTQ as of ``--baseline`` (that commit's ``autotu
 ``rtn-mlas``, ONNX Runtime's default MatMulNBits rounding on GPTQ's own grid (MLAS's, the mixed pass's ``rtn``:
 against it GPTQ's gain is the error compensation alone), and ``rtn``, the ``OnnxBlockWiseRtnQuantization``
 pass on neural-compressor's RTN grid (symmetric scale 2·max/15, coarser than MLAS's max/8: against it the
-gain mixes grid and algorithm; see autotune/passes/weight_only.py). Per
+gain mixes grid and algorithm; see autotune/quant/weight_only.py). Per
 quantizer: the pass's wall seconds and where they went (calibration forward passes, Hessian accumulation,
 the GPTQ solves, packing; for the baseline its Hessian collection and solves are timed by wrapping its
 functions), the process's peak RSS (VmHWM of the fresh process, so imports and data loading count too)
@@ -78,7 +78,11 @@ def worker(args: argparse.Namespace) -> None:
     data = dataset(args.held_out, args.model)
     wrapped: dict[str, float] = {}
     if args.algorithm == "gptq":
-        import autotune.passes.gptq as gptq
+        try:  # the baseline tree (and every tree before autotune/quant/); tried first: an editable install's finder
+            # would hand a tree without autotune/quant/ this tree's module
+            import autotune.passes.gptq as gptq
+        except ImportError:
+            import autotune.quant.gptq as gptq  # type: ignore[no-redef]
 
         for name in ("input_moments", "gptq_codes"):  # the baseline's steps (this tree times its own)
             if hasattr(gptq, name):
@@ -127,8 +131,8 @@ def rtn_on_the_mlas_grid(fp32: Path, out: Path, *, block_size: int, symmetric: b
     quantizer), written as the int4 passes write a folder (tied embedding, companions, ``quant_stats.json``)."""
     import onnx
 
-    from autotune.passes.ort_quantize import copy_companions, save_with_external_data
-    from autotune.passes.weight_only import PassCost, quantize_int4, quiet_quantizer, tie_embedding
+    from autotune.builder.onnx_folder import copy_companions, save_with_external_data
+    from autotune.quant.weight_only import PassCost, quantize_int4, quiet_quantizer, tie_embedding
 
     cost = PassCost()
     with quiet_quantizer():

@@ -115,12 +115,15 @@ def instrument() -> None:
     owners = {next(c for c in cls.__mro__ if "run" in c.__dict__) for n in PASS_REGISTRY.names() if (cls := PASS_REGISTRY.get(n))}
     for owner in owners:
         wrap(owner, "run", pass_label, after=read_quant_stats)
-    try:  # the training-precision probe (fp32 against bf16 autocast), where this version has it
+    try:  # the training-precision probe (fp32 against bf16 autocast), where this version has it: before autotune/training/
         import autotune.passes.precision_probe as probe
-
-        wrap(probe, "choose_precision", PROBE_LABEL)
     except ImportError:
-        pass
+        try:
+            import autotune.training.precision as probe  # type: ignore[no-redef]
+        except ImportError:
+            probe = None  # type: ignore[assignment]
+    if probe is not None:
+        wrap(probe, "choose_precision", PROBE_LABEL)
     wrap(transformers.Trainer, "train", TRAINING_LABEL)
     import autotune.evaluation.memory_probe as memory_probe
 

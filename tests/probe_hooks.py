@@ -22,7 +22,7 @@ def ticking(seconds_per_call: float) -> Callable[[], float]:
 
 def install() -> None:
     import autotune.device
-    import autotune.passes.precision_probe as probe
+    import autotune.training.precision_probe as probe
 
     faster = os.environ["AUTOTUNE_TEST_PROBE_FASTER"]
     autotune.device.bf16_supported = lambda on: on == "cpu"  # type: ignore[assignment]

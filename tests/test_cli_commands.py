@@ -1,4 +1,4 @@
-"""The commands and flags the README lists, run as a user runs them, on one small study shared by the module:
+"""The commands and flags docs/commands.md lists, run as a user runs them, on one small study shared by the module:
 ``run`` (with ``--timeout`` and ``--fail-fast``), ``trials``, ``select`` and its flags, ``evaluate``; the
 ``peak_rss_mb`` and perplexity metrics; and the hard links in ``best/``.
 

@@ -15,7 +15,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-SETUP = "from autotune.logging_setup import go_offline, setup_logging; go_offline(); setup_logging(1)\n"
+SETUP = "from autotune.logging_setup import setup_logging; from autotune.models.hub import go_offline; go_offline(); setup_logging(1)\n"
 
 
 def test_unrelated_warnings_still_show_after_logging_setup() -> None:

@@ -19,7 +19,7 @@ import pytest
 
 import autotune
 from autotune.context import PassContext
-from autotune.logging_setup import QUANTIZER_LOGGERS
+from autotune.library_noise import QUANTIZER_LOGGERS
 from autotune.models.handle import ModelHandle
 from autotune.passes import get_pass
 from tests.conftest import TONES, tiny_config
@@ -138,16 +138,16 @@ def calibration_data(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory)
 def test_a_build_or_int4_pass_keeps_other_threads_output_out_of_the_builders_log(
         tiny_model: Path, calibration_data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capfd: pytest.CaptureFixture[str], pass_type: str, params: dict[str, Any]) -> None:
-    import autotune.passes.int4 as int4
+    import autotune.passes.weight_only_pass as weight_only_pass
 
     during: dict[str, Any] = {}
-    real_quantize = int4.quantize_int4
+    real_quantize = weight_only_pass.quantize_int4
 
     def quantize_spy(*args: Any, **kwargs: Any) -> Any:  # GPTQ's and the mixed pass's int4 body, in this process
         _look(during)
         return real_quantize(*args, **kwargs)
 
-    monkeypatch.setattr(int4, "quantize_int4", quantize_spy)
+    monkeypatch.setattr(weight_only_pass, "quantize_int4", quantize_spy)
     ours = logging.getLogger("autotune")
     collect = Collect()
     ours.addHandler(collect)

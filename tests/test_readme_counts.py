@@ -1,6 +1,10 @@
-"""What README.md says about the shipped configs is what the configs do (issue 28): every trial and
-fine-tune count it states is the grid the project's own search-space code builds from that config, and the
-files it says a DropLayers pass touches are the ones that name it."""
+"""What README.md and the docs say about the shipped configs is what the configs do (issue 28): every trial and
+fine-tune count they state is the grid the project's own search-space code builds from that config, and the
+files docs/extending.md says a DropLayers pass touches are the ones that name it.
+
+Where each statement lives: the main job's trial count at the top of README.md (and of docs/getting-started.md),
+the "Configs shipped" table in docs/getting-started.md, the Python API example in docs/commands.md, the PyTorch
+reference row's sentence in docs/concepts.md, the DropLayers sentence in docs/extending.md."""
 
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ from autotune.search.sampling import grid_points
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+GETTING_STARTED = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
+COMMANDS = (ROOT / "docs" / "commands.md").read_text(encoding="utf-8")
+CONCEPTS = (ROOT / "docs" / "concepts.md").read_text(encoding="utf-8")
+EXTENDING = (ROOT / "docs" / "extending.md").read_text(encoding="utf-8")
 MAIN = "configs/smollm2_tone.yaml"
 FINE_TUNES = {"LoRA", "QLoRA"}
 
@@ -40,8 +48,8 @@ def fine_tunes(cfg: RunConfig) -> int:
 
 
 def configs_table() -> dict[str, str]:
-    """The "Configs shipped" table: config path -> its description."""
-    section = README.split("## Configs shipped", 1)[1].split("\n\n", 2)[1]
+    """The "Configs shipped" table (docs/getting-started.md): config path -> its description."""
+    section = GETTING_STARTED.split("## Configs shipped", 1)[1].split("\n\n", 2)[1]
     return dict(re.findall(r"^\| `(configs/[^`]+)` \| (.*) \|$", section, re.M))
 
 
@@ -56,26 +64,27 @@ def test_the_configs_table_counts_are_the_configs_grids(path: str) -> None:
     text, cfg = configs_table()[path], config(path)
     trials = stated(text, "trials")
     if trials is not None:
-        assert len(grid(cfg)) == trials, f"README says {path} runs {trials} trials"
+        assert len(grid(cfg)) == trials, f"docs/getting-started.md says {path} runs {trials} trials"
         assert cfg.engine.search_strategy is not None and cfg.engine.search_strategy.max_samples in (None, trials)
     if stated(text, "fine-tunes") is not None:
-        assert fine_tunes(cfg) == stated(text, "fine-tunes"), f"README: {text}"
+        assert fine_tunes(cfg) == stated(text, "fine-tunes"), f"docs/getting-started.md: {text}"
 
 
 def test_the_main_job_counts_and_the_api_example_match_the_main_config() -> None:
     cfg = config(MAIN)
     size = len(grid(cfg))
     assert MAIN in configs_table() and stated(configs_table()[MAIN], "trials") == size
-    top = re.search(r"Run the main job \(an? (\d+)-trial search study", README)
-    assert top is not None and int(top.group(1)) == size
-    api = re.search(r'autotune\.run\("(configs/[^"]+)", n_trials=(\d+)\)', README)
+    for page, text in (("README.md", README), ("docs/getting-started.md", GETTING_STARTED)):
+        top = re.search(r"Run the main job \(an? (\d+)-trial search study", text)
+        assert top is not None and int(top.group(1)) == size, page
+    api = re.search(r'autotune\.run\("(configs/[^"]+)", n_trials=(\d+)\)', COMMANDS)
     assert api is not None and api.group(1) == MAIN and int(api.group(2)) == size
-    # The PyTorch eager reference row: the README says the main job turns it off exactly when its config does.
-    assert ("the main job turns it off" in README) == (not cfg.engine.pytorch_reference)
+    # The PyTorch eager reference row: the docs say the main job turns it off exactly when its config does.
+    assert ("the main job turns it off" in CONCEPTS) == (not cfg.engine.pytorch_reference)
 
 
-def test_the_files_a_drop_layers_pass_touches_are_the_ones_the_readme_names() -> None:
-    sentence = re.search(r"`DropLayers` touches (\d+) files: (.*?)\. A new metric type", README, re.S)
+def test_the_files_a_drop_layers_pass_touches_are_the_ones_the_docs_name() -> None:
+    sentence = re.search(r"`DropLayers` touches (\d+) files: (.*?) \|\n", EXTENDING, re.S)
     assert sentence is not None
     named = set(re.findall(r"`([\w/]+\.py)`", sentence.group(2)))
     package = ROOT / "autotune"

@@ -58,8 +58,7 @@ def test_libraries_stay_offline_and_the_users_own_hub_choice_is_kept(monkeypatch
                                                                       user_offline: str | None) -> None:
     """go_offline makes the libraries offline (they get local folders only) but records what the user set:
     that, not autotune's own switch, decides whether an input model id may be downloaded."""
-    from autotune.logging_setup import go_offline
-    from autotune.models.hub import USER_OFFLINE_MARK, hub_offline
+    from autotune.models.hub import USER_OFFLINE_MARK, go_offline, hub_offline
 
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", USER_OFFLINE_MARK, "HF_HUB_DISABLE_TELEMETRY"):
         monkeypatch.delenv(name, raising=False)

@@ -132,7 +132,7 @@ def test_a_model_trained_on_its_terminator_stops_there(tiny_model: Path, tmp_pat
     from autotune.evaluation.base import EvalContext, EvalModel
     from autotune.evaluation.generation import GenerationEvaluator, GenerationParams
     from autotune.models.loading import load_tokenizer
-    from autotune.passes.lora import tokenize_rows
+    from autotune.training.batches import tokenize_rows
 
     path = tmp_path / "x.jsonl"
     path.write_text("".join(json.dumps({"q": f"item {i}", "a": "x"}) + "\n" for i in range(24)))

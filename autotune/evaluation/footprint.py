@@ -29,15 +29,20 @@ class FootprintParams(MetricTypeParams):
     generate_tokens: int = Field(16, gt=0)
 
 
-# What passes write beside a model about how they made it (seconds, scores): not part of what is deployed,
-# and their length varies with timings, so counting them made the size of identical weights differ by bytes.
-PASS_REPORTS = frozenset({"quant_stats.json", "train_stats.json", "drop_layers.json"})
+def pass_reports() -> frozenset[str]:
+    """What passes write beside a model about how they made it (seconds, scores; each pass's ``REPORT_FILES``): not part
+    of what is deployed, and their length varies with timings, so counting them made the size of identical weights
+    differ by bytes. Imported when first needed: the latency process, which needs none, never loads the passes."""
+    from autotune.passes import PASS_REGISTRY
+
+    return frozenset().union(*(cls.REPORT_FILES for _, cls in PASS_REGISTRY.items()))
 
 
 def folder_bytes(path: object) -> int:
     from pathlib import Path
 
-    return sum(p.stat().st_size for p in Path(str(path)).rglob("*") if p.is_file() and p.name not in PASS_REPORTS)
+    reports = pass_reports()
+    return sum(p.stat().st_size for p in Path(str(path)).rglob("*") if p.is_file() and p.name not in reports)
 
 
 @register_metric_type("size", "memory")

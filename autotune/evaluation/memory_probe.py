@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     path, kind, provider, tokens = Path(args[0]), args[1], args[2], int(args[3])
     settings = json.loads(args[4]) if len(args) > 4 else None
-    from autotune.logging_setup import go_offline
+    from autotune.models.hub import go_offline
 
     go_offline()
     if kind == "onnx":

@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from autotune.evaluation.footprint import PASS_REPORTS
+from autotune.evaluation.footprint import pass_reports
 
 __all__ = ["SMALL_TENSOR", "STRUCTURE_VERSION", "structure_key"]
 
@@ -57,10 +57,11 @@ def _folder_key(folder: str, _mtime: int, provider: str, session: str) -> str:
         _update(digest, {"file": name, "opsets": [(o.domain, o.version) for o in model.opset_import]})
         _graph(digest, model.graph)
         del model
+    reports = pass_reports()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         relative = str(file.relative_to(path))
         # what passes write beside a model (its size varies with timings), and what is hashed above
-        if relative in graph_files or file.name in PASS_REPORTS or relative == "genai_config.json":
+        if relative in graph_files or file.name in reports or relative == "genai_config.json":
             continue
         _update(digest, {"other": relative, "bytes": os.path.getsize(file)})
     return digest.hexdigest()

@@ -7,7 +7,7 @@ downloaded, through ``huggingface_hub.snapshot_download`` and only the files aut
 tokenizer, safetensors; never pickled ``*.bin`` weights). With ``HF_HUB_OFFLINE=1`` set by the user an
 absent id is a one-line error saying how to fetch it.
 
-autotune keeps the libraries it drives offline (:func:`autotune.logging_setup.go_offline`): they only
+autotune keeps the libraries it drives offline (:func:`go_offline`): they only
 ever get local folders. The user's own ``HF_HUB_OFFLINE`` choice, recorded before that, is what
 decides here whether a download may happen.
 """
@@ -26,8 +26,8 @@ from typing import Any
 
 from autotune.errors import ModelError
 
-__all__ = ["HubSnapshot", "USER_OFFLINE_MARK", "find_hub_model", "hub_cache_dir", "hub_offline", "hub_reachable", "id_from_url",
-           "looks_like_hub_id"]
+__all__ = ["HubSnapshot", "USER_OFFLINE_MARK", "find_hub_model", "go_offline", "hub_cache_dir", "hub_offline", "hub_reachable",
+           "id_from_url", "looks_like_hub_id"]
 
 log = logging.getLogger("autotune")
 
@@ -225,3 +225,21 @@ def _unreachable_errors() -> tuple[type[BaseException], ...]:
         if client is not None and isinstance(getattr(client, "TransportError", None), type):
             errors.append(client.TransportError)
     return tuple(errors)
+
+
+def go_offline() -> None:
+    """The libraries autotune drives stay off the network; no telemetry.
+
+    transformers, peft, datasets and kernels only ever get local folders and files, so HF_HUB_OFFLINE=1
+    keeps them from reaching the Hub on their own (hub kernels, update checks). The user's own choice
+    is recorded first (child processes inherit it): it decides whether autotune's one Hub access, the
+    download of an input model id absent from the cache (autotune.models.hub), may happen.
+    """
+    os.environ.setdefault(USER_OFFLINE_MARK, "1" if hub_offline() else "0")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")

@@ -1,6 +1,17 @@
 """Built-in passes; importing this package registers them."""
 
-from autotune.passes import drop_layers, int4, lora, merge, model_builder, ort_quantize, qlora  # noqa: F401
+from autotune.passes import (  # noqa: F401
+    drop_layers,
+    lora,
+    merge,
+    model_builder,
+    onnx_blockwise_rtn_quantization,
+    onnx_dynamic_quantization,
+    onnx_gptq_quantization,
+    onnx_hqq_quantization,
+    onnx_mixed_precision_quantization,
+    qlora,
+)
 from autotune.passes.base import PASS_REGISTRY, Pass, PassParams, register_pass
 
 __all__ = ["PASS_REGISTRY", "Pass", "PassParams", "get_pass", "register_pass"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,7 +21,7 @@ from autotune.errors import ConfigError, did_you_mean
 from autotune.registry import Registry
 
 if TYPE_CHECKING:
-    from autotune.context import PassContext
+    from autotune.context import KeyContext, PassContext, StepContext
     from autotune.models.handle import ModelHandle
     from autotune.models.module_names import ModuleNames
 
@@ -125,8 +125,22 @@ class ModelFacts:
         return read_model_config(self.path, trust_remote_code=self.trust_remote_code)
 
 
+@dataclass(frozen=True)
+class PassView:
+    """What the trials table and the plots show of one pass of a trial (:meth:`Pass.view`)."""
+
+    columns: dict[str, Any] = field(default_factory=dict)  # the trials table's columns of this pass (a depth pass: its blocks)
+    depth: int | None = None  # decoder blocks removed: the plots' colour
+    precision: str | None = None  # the weights' precision after this pass ("int4", "int8", "fp32"): the plots' marker shape
+
+
 class Pass(ABC):
-    """One step of the pipeline. Subclasses set the class attributes and implement :meth:`run`."""
+    """One step of the pipeline. Subclasses set the class attributes and implement :meth:`run`.
+
+    Hooks a pass may override, so that the rest of the flow never names a pass: :meth:`check` and :meth:`check_model`
+    (what ``validate`` refuses), :meth:`cache_context` (what of the run enters its cache key), :meth:`summary` (what
+    the trial record keeps of its run) and :meth:`view` (what the trials table and the plots show);
+    ``REPORT_FILES`` (what it writes beside its model that is not part of it)."""
 
     type_name: ClassVar[str]
     Params: ClassVar[type[PassParams]]
@@ -139,10 +153,24 @@ class Pass(ABC):
     provider_in_key: ClassVar[bool] = False
     # Whether the output depends on the device the pass runs on (training: GPU and CPU numerics differ).
     device_in_key: ClassVar[bool] = False
+    # What it writes beside its model about how it made it (seconds, scores): not deployed, so not counted in the
+    # model's size nor its structure key (autotune.evaluation.footprint).
+    REPORT_FILES: ClassVar[frozenset[str]] = frozenset()
 
     def device_key(self, params: PassParams, device: str, precision: str | None = None) -> dict[str, Any]:
         """What of the resolved ``engine.device`` enters the cache key (only when ``device_in_key``)."""
         return {"device": device}
+
+    def cache_context(self, params: PassParams, ctx: KeyContext) -> StepContext | None:
+        """What of the run, beyond the parameters, the parent model, the provider and the data, enters this step's cache
+        key (:attr:`StepContext.key`, the key's ``runtime`` entry when not empty), and what of it the run then gets
+        (:attr:`StepContext.run`, fields of its :class:`PassContext`); called while the chain's keys are computed, before
+        anything runs. None: nothing. Default: the device (:meth:`device_key`) where ``device_in_key``."""
+        if not self.device_in_key:
+            return None
+        from autotune.context import StepContext
+
+        return StepContext(key=self.device_key(params, ctx.device))
 
     def reads_data(self, params: PassParams) -> bool:
         """Whether these settings read the data config (its key then enters the cache key)."""
@@ -155,6 +183,18 @@ class Pass(ABC):
                     key: Callable[[str], str]) -> None:
         """Refuse, at ``validate`` and before a run, settings the input model cannot take (raise :class:`ConfigError`
         at ``key(field)``, the user's path of a parameter); called for every value a study may try."""
+
+    @classmethod
+    def summary(cls, model_dir: Path) -> dict[str, Any] | None:
+        """What the trial record keeps of this pass's run (``TrialRecord.summaries``, by pass name), read from the
+        model folder it wrote; None: nothing (the default), or its folder is not at hand."""
+        return None
+
+    @classmethod
+    def view(cls, params: dict[str, Any], summary: dict[str, Any] | None) -> PassView:
+        """What the trials table and the plots show of this pass in a trial, from its resolved parameters and its
+        :meth:`summary`. Default: nothing."""
+        return PassView()
 
     @abstractmethod
     def run(self, model: ModelHandle, params: PassParams, ctx: PassContext, output: Path) -> None:

@@ -36,7 +36,7 @@ from autotune.data import encode_row
 from autotune.errors import ConfigError
 from autotune.fileio import link_or_copy
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import ModelFacts, Pass, PassParams, register_pass, searchable
+from autotune.passes.base import ModelFacts, Pass, PassParams, PassView, register_pass, searchable
 
 __all__ = ["DEPTH_ARCHITECTURES", "BlockStates", "DropLayers", "DropLayersParams", "choose_blocks",
            "write_pruned_folder"]
@@ -70,6 +70,23 @@ class DropLayers(Pass):
     accepts = ("hf",)
     output_kind = "hf"
     uses_data = True
+    REPORT_FILES = frozenset({STATS_FILE})
+
+    @classmethod
+    def summary(cls, model_dir: Path) -> dict[str, Any] | None:
+        """Which blocks went, of how many, by which method (its drop_layers.json, less the scores and timings)."""
+        try:
+            stats = json.loads((model_dir / STATS_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return {k: stats[k] for k in ("n_drop", "method", "num_hidden_layers", "kept_layers", "dropped") if k in stats}
+
+    @classmethod
+    def view(cls, params: dict[str, Any], summary: dict[str, Any] | None) -> PassView:
+        """The trials table's ``dropped_layers`` (the blocks' indices in the input model, or "none"); the plots'
+        colour by blocks dropped."""
+        columns = {"dropped_layers": ",".join(str(i) for i in summary.get("dropped") or []) or "none"} if summary else {}
+        return PassView(columns=columns, depth=int(params["n_drop"]) if "n_drop" in params else None)
 
     def reads_data(self, params: DropLayersParams) -> bool:  # type: ignore[override]
         return params.n_drop > 0  # n_drop 0 is the identity: no calibration, no data in its key
@@ -144,7 +161,7 @@ def block_states(folder: Path, ctx: PassContext, params: DropLayersParams) -> li
     import torch
 
     from autotune.models.loading import load_causal_lm, load_tokenizer
-    from autotune.passes.calibration import calibration_rows
+    from autotune.quant.calibration import calibration_rows
 
     data = ctx.data
     assert data is not None

@@ -12,25 +12,25 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from autotune.context import PassContext
-from autotune.data import encode_row
+from autotune.context import KeyContext, PassContext, StepContext
 from autotune.device import record_peak_memory
 from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
 from autotune.models.loading import load_causal_lm, load_tokenizer
 from autotune.models.module_names import matrix_leaves
 from autotune.passes.base import ModelFacts, Pass, PassParams, register_pass, searchable
-from autotune.passes.training_args import (  # noqa: F401  (re-exported: the training arguments of this pass)
+from autotune.training.arguments import (  # noqa: F401  (re-exported: the training arguments of this pass)
     OWN_TRAINING_ARGS,
     RENAMED_TRAINING_ARGS,
     TrainingArgs,
     check_training_args,
-    mixed_precision,
     refused_training_arg,
     training_argument_names,
     training_argument_values,
     training_arguments,
 )
+from autotune.training.batches import PadToLongest, tokenize_rows
+from autotune.training.precision import mixed_precision
 
 log = logging.getLogger("autotune")
 
@@ -114,41 +114,10 @@ def check_targets(model: Any, targets: list[str] | str, where: str) -> None:
         raise no_match_error(where, target, matrix_leaves(modules))
 
 
-def tokenize_rows(tokenizer: Any, data: Any, rows: list[dict[str, Any]], loss_on: str) -> list[dict[str, list[int]]]:
-    features = []
-    for row in rows:
-        ids, prompt_len = encode_row(tokenizer, data.template, row, max_len=data.source_max_len)
-        labels = list(ids)
-        if loss_on == "answer":
-            labels[:prompt_len] = [-100] * prompt_len
-        features.append({"input_ids": ids, "labels": labels})
-    return features
-
-
-class PadToLongest:
-    """Pad each batch to its own longest row (not to source_max_len): no compute wasted on padding."""
-
-    def __init__(self, pad_id: int) -> None:
-        self.pad_id = pad_id
-
-    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(b["input_ids"]) for b in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, b in enumerate(batch):
-            n = len(b["input_ids"])
-            ids[i, :n] = torch.tensor(b["input_ids"])
-            labels[i, :n] = torch.tensor(b["labels"])
-            mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
 @register_pass("lora")
 class LoRA(Pass):
     type_name = "LoRA"
+    REPORT_FILES = frozenset({"train_stats.json"})
     Params = LoRAParams
     accepts = ("hf",)
     output_kind = "adapter"
@@ -157,7 +126,8 @@ class LoRA(Pass):
     # GPU and CPU numerics differ, and so do bf16 and fp32: the trained adapter depends on both.
     device_in_key = True
 
-    # On the CPU with training_args.bf16 unset, the pipeline measures fp32 against bf16 (precision_probe).
+    # On the CPU with training_args.bf16 unset, fp32 is measured against bf16 before the key is made
+    # (autotune.training.precision.probed_decision).
     probes_precision: ClassVar[bool] = True
 
     def device_key(self, params: PassParams, device: str, precision: str | None = None) -> dict[str, Any]:
@@ -165,6 +135,15 @@ class LoRA(Pass):
         assert isinstance(params, LoRAParams)
         precision = precision or mixed_precision(params.training_args, device)
         return {k: v for k, v in (("device", device), ("precision", precision)) if v not in ("cpu", "fp32")}
+
+    def cache_context(self, params: PassParams, ctx: KeyContext) -> StepContext:
+        """The device and the precision it trains in (the CPU probe's decision where it applies) enter the key; the
+        decision and its timings reach the run (``ctx.precision``, ``ctx.precision_probe``)."""
+        from autotune.training import precision_probe
+        from autotune.training.precision import probe_fields, probed_decision
+
+        probe = probed_decision(params, ctx, trainer_probe=precision_probe.trainer_probe) if self.probes_precision else None
+        return StepContext(key=self.device_key(params, ctx.device, probe.precision if probe else None), run=probe_fields(probe))
 
     def check(self, params: LoRAParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
         check_training_args(params.training_args, validation_size=params.validation_size, origin=origin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from autotune.records import TrialRecord
+from autotune.report.pass_views import pass_views
 from autotune.report.values import shown_metric, shown_value
 
 
@@ -14,8 +15,8 @@ def trial_row(record: TrialRecord) -> dict[str, Any]:
         row["base"] = record.base
     for key, value in sorted(record.point.items()):
         row[f"param.{key}"] = value
-    if record.dropped_layers is not None:  # DropLayers: which blocks went (their indices in the input model)
-        row["dropped_layers"] = ",".join(str(i) for i in record.dropped_layers.get("dropped") or []) or "none"
+    for view in pass_views(record):  # each pass's own columns (Pass.view), e.g. the blocks a depth pass removed
+        row.update(view.columns)
     for key in record.metrics:
         # The value every figure and the card show (re-measured where it was), with that value's own interval.
         metric = shown_metric(record, key)

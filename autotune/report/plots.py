@@ -13,11 +13,11 @@ from autotune.records import StudyView
 from autotune.report.history_plots import history_plot, hypervolume, importance_plot
 from autotune.report.pareto_plot import pareto_plot
 from autotune.report.plot_common import axis_label, pretty
-from autotune.report.trial_markers import DEPTH_COLOURS, PRECISION_MARKERS, QUANTIZER_PRECISION, variant
+from autotune.report.trial_markers import DEPTH_COLOURS, PRECISION_MARKERS, variant
 from autotune.report.trial_markers import _variant_styles as _variant_styles  # tests/report/test_depth_precision_plot.py
 from autotune.selection import Selection
 
-__all__ = ["DEPTH_COLOURS", "PRECISION_MARKERS", "QUANTIZER_PRECISION", "axis_label", "history_plot", "hypervolume",
+__all__ = ["DEPTH_COLOURS", "PRECISION_MARKERS", "axis_label", "history_plot", "hypervolume",
            "importance_plot", "pareto_plot", "pretty", "variant", "write_plots"]
 
 

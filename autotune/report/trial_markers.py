@@ -7,15 +7,14 @@ from collections.abc import Callable
 from typing import Any
 
 from autotune.records import TrialRecord
+from autotune.report.pass_views import pass_views
 from autotune.report.plot_common import FEASIBLE, INFEASIBLE, ci_bar
 from autotune.report.values import shown_metric, shown_value
 
-__all__ = ["DEPTH_COLOURS", "PRECISION_MARKERS", "QUANTIZER_PRECISION", "draw_trials", "plotted", "tag", "tagged", "variant"]
+__all__ = ["DEPTH_COLOURS", "PRECISION_MARKERS", "draw_trials", "plotted", "tag", "tagged", "variant"]
 
 PRECISION_MARKERS = {"fp32": "o", "fp16": "D", "int8": "s", "int4": "^"}
 DEPTH_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-QUANTIZER_PRECISION = {"OnnxGptqQuantization": "int4", "OnnxHqqQuantization": "int4", "OnnxMixedPrecisionQuantization": "int4",
-                       "OnnxDynamicQuantization": "int8", "OnnxStaticQuantization": "int8"}
 
 
 def tag(artist: Any, role: str, records: list[TrialRecord]) -> Any:
@@ -43,15 +42,12 @@ def plotted(record: TrialRecord, metric: str) -> float:
 
 
 def variant(record: TrialRecord) -> tuple[int | None, str | None]:
-    """(blocks dropped, precision) of a trial, from its passes' settings (None: no such pass)."""
+    """(blocks dropped, precision) of a trial, as its passes' views say (None: no pass says): the last pass to name a
+    precision sets it (a quantizer after an fp32 build)."""
     depth = precision = None
-    for params in record.params.values():
-        if "n_drop" in params:  # DropLayers
-            depth = int(params["n_drop"])
-        if "precision" in params:  # ModelBuilder
-            precision = str(params["precision"])
-    for summary in record.passes:  # a quantizer after an fp32 build sets the precision of the model
-        precision = QUANTIZER_PRECISION.get(summary.type, precision)
+    for view in pass_views(record):
+        depth = view.depth if view.depth is not None else depth
+        precision = view.precision if view.precision is not None else precision
     return depth, precision
 
 

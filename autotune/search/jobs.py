@@ -46,7 +46,8 @@ def _job_main(config: Any, *, storage_url: str, job: int, n_trials: int | None, 
               fail_fast: bool, threads: int, ready: Any) -> None:
     """One extra job: join the prepared study and run trials until a stopping rule says stop."""
     from autotune.errors import UserError
-    from autotune.logging_setup import go_offline, setup_logging
+    from autotune.logging_setup import setup_logging
+    from autotune.models.hub import go_offline
 
     go_offline()
     setup_logging(config.engine.log_severity_level, prefix=f"[job {job + 1}] ")

@@ -3,10 +3,12 @@ alternatives respected: a parameter is asked for only when it applies)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from autotune.errors import ConfigError
 from autotune.plan import BaseChoice, Choice, Slot, Step
+from autotune.search.objectives import ConstraintsFunc
 from autotune.space import Categorical, FloatRange, IntRange, encode_choice
 
 
@@ -177,3 +179,33 @@ def interleave_prefixes(points: list[dict[str, Any]], slots: list[Slot]) -> list
             queues = list(groups.values())
             return [q[i] for i in range(max(len(q) for q in queues)) for q in queues if i < len(q)]
     return points
+
+
+def make_sampler(cfg: Any, slots: list[Any], n_bounds: int, *, job: int = 0) -> tuple[Any, list[dict[str, Any]]]:
+    """The Optuna sampler for ``engine.search_strategy.sampler`` and any points to enqueue first.
+    ``job`` k > 0 (``run --jobs``) offsets the seed, so parallel jobs do not propose the same points."""
+    import optuna
+
+    strategy = cfg.engine.search_strategy
+    if strategy is None:  # a single run: one fixed point, nothing to sample
+        return optuna.samplers.RandomSampler(seed=0), []
+    if job:
+        strategy = strategy.model_copy(update={"seed": strategy.seed + 1009 * job})
+    name = strategy.sampler
+    constraints = ConstraintsFunc(n_bounds) if n_bounds else None
+    if name == "auto":
+        size = space_size(slots)
+        name = "grid" if size is not None and size <= (strategy.max_samples or size) else "tpe"
+        logging.getLogger("autotune").info("sampler auto: %s (space of %s points)", name, size if size is not None else "continuous")
+    if name == "grid":
+        # Enqueue each distinct valid point (conditional parameters left out) and let a random
+        # sampler fill anything else: no duplicated or invalid grid points.
+        return optuna.samplers.RandomSampler(seed=strategy.seed), grid_points(slots)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=strategy.seed), []
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=strategy.seed, constraints_func=constraints), []
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=strategy.seed, constraints_func=constraints), []
+    return optuna.samplers.TPESampler(seed=strategy.seed, multivariate=True, group=True, constraints_func=constraints,
+                                      n_startup_trials=min(5, strategy.max_samples or 5)), []

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from autotune.errors import ConfigError
-from autotune.logging_setup import ignored_warning
 from autotune.urls import redact_url  # re-exported: the storage URL is what it redacts most
+from autotune.warning_filters import ignored_warning
 
 __all__ = ["default_storage", "load_study", "open_storage", "redact_url", "safe_name"]
 

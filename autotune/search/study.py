@@ -19,7 +19,7 @@ from autotune.device import device_info
 from autotune.errors import ConfigError
 from autotune.evaluation.base import EvalModel, environment
 from autotune.evaluation.goals import Bound
-from autotune.logging_setup import dropped_messages, ignored_warning, library_level
+from autotune.library_noise import dropped_messages, library_level
 from autotune.records import (
     DataSummary,
     ObjectiveSpec,
@@ -32,12 +32,13 @@ from autotune.records import (
 )
 from autotune.search.baselines import base_infos, measure_baselines
 from autotune.search.fingerprint import check_resume, study_fingerprint
-from autotune.search.objectives import ConstraintsFunc, objectives_from
+from autotune.search.objectives import objectives_from
 from autotune.search.recovery import checkable_here, fail_dead_owners, requeue_interrupted
-from autotune.search.sampling import check_space_against_study, grid_points, interleave_prefixes, space_size
+from autotune.search.sampling import check_space_against_study, grid_points, interleave_prefixes, make_sampler, space_size
 from autotune.search.stopping import Duplicates, StopRules, StudyProgress
 from autotune.search.storage import default_storage, open_storage, redact_url, safe_name
 from autotune.search.trial import TrialRunner
+from autotune.warning_filters import ignored_warning
 
 if TYPE_CHECKING:
     from autotune.run_context import RunContext
@@ -54,36 +55,6 @@ def stored_config(cfg: Any) -> dict[str, Any]:
     if data["engine"].get("storage"):
         data["engine"]["storage"] = redact_url(data["engine"]["storage"])
     return data
-
-
-def make_sampler(cfg: Any, slots: list[Any], n_bounds: int, *, job: int = 0) -> tuple[Any, list[dict[str, Any]]]:
-    """The Optuna sampler for ``engine.search_strategy.sampler`` and any points to enqueue first.
-    ``job`` k > 0 (``run --jobs``) offsets the seed, so parallel jobs do not propose the same points."""
-    import optuna
-
-    strategy = cfg.engine.search_strategy
-    if strategy is None:  # a single run: one fixed point, nothing to sample
-        return optuna.samplers.RandomSampler(seed=0), []
-    if job:
-        strategy = strategy.model_copy(update={"seed": strategy.seed + 1009 * job})
-    name = strategy.sampler
-    constraints = ConstraintsFunc(n_bounds) if n_bounds else None
-    if name == "auto":
-        size = space_size(slots)
-        name = "grid" if size is not None and size <= (strategy.max_samples or size) else "tpe"
-        log.info("sampler auto: %s (space of %s points)", name, size if size is not None else "continuous")
-    if name == "grid":
-        # Enqueue each distinct valid point (conditional parameters left out) and let a random
-        # sampler fill anything else: no duplicated or invalid grid points.
-        return optuna.samplers.RandomSampler(seed=strategy.seed), grid_points(slots)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=strategy.seed), []
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=strategy.seed, constraints_func=constraints), []
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=strategy.seed, constraints_func=constraints), []
-    return optuna.samplers.TPESampler(seed=strategy.seed, multivariate=True, group=True, constraints_func=constraints,
-                                      n_startup_trials=min(5, strategy.max_samples or 5)), []
 
 
 def in_optuna_scope(method: Callable[..., Any]) -> Callable[..., Any]:

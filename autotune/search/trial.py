@@ -125,7 +125,7 @@ class TrialRunner:
                          for p in result.passes]
         record.model_key = result.model.key
         record.artifacts = {p.name: self.ctx.cache.location(p.key) for p in result.passes}
-        record.dropped_layers = self._dropped_layers(result.passes)
+        record.summaries = self._summaries(result.passes)
         if deadline and time.monotonic() > deadline:
             raise TrialTimeout(f"trial_timeout={timeout:g} s exceeded after the passes")
         values: dict[str, float] = {}
@@ -149,22 +149,17 @@ class TrialRunner:
         record.feasible = all(v <= 0 for v in record.constraints.values())
         return values
 
-    def _dropped_layers(self, passes: list[Any]) -> dict[str, Any] | None:
-        """The DropLayers pass's summary (its drop_layers.json in the cache entry, less the scores): which
-        blocks went, of how many, by which method; None without that pass or its file here."""
+    def _summaries(self, passes: list[Any]) -> dict[str, dict[str, Any]]:
+        """What each pass says of its run (``Pass.summary``, read from its cache entry's model folder), by pass name;
+        a pass that says nothing, or whose folder is not here, is left out."""
+        from autotune.passes import get_pass
+
+        out: dict[str, dict[str, Any]] = {}
         for record in passes:
-            if record.type != "DropLayers":
-                continue
-            import json
-
-            from autotune.passes.drop_layers import STATS_FILE
-
-            try:
-                stats = json.loads((self.ctx.cache.entry(record.key) / "model" / STATS_FILE).read_text())
-            except (OSError, ValueError):
-                return None
-            return {k: stats[k] for k in ("n_drop", "method", "num_hidden_layers", "kept_layers", "dropped") if k in stats}
-        return None
+            summary = get_pass(record.type, path="").summary(self.ctx.cache.entry(record.key) / "model")
+            if summary is not None:
+                out[record.name] = summary
+        return out
 
     def _front(self, study: Any) -> list[TrialRecord]:
         """The current Pareto front: feasible completed trials no other completed trial dominates."""

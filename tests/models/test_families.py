@@ -189,7 +189,7 @@ def test_sliding_window_batched_scores_equal_the_per_row_genai_path(tmp_path: Pa
 
 
 def test_the_builders_architectures_are_read_from_the_installed_builder() -> None:
-    from autotune.passes.builder_support import architectures_in, builder_architectures
+    from autotune.builder.support import architectures_in, builder_architectures
 
     supported = builder_architectures()
     assert set(ARCHITECTURES.values()) <= supported

@@ -109,7 +109,8 @@ def test_an_onnxruntime_gpu_that_falls_back_to_the_cpu_is_detected(monkeypatch: 
 
 def test_the_device_enters_training_keys_only_where_it_changes_the_result(tmp_path: Path, tiny_model: Path, tone_file: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import autotune.passes.precision_probe as precision_probe
+    import autotune.training.precision_probe as precision_probe
+    from autotune.training.precision import StepProbe
 
     config = load_config(tiny_config(tiny_model, tone_file, tmp_path))
     pipeline = Pipeline(config, cache=Cache(config.engine.cache_dir))
@@ -130,8 +131,8 @@ def test_the_device_enters_training_keys_only_where_it_changes_the_result(tmp_pa
     assert all(a != b for a, b in zip(cpu, cuda))
     # bf16 picked by default (auto on a GPU that supports it; on the CPU only if made the default) differs too.
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: True)
-    # The CPU's bf16 is decided by a probe (tests/passes/test_precision_probe.py); here it finds no gain.
-    monkeypatch.setattr(precision_probe, "trainer_probe", lambda **_: precision_probe.StepProbe(seconds=1.0, loss=1.0))
+    # The CPU's bf16 is decided by a probe (tests/training/test_precision_probe.py); here it finds no gain.
+    monkeypatch.setattr(precision_probe, "trainer_probe", lambda **_: StepProbe(seconds=1.0, loss=1.0))
     assert keys("cuda")[0] not in (cuda[0], cpu[0])
     assert keys("cpu")[0] == cpu[0]
 

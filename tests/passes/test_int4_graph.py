@@ -87,7 +87,7 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_high(setup: dict[str, A
     else:  # the kept layers' weights fit in 30% of all weights
         import onnx
 
-        from autotune.passes.sensitivity import weight_sizes
+        from autotune.quant.sensitivity import weight_sizes
 
         sizes = weight_sizes(onnx.load(str(setup["fp32"] / "model.onnx"), load_external_data=False))
         assert sum(sizes[k] for k in kept) <= 0.3 * sum(sizes.values())
@@ -107,7 +107,8 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_high(setup: dict[str, A
 
 
 def test_int8_accuracy_level_is_4_on_cpu_unless_given_and_enters_the_key_only_when_given() -> None:
-    from autotune.passes.int4 import MixedPrecisionParams, int8_accuracy_level
+    from autotune.passes.onnx_mixed_precision_quantization import MixedPrecisionParams
+    from autotune.passes.weight_only_pass import int8_accuracy_level
 
     assert int8_accuracy_level("CPUExecutionProvider", 0) == 4 and int8_accuracy_level("CUDAExecutionProvider", 2) == 2
     assert int8_accuracy_level("CPUExecutionProvider", 0, 0) == 0 and int8_accuracy_level("CUDAExecutionProvider", 2, 1) == 1
@@ -136,7 +137,7 @@ def test_calibration_reads_templated_training_rows_only(setup: dict[str, Any]) -
 
     from autotune.data import encode_example
     from autotune.models.loading import load_tokenizer
-    from autotune.passes.calibration import calibration_feeds, calibration_rows
+    from autotune.quant.calibration import calibration_feeds, calibration_rows
 
     data = setup["data"]
     rows = calibration_rows(data, 10_000)

@@ -65,7 +65,7 @@ def corrupt(source: Path, out: Path, mode: str) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    from autotune.passes.ort_quantize import save_with_external_data
+    from autotune.builder.onnx_folder import save_with_external_data
 
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(source, out)
@@ -95,8 +95,8 @@ def test_a_broken_quantizer_fails_the_agreement_check(setup: dict[str, Any], mod
 def test_gptq_has_lower_output_error_than_round_to_nearest() -> None:
     # ONNX Runtime's own GPTQ equals RTN (it never propagates the error); this one must beat it. The RTN here is
     # rtn_dequantized: GPTQ's own grid (MLAS's, weight_only.MLAS_GRID), so only the error compensation differs.
-    from autotune.passes.gptq import gptq_codes
-    from autotune.passes.sensitivity import rtn_dequantized
+    from autotune.quant.gptq import gptq_codes
+    from autotune.quant.sensitivity import rtn_dequantized
 
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((96, 24))

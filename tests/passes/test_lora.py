@@ -100,7 +100,7 @@ def test_mixed_precision_follows_transformers_own_arguments_and_the_device(tmp_p
                                                           origin="passes.lora", device=device))
 
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: True)
-    monkeypatch.setattr("autotune.passes.training_args.CPU_BF16_BY_DEFAULT", False)
+    monkeypatch.setattr("autotune.training.precision.CPU_BF16_BY_DEFAULT", False)
     cpu = args("cpu")
     assert cpu.use_cpu and not cpu.bf16  # the CPU default is fp32 unless measured better
     assert args("cpu", bf16=True).bf16

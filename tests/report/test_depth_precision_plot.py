@@ -6,9 +6,14 @@ from autotune.records import PassSummary, TrialRecord
 from autotune.report.plots import PRECISION_MARKERS, _variant_styles, variant
 
 
+def ran(name: str, type_name: str) -> PassSummary:
+    return PassSummary(name=name, type=type_name, key=name, seconds=1.0, cache_hit=False)
+
+
 def trial(number: int, n_drop: int, precision: str) -> TrialRecord:
     return TrialRecord(number=number, state="COMPLETE", params={"depth": {"n_drop": n_drop}, "lora": {"r": 8},
-                                                                 "build": {"precision": precision}})
+                                                                 "build": {"precision": precision}},
+                       passes=[ran("depth", "DropLayers"), ran("lora", "LoRA"), ran("build", "ModelBuilder")])
 
 
 def test_colour_follows_the_blocks_dropped_and_shape_the_precision() -> None:
@@ -27,6 +32,5 @@ def test_a_study_of_one_depth_and_one_precision_keeps_the_plain_style() -> None:
 
 def test_a_quantizer_after_an_fp32_build_names_the_precision() -> None:
     record = trial(0, 6, "fp32")
-    record.passes = [PassSummary(name="build", type="ModelBuilder", key="a", seconds=1.0, cache_hit=False),
-                     PassSummary(name="quant", type="OnnxGptqQuantization", key="b", seconds=1.0, cache_hit=False)]
+    record.passes = [ran("depth", "DropLayers"), ran("build", "ModelBuilder"), ran("quant", "OnnxGptqQuantization")]
     assert variant(record) == (6, "int4")

@@ -78,7 +78,8 @@ def test_a_two_base_study_runs_caches_per_base_and_names_each_trials_base(
     assert all(r.point["input_model"] == r.base for r in records)  # a categorical parameter of the study
     keys = {r.base: {p.name: p.key for p in r.passes} for r in records}
     assert keys["a"]["lora"] != keys["b"]["lora"]  # each base fine-tuned on its own
-    assert all(r.dropped_layers == {"n_drop": 0, "num_hidden_layers": n, "kept_layers": n, "dropped": []}
+    depth = next(p.name for p in records[0].passes if p.type == "DropLayers")
+    assert all(r.summaries[depth] == {"n_drop": 0, "num_hidden_layers": n, "kept_layers": n, "dropped": []}
                for r, n in ((r, 2 if r.base == "a" else 1) for r in records))
 
     meta = read_meta(study)

@@ -1,4 +1,4 @@
-"""The model builder's own process (autotune.passes.builder_process): a failed build raises its error's type
+"""The model builder's own process (autotune.builder.process): a failed build raises its error's type
 with the builder's traceback (in the log and as the cause), and a builder process that died is replaced."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import autotune.passes.builder_process as builder_process
-from autotune.passes.genai_build import ModelBuilderParams, build_onnx
+import autotune.builder.process as builder_process
+from autotune.passes.model_builder import ModelBuilderParams, build_onnx
 
 
 def build(model: Path, root: Path) -> Path:
@@ -72,7 +72,7 @@ def test_the_builder_process_outlives_the_thread_that_started_it_and_ends_with_i
         builder_process._WORKER, builder_process._OWNER = saved
 
     # Its parent killed with SIGKILL (no atexit, stdin not closed by anyone but the kernel): it ends too.
-    code = ("import sys, time; import autotune.passes.builder_process as b; w = b._worker(); "
+    code = ("import sys, time; import autotune.builder.process as b; w = b._worker(); "
             "print(w.pid, flush=True); time.sleep(600)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None

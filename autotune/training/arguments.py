@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autotune.errors import ConfigError
+from autotune.training.precision import PRECISIONS, mixed_precision
 
 __all__ = [
     "OWN_TRAINING_ARGS", "PRECISIONS", "RENAMED_TRAINING_ARGS", "TrainingArgs", "check_training_args",
-    "mixed_precision",
-    "refused_training_arg", "training_argument_names", "training_argument_values", "training_arguments",
+    "mixed_precision", "refused_training_arg", "training_argument_names", "training_argument_values", "training_arguments",
 ]
 
 
@@ -96,12 +96,6 @@ REFUSED_TRAINING_ARGS: dict[str, str] = {
 RENAMED_TRAINING_ARGS = {"evaluation_strategy": "eval_strategy"}
 # Keys autotune handles itself before TrainingArguments sees them.
 OWN_TRAINING_ARGS = {"group_by_length", "bf16", "fp16"}
-# training_args.precision: auto (the default: measured on a CPU with bf16 instructions, bf16 where a GPU has it),
-# or one forced for every fine-tune of the config (read as transformers' bf16/fp16 flags, see TrainingArgs).
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-
 
 
 def refused_training_arg(key: str, value: Any) -> str | None:
@@ -109,27 +103,6 @@ def refused_training_arg(key: str, value: Any) -> str | None:
     if key == "report_to" and value in ("none", [], None):
         return None
     return REFUSED_TRAINING_ARGS.get(key)
-
-
-def mixed_precision(args: TrainingArgs, device: str) -> Literal["fp32", "bf16", "fp16"]:
-    """transformers' own ``bf16``/``fp16`` when set; unset (auto): bf16 where the hardware has it and
-    it pays (GPUs that support it; the CPU only where measured faster at equal accuracy), else fp32."""
-    bf16, fp16 = getattr(args, "bf16", None), getattr(args, "fp16", None)
-    if bf16:
-        return "bf16"
-    if fp16:
-        return "fp16"
-    if bf16 is False:
-        return "fp32"
-    from autotune.device import bf16_supported
-
-    if device == "cuda":
-        return "bf16" if bf16_supported("cuda") else "fp32"
-    return "bf16" if CPU_BF16_BY_DEFAULT and bf16_supported("cpu") else "fp32"
-
-
-# bench/bench_bf16_cpu.py decides this: bf16 autocast on an AVX512-BF16/AMX CPU (see bench/README.md).
-CPU_BF16_BY_DEFAULT = False
 
 
 @functools.cache
@@ -197,7 +170,7 @@ def training_argument_values(args: TrainingArgs, output: Path, *, learning_rate:
                              device: str = "cpu", precision: str | None = None) -> dict[str, Any]:
     """The keyword arguments of TrainingArguments: the user's, renamed where transformers renamed them,
     and autotune's own (output, device, mixed precision: ``precision`` when given, e.g. the CPU probe's
-    choice, else :func:`mixed_precision`)."""
+    choice, else :func:`autotune.training.precision.mixed_precision`)."""
     valid = training_argument_names()
     values = args.model_dump(exclude_none=True)
     for old, new in RENAMED_TRAINING_ARGS.items():

@@ -55,7 +55,7 @@ def ort_dequantized(weight: np.ndarray, block_size: int, symmetric: bool) -> np.
 
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_the_rtn_grid_is_onnx_runtimes(symmetric: bool) -> None:
-    from autotune.passes.sensitivity import rtn_dequantized
+    from autotune.quant.sensitivity import rtn_dequantized
 
     weight = np.random.default_rng(0).standard_normal((100, 24)).astype(np.float32)  # K not a whole number of blocks
     expected = ort_dequantized(weight, 32, symmetric)
@@ -98,7 +98,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     from autotune.data import encode_example
     from autotune.models.loading import load_tokenizer
-    from autotune.passes.calibration import calibration_feeds, decoder_feed, input_hessians, weight_matmuls
+    from autotune.quant.calibration import calibration_feeds, decoder_feed, input_hessians, weight_matmuls
 
     root = tmp_path_factory.mktemp("sensitivity")
     fp32 = fp32_build(uneven_tiny_model(root / "uneven"), root / "fp32")
@@ -133,7 +133,7 @@ def outputs(model: Any, names: list[str], feeds: list[dict[str, np.ndarray]]) ->
 
 def quantized_alone(setup: dict[str, Any], node: str, algorithm: str) -> Any:
     """The fp32 graph with only ``node`` quantized to 4 bits by ``algorithm``, as the int4 body does it."""
-    from autotune.passes.weight_only import quantize_int4
+    from autotune.quant.weight_only import quantize_int4
 
     others = [name for name in setup["matmuls"] if name != node]
     return quantize_int4(copy.deepcopy(setup["model"]), algorithm, block_size=BLOCK, symmetric=True, accuracy_level=0,
@@ -147,7 +147,7 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 @pytest.mark.parametrize("algorithm", ["rtn", "gptq", "k_quant"])
 def test_the_score_ranks_layers_as_their_measured_output_error(setup: dict[str, Any], algorithm: str) -> None:
-    from autotune.passes.sensitivity import sensitivities
+    from autotune.quant.sensitivity import sensitivities
 
     scores = sensitivities(setup["model"], setup["feeds"], algorithm=algorithm, block_size=BLOCK, symmetric=True,
                            hessians=setup["hessians"])
@@ -167,13 +167,13 @@ def test_the_score_ranks_layers_as_their_measured_output_error(setup: dict[str, 
 
 
 def solve_counting(setup: dict[str, Any], pass_type: str, params: dict[str, Any], out: Path) -> tuple[Path, dict[str, int]]:
-    """Run ``pass_type`` with a spy on the GPTQ solve (:func:`autotune.passes.gptq.gptq_codes_batch`, which the
+    """Run ``pass_type`` with a spy on the GPTQ solve (:func:`autotune.quant.gptq.gptq_codes_batch`, which the
     sensitivity and the body both call): its output and how often each MatMul's weight was solved."""
     from unittest import mock
 
     from onnx import numpy_helper
 
-    import autotune.passes.gptq as gptq
+    import autotune.quant.gptq as gptq
     from tests.passes.test_int4_support import run_pass
 
     inits = {t.name: t for t in setup["model"].graph.initializer}
@@ -234,7 +234,7 @@ def test_the_mixed_pass_solves_gptq_once_and_packs_plain_gptqs_bytes(setup: dict
 def test_the_mixed_pass_scores_with_its_body_algorithm(setup: dict[str, Any], mixed_gptq: tuple[Path, dict[str, int]]) -> None:
     import onnx
 
-    from autotune.passes.sensitivity import sensitivities
+    from autotune.quant.sensitivity import sensitivities
 
     out = mixed_gptq[0]
     stats = json.loads((out / "quant_stats.json").read_text())

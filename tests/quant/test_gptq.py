@@ -56,11 +56,11 @@ def kl_to(reference: np.ndarray, candidate: np.ndarray) -> float:
 
 def rtn_on_the_mlas_grid(fp32: Path, out: Path, *, block_size: int) -> Path:
     """``fp32`` rounded to 4 bits on GPTQ's own grid (ONNX Runtime's MLAS grid: the mixed pass's ``rtn`` body,
-    :func:`autotune.passes.weight_only.quantize_int4`), tied embedding and companions as the passes write them."""
+    :func:`autotune.quant.weight_only.quantize_int4`), tied embedding and companions as the passes write them."""
     import onnx
 
-    from autotune.passes.ort_quantize import copy_companions, save_with_external_data
-    from autotune.passes.weight_only import quantize_int4, quiet_quantizer, tie_embedding
+    from autotune.builder.onnx_folder import copy_companions, save_with_external_data
+    from autotune.quant.weight_only import quantize_int4, quiet_quantizer, tie_embedding
 
     out.mkdir(parents=True, exist_ok=True)
     with quiet_quantizer():
@@ -100,7 +100,7 @@ def test_each_matmul_hessian_is_the_second_moment_of_its_own_input(setup: dict[s
     import torch
     from transformers import LlamaForCausalLM
 
-    from autotune.passes.calibration import calibration_feeds, input_hessians, weight_matmuls
+    from autotune.quant.calibration import calibration_feeds, input_hessians, weight_matmuls
 
     fp32 = setup["fp32"]
     graph = onnx.load(str(fp32 / "model.onnx"), load_external_data=False)
@@ -162,7 +162,7 @@ def reference_gptq(weight: np.ndarray, hessian: np.ndarray, *, block_size: int, 
 
 
 def test_the_blocked_batched_solve_matches_the_row_by_row_reference() -> None:
-    from autotune.passes.gptq import gptq_codes_batch
+    from autotune.quant.gptq import gptq_codes_batch
 
     rng = np.random.default_rng(0)
     k, n, block = 200, 24, 32  # not a whole number of blocks, and more than one 128-row lazy batch
@@ -228,8 +228,8 @@ def test_gptq_rounds_on_the_mlas_grid_and_the_rtn_pass_on_neural_compressors(sym
     rounds on neural-compressor's (symmetric scale 2 max|w| / 15). Symmetric, the two differ."""
     import onnx
 
-    from autotune.passes.gptq import gptq_codes
-    from autotune.passes.weight_only import quantize_int4
+    from autotune.quant.gptq import gptq_codes
+    from autotune.quant.weight_only import quantize_int4
 
     k, n, block = 128, 24, 32  # an even number of blocks: neural-compressor's asymmetric packing fails on an odd one
     weight = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)

@@ -1,22 +1,22 @@
 """Weight-only MatMulNBits quantization of a builder fp32 graph with ONNX Runtime's quantizers.
 
 Algorithms: ``rtn`` (ONNX Runtime's default block-wise round-to-nearest, on :data:`MLAS_GRID`), ``k_quant``
-(its bundled neural-compressor k-quant) and ``gptq`` (:mod:`autotune.passes.gptq`, on :data:`MLAS_GRID` too:
-ONNX Runtime's own GPTQ does not compensate, see there; its HQQ is withdrawn, see :mod:`autotune.passes.int4`).
+(its bundled neural-compressor k-quant) and ``gptq`` (:mod:`autotune.quant.gptq`, on :data:`MLAS_GRID` too:
+ONNX Runtime's own GPTQ does not compensate, see there; its HQQ is withdrawn, see :mod:`autotune.passes.onnx_hqq_quantization`).
 Nodes in ``exclude`` stay float here; :func:`quantize_8bit` can take them to 8 bits. :func:`tie_embedding` then
 lets the embedding lookup share the quantized LM head, as the builder does.
 
 ONNX Runtime has two 4-bit round-to-nearest grids, and they differ in the symmetric case:
 
 - :data:`MLAS_GRID`: ``MatMulNBitsQuantizer`` with its default config (MLAS's ``quantize_matmul_4bits``): here
-  ``rtn``, GPTQ's group parameters and the sensitivity's :func:`autotune.passes.sensitivity.rtn_dequantized`;
+  ``rtn``, GPTQ's group parameters and the sensitivity's :func:`autotune.quant.sensitivity.rtn_dequantized`;
 - :data:`NC_RTN_GRID`: ``MatMulNBitsQuantizer`` with ``RTNWeightOnlyQuantConfig`` (the neural-compressor
-  ``rtn_quantize``): the ``OnnxBlockWiseRtnQuantization`` pass (:mod:`autotune.passes.ort_quantize`).
+  ``rtn_quantize``): the ``OnnxBlockWiseRtnQuantization`` pass (:mod:`autotune.passes.onnx_blockwise_rtn_quantization`).
 
 Symmetric (zero point 8), the MLAS grid's scale is the block's signed largest-magnitude value / -8, which
 lands exactly on code 0 (steps of max/8); the neural-compressor grid's is 2 * max|w| / 15 (coarser steps;
 -max and +max land on codes 0 and 15, at -16/15 and 14/15 of max). Asymmetric, both take (max - min) / 15
-with zero point round(-min / scale), the MLAS grid with min <= 0 <= max. tests/passes/test_gptq.py pins both.
+with zero point round(-min / scale), the MLAS grid with min <= 0 <= max. tests/quant/test_gptq.py pins both.
 A comparison of GPTQ with round-to-nearest says which grid its rounding used.
 """
 
@@ -46,7 +46,7 @@ def quantize_int4(model: Any, algorithm: str, *, block_size: int, symmetric: boo
     from onnxruntime.quantization.matmul_nbits_quantizer import KQuantWeightOnlyQuantConfig, MatMulNBitsQuantizer
 
     if algorithm == "gptq":
-        from autotune.passes.gptq import gptq_quantize_graph
+        from autotune.quant.gptq import gptq_quantize_graph
 
         if hessians is None:
             raise ValueError("gptq needs the calibration Hessians")
@@ -162,8 +162,8 @@ def graph_precisions(model: Any) -> dict[str, int]:
 
 def quiet_quantizer() -> contextlib.AbstractContextManager[None]:
     """ONNX Runtime's quantizers log every node at INFO: for the call, only their warnings show
-    (:func:`autotune.logging_setup.quiet_quantizers`, scoped to their loggers; nothing process-wide)."""
-    from autotune.logging_setup import quiet_quantizers
+    (:func:`autotune.library_noise.quiet_quantizers`, scoped to their loggers; nothing process-wide)."""
+    from autotune.library_noise import quiet_quantizers
 
     return quiet_quantizers()
 

@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import autotune.passes.precision_probe as probe
+import autotune.training.precision_probe as probe
 from autotune.cache import Cache
 from autotune.config_checks import load_config
 from autotune.pipeline import Pipeline
+from autotune.training.precision import (
+    LOSS_TOLERANCE,
+    ProbeDecision,
+    StepProbe,
+    cached_decision,
+    choose_precision,
+    decide,
+    probe_file,
+)
 from tests.conftest import tiny_config
 from tests.probe_hooks import ticking
 
@@ -32,7 +42,7 @@ def bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     probed: list[str] = []
     real = probe.trainer_probe
 
-    def counting(**kwargs: Any) -> probe.StepProbe:
+    def counting(**kwargs: Any) -> StepProbe:
         probed.append(kwargs["precision"])
         return real(**kwargs)
 
@@ -66,7 +76,7 @@ def test_probe_picks_bf16_when_faster_at_matching_loss_and_caches_it(tmp_path: P
     [record] = (tmp_path / "cache" / "precision_probe").glob("*.json")
     decision = json.loads(record.read_text())
     assert decision["precision"] == "bf16" and decision["bf16_step_s"] < decision["fp32_step_s"]
-    assert decision["bf16_loss"] == pytest.approx(decision["fp32_loss"], rel=probe.LOSS_TOLERANCE)
+    assert decision["bf16_loss"] == pytest.approx(decision["fp32_loss"], rel=LOSS_TOLERANCE)
     # A second run on this machine reads the decision: no second probe, same key.
     again = pipeline_for(tiny_model, tone_file, tmp_path)
     assert again.keys()[0][2] == key and bf16_cpu == ["fp32", "bf16"]
@@ -89,17 +99,17 @@ def test_probe_keeps_fp32_when_bf16_is_not_faster(tmp_path: Path, tiny_model: Pa
 def test_probe_keeps_fp32_when_the_bf16_loss_diverges(tmp_path: Path, tiny_model: Path, tone_file: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: on == "cpu")
-    monkeypatch.setattr(probe, "trainer_probe", lambda **kw: probe.StepProbe(seconds=1.0 if kw["precision"] == "fp32" else 0.5,
+    monkeypatch.setattr(probe, "trainer_probe", lambda **kw: StepProbe(seconds=1.0 if kw["precision"] == "fp32" else 0.5,
                                                                               loss=2.0 if kw["precision"] == "fp32" else 2.5))
     pipeline = pipeline_for(tiny_model, tone_file, tmp_path)
     assert pipeline.keys()[0][2] == fp32_key(pipeline, monkeypatch)
 
 
 def test_decide_takes_bf16_only_when_faster_by_the_margin_and_matching() -> None:
-    fp32 = probe.StepProbe(seconds=1.0, loss=3.0)
-    assert probe.decide(fp32, probe.StepProbe(seconds=0.5, loss=3.01)).precision == "bf16"
-    assert probe.decide(fp32, probe.StepProbe(seconds=0.95, loss=3.0)).precision == "fp32"
-    assert probe.decide(fp32, probe.StepProbe(seconds=0.5, loss=3.5)).precision == "fp32"
+    fp32 = StepProbe(seconds=1.0, loss=3.0)
+    assert decide(fp32, StepProbe(seconds=0.5, loss=3.01)).precision == "bf16"
+    assert decide(fp32, StepProbe(seconds=0.95, loss=3.0)).precision == "fp32"
+    assert decide(fp32, StepProbe(seconds=0.5, loss=3.5)).precision == "fp32"
 
 
 @pytest.mark.parametrize("forced", [True, False])
@@ -107,7 +117,7 @@ def test_training_args_bf16_forces_the_precision_without_a_probe(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: on == "cpu")
 
-    def no_probe(**_: Any) -> probe.StepProbe:
+    def no_probe(**_: Any) -> StepProbe:
         raise AssertionError("a forced precision must not be probed")
 
     monkeypatch.setattr(probe, "trainer_probe", no_probe)
@@ -131,31 +141,31 @@ def test_the_bf16_probe_really_autocasts_after_an_fp32_probe(tmp_path: Path, tin
     step, params, _ = pipeline.keys()[0]
     data = pipeline.data(step.data_name)
 
-    def measure(precision: Any) -> probe.StepProbe:
+    def measure(precision: Any) -> StepProbe:
         return probe.trainer_probe(model_path=tiny_model, params=params, data=data, trust_remote_code=False,
                                    work_dir=tmp_path / precision, precision=precision)
 
     fp32, fp32_again, bf16 = measure("fp32"), measure("fp32"), measure("bf16")
     assert fp32.loss == fp32_again.loss  # same seed, rows and precision: the same loss
     assert bf16.loss != fp32.loss  # bf16 numerics, not a repeat of fp32
-    assert bf16.loss == pytest.approx(fp32.loss, rel=probe.LOSS_TOLERANCE)
+    assert bf16.loss == pytest.approx(fp32.loss, rel=LOSS_TOLERANCE)
 
 
 def test_the_first_stored_decision_wins_over_a_probe_that_read_otherwise(tmp_path: Path) -> None:
     """Two workers probing at once under different load: the one that stores second takes the first's decision
     (one point, one cache key), whatever its own steps read."""
-    first = probe.ProbeDecision("bf16", 1.0, 0.5, 2.0, 2.0, "bf16 faster")
+    first = ProbeDecision("bf16", 1.0, 0.5, 2.0, 2.0, "bf16 faster")
 
-    def measure(precision: str) -> probe.StepProbe:
-        path = probe.probe_file(tmp_path, "shape")
+    def measure(precision: str) -> StepProbe:
+        path = probe_file(tmp_path, "shape")
         if precision == "bf16" and not path.exists():  # another worker finishes first, while this one probes
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(probe.asdict(first)))
-        return probe.StepProbe(seconds=1.0 if precision == "fp32" else 0.99, loss=2.0)  # this one reads fp32
+            path.write_text(json.dumps(asdict(first)))
+        return StepProbe(seconds=1.0 if precision == "fp32" else 0.99, loss=2.0)  # this one reads fp32
 
-    assert probe.choose_precision(cache_root=tmp_path, shape_key="shape", measure=measure) == first
-    assert probe.cached_decision(probe.probe_file(tmp_path, "shape")) == first
-    assert [p.name for p in (tmp_path / "precision_probe").iterdir()] == [probe.probe_file(tmp_path, "shape").name]
+    assert choose_precision(cache_root=tmp_path, shape_key="shape", measure=measure) == first
+    assert cached_decision(probe_file(tmp_path, "shape")) == first
+    assert [p.name for p in (tmp_path / "precision_probe").iterdir()] == [probe_file(tmp_path, "shape").name]
 
 
 def test_one_decision_serves_every_lora_shape_of_a_model(tmp_path: Path, tiny_model: Path, tone_file: Path,
@@ -163,9 +173,9 @@ def test_one_decision_serves_every_lora_shape_of_a_model(tmp_path: Path, tiny_mo
     monkeypatch.setattr("autotune.device.bf16_supported", lambda on: on == "cpu")
     probed: list[str] = []
 
-    def fake(**kwargs: Any) -> probe.StepProbe:
+    def fake(**kwargs: Any) -> StepProbe:
         probed.append(kwargs["precision"])
-        return probe.StepProbe(seconds=1.0 if kwargs["precision"] == "fp32" else 0.5, loss=2.0)
+        return StepProbe(seconds=1.0 if kwargs["precision"] == "fp32" else 0.5, loss=2.0)
 
     monkeypatch.setattr(probe, "trainer_probe", fake)
     for r, targets in ((4, ["q_proj", "v_proj"]), (8, ["q_proj", "k_proj", "v_proj", "o_proj"])):
@@ -216,17 +226,17 @@ class StoreInMemory:
 
 
 def test_the_studys_decision_wins_over_this_machines_cache_and_probe(tmp_path: Path) -> None:
-    studys = probe.ProbeDecision("bf16", 1.0, 0.5, 2.0, 2.0, "bf16 faster on the first worker")
-    path = probe.probe_file(tmp_path, "shape")
-    store = StoreInMemory({path.stem: probe.asdict(studys)})
+    studys = ProbeDecision("bf16", 1.0, 0.5, 2.0, 2.0, "bf16 faster on the first worker")
+    path = probe_file(tmp_path, "shape")
+    store = StoreInMemory({path.stem: asdict(studys)})
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(probe.asdict(probe.ProbeDecision("fp32", 1.0, 0.99, 2.0, 2.0, "this machine, loaded"))))
+    path.write_text(json.dumps(asdict(ProbeDecision("fp32", 1.0, 0.99, 2.0, 2.0, "this machine, loaded"))))
     measured: list[str] = []
-    chosen = probe.choose_precision(cache_root=tmp_path, shape_key="shape", shared=store,
-                                    measure=lambda p: probe.StepProbe(1.0, 2.0) if measured.append(p) is None else None)
+    chosen = choose_precision(cache_root=tmp_path, shape_key="shape", shared=store,
+                                    measure=lambda p: StepProbe(1.0, 2.0) if measured.append(p) is None else None)
     assert chosen == studys and not measured
     # A study without one takes this machine's (probed here) and keeps it for every other worker.
     empty = StoreInMemory()
-    chosen = probe.choose_precision(cache_root=tmp_path / "other", shape_key="shape", shared=empty,
-                                    measure=lambda p: probe.StepProbe(1.0 if p == "fp32" else 0.5, 2.0))
-    assert chosen.precision == "bf16" and empty.held == {probe.probe_file(tmp_path, "shape").stem: probe.asdict(chosen)}
+    chosen = choose_precision(cache_root=tmp_path / "other", shape_key="shape", shared=empty,
+                                    measure=lambda p: StepProbe(1.0 if p == "fp32" else 0.5, 2.0))
+    assert chosen.precision == "bf16" and empty.held == {probe_file(tmp_path, "shape").stem: asdict(chosen)}

@@ -1,14 +1,11 @@
-"""Data-aware int4 (GPTQ) and sensitivity-based mixed precision, over a builder fp32 ONNX model.
+"""The shared run of the weight-only int4 passes (``WeightOnlyPass``: the GPTQ, HQQ and mixed-precision passes), over a
+builder fp32 ONNX model, and the parameters they share.
 
 Each takes a builder fp32 ONNX folder (or an HF folder, first built at fp32), quantizes its MatMuls to
-MatMulNBits with ONNX Runtime's quantizers (:mod:`autotune.passes.weight_only`), shares the quantized LM
+MatMulNBits with ONNX Runtime's quantizers (:mod:`autotune.quant.weight_only`), shares the quantized LM
 head with a tied embedding as the builder does, and writes a folder onnxruntime-genai loads plus
 ``quant_stats.json`` (seconds, peak RSS, calibration rows, bits per layer, the layers kept high).
-Calibration reads the training split only (:mod:`autotune.passes.calibration`).
-
-ONNX Runtime's HQQ (``OnnxHqqQuantization``, and ``algorithm: hqq`` of the mixed pass) is withdrawn and
-refused at validate: on a fine-tuned SmolLM2 it lost 49 accuracy points against fp32 (bench/README.md
-section 8) with every dequantized weight within a few percent of fp32, a cause not found.
+Calibration reads the training split only (:mod:`autotune.quant.calibration`).
 """
 
 from __future__ import annotations
@@ -16,17 +13,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
+from autotune.builder.onnx_folder import MODEL_FILE, copy_companions, fp32_source, save_with_external_data
 from autotune.context import PassContext
-from autotune.errors import ConfigError
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import Pass, PassParams, register_pass, searchable
-from autotune.passes.ort_quantize import MODEL_FILE, copy_companions, fp32_source, save_with_external_data
-from autotune.passes.weight_only import (
+from autotune.passes.base import Pass, PassParams, PassView, searchable
+from autotune.quant.weight_only import (
     PassCost,
     graph_precisions,
     quantize_8bit,
@@ -61,42 +57,6 @@ class Int4Params(HqqParams):
     accuracy_level: Literal[0, 1, 2, 3, 4] = searchable(0, space=[0, 4])
 
 
-class GptqParams(Int4Params):
-    is_symmetric: bool = searchable(True, space=[True, False])
-    calibration_rows: int = searchable(64, space=[32, 128], ge=1, le=4096)
-    damp_percent: float = searchable(0.01, space=[0.01, 0.1], gt=0, lt=1)
-    train_data_config: str | None = None
-    calibration_seed: int = 0
-
-
-class MixedPrecisionParams(Int4Params):
-    CONDITIONS: ClassVar[dict[str, tuple[str, tuple[Any, ...]]]] = {
-        "damp_percent": ("algorithm", ("gptq",)),
-        "is_symmetric": ("algorithm", ("rtn", "gptq")),
-        "int8_accuracy_level": ("high_precision", ("int8",)),
-    }
-    # The int4 body's algorithm; the most sensitive layers go to ``high_precision`` instead.
-    algorithm: Literal["rtn", "k_quant", "gptq", "hqq"] = searchable("rtn", space=["rtn", "k_quant", "gptq"])
-    budget: float = searchable(0.1, space=[0.05, 0.1, 0.2], ge=0, le=1)
-    budget_unit: Literal["layers", "bytes"] = searchable("layers", space=["layers", "bytes"])
-    high_precision: Literal["int8", "fp32"] = searchable("int8", space=["int8", "fp32"])
-    is_symmetric: bool = searchable(True, space=[True, False])
-    calibration_rows: int = searchable(32, space=[16, 64], ge=1, le=4096)
-    damp_percent: float = searchable(0.01, space=[0.01, 0.1], gt=0, lt=1)
-    train_data_config: str | None = None
-    calibration_seed: int = 0
-    # The accuracy_level of the int8 layers (``accuracy_level`` is the int4 body's). Unset (None): 4 on the
-    # CPU provider, where 8-bit MatMulNBits is fast only with int8 activations (int8_accuracy_level's
-    # docstring has the measurement), the body's level on other providers. A value given is used as it is.
-    int8_accuracy_level: Literal[0, 1, 2, 3, 4] | None = None
-
-    def resolved(self) -> dict[str, Any]:
-        out = super().resolved()
-        if out.get("int8_accuracy_level", 0) is None:
-            del out["int8_accuracy_level"]  # unset: the keys and records of the mixed pass as before it existed
-        return out
-
-
 class WeightOnlyPass(Pass):
     """Shared run: fp32 source -> (calibration) -> int4 -> high-precision layers -> tied embedding -> folder."""
 
@@ -104,6 +64,11 @@ class WeightOnlyPass(Pass):
     output_kind = "onnx"
     provider_in_key = True
     selects_by_weights = False  # keep_high reads the float weights
+    REPORT_FILES = frozenset({STATS_FILE})
+
+    @classmethod
+    def view(cls, params: dict[str, Any], summary: dict[str, Any] | None) -> PassView:
+        return PassView(precision="int4")  # whatever precision the model had before: the plots' int4 marker
 
     def algorithm(self, params: Any) -> str:
         raise NotImplementedError
@@ -131,7 +96,7 @@ class WeightOnlyPass(Pass):
         if rows:
             if ctx.data is None:
                 raise RuntimeError(f"{self.type_name} needs calibration data but the pipeline passed none")
-            from autotune.passes.calibration import calibration_feeds, input_hessians, weight_matmuls
+            from autotune.quant.calibration import calibration_feeds, input_hessians, weight_matmuls
 
             feeds = calibration_feeds(source, graph, ctx.data, rows, seed=params.calibration_seed)
             if algorithm == "gptq":
@@ -174,66 +139,3 @@ class WeightOnlyPass(Pass):
                  **({"int8_accuracy_level": int8_level} if high and getattr(params, "high_precision", "fp32") == "int8" else {}),
                  "sensitivity": dict(sorted(scores.items(), key=lambda kv: -kv[1]))}
         (output / STATS_FILE).write_text(json.dumps(stats, indent=2))
-
-
-@register_pass("gptq", "OnnxGPTQ")
-class OnnxGptqQuantization(WeightOnlyPass):
-    """GPTQ (:mod:`autotune.passes.gptq`): block-wise int4 with Hessian-based error compensation, calibrated
-    on the task's training rows."""
-
-    type_name = "OnnxGptqQuantization"
-    Params = GptqParams
-    uses_data = True
-
-    def algorithm(self, params: Any) -> str:
-        return "gptq"
-
-
-HQQ_WITHDRAWN = ("ONNX Runtime's HQQ is withdrawn: it lost 49 accuracy points on a fine-tuned SmolLM2 "
-                 "(bench/README.md section 8); use OnnxGptqQuantization")
-
-
-@register_pass("hqq", "OnnxHQQ")
-class OnnxHqqQuantization(WeightOnlyPass):
-    """Withdrawn (see the module note): registered so that a config naming it gets the reason at validate."""
-
-    type_name = "OnnxHqqQuantization"
-    Params = HqqParams
-
-    def check(self, params: HqqParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{origin.removesuffix('.config')}.type", f"OnnxHqqQuantization: {HQQ_WITHDRAWN}")
-
-    def algorithm(self, params: Any) -> str:
-        raise ConfigError("OnnxHqqQuantization", HQQ_WITHDRAWN)
-
-
-@register_pass("mixed_precision", "OnnxMixedPrecision")
-class OnnxMixedPrecisionQuantization(WeightOnlyPass):
-    """int4 body (``algorithm``) with the layers most sensitive on calibration data kept at int8 or fp32,
-    within ``budget`` (a share of the layers, or of the weights)."""
-
-    type_name = "OnnxMixedPrecisionQuantization"
-    Params = MixedPrecisionParams
-    uses_data = True
-    selects_by_weights = True
-
-    def check(self, params: MixedPrecisionParams, *, provider: str, origin: str) -> None:  # type: ignore[override]
-        if params.budget == 0:
-            raise ConfigError(f"{origin}.budget", "a budget of 0 keeps no layer high; use the plain int4 pass instead")
-        if params.algorithm == "hqq":
-            raise ConfigError(f"{origin}.algorithm", f"hqq: {HQQ_WITHDRAWN}")
-
-    def algorithm(self, params: Any) -> str:
-        return params.algorithm
-
-    def keep_high(self, model: Any, params: Any, feeds: list[dict[str, np.ndarray]] | None,
-                  hessians: dict[str, np.ndarray] | None, solved: dict[str, Any]) -> tuple[list[str], dict[str, float]]:
-        from autotune.passes.sensitivity import choose, sensitivities, weight_sizes
-
-        # scored with the body's own algorithm (GPTQ: the body's Hessians and solve, handed on in ``solved``), on
-        # ONNX Runtime's grid
-        scores = sensitivities(model, feeds or [], algorithm=params.algorithm, block_size=params.block_size,
-                               symmetric=params.is_symmetric, hessians=hessians, damp_percent=params.damp_percent,
-                               exclude=frozenset(params.nodes_to_exclude), solved=solved)
-        sizes = {k: v for k, v in weight_sizes(model).items() if k in scores}
-        return choose(scores, sizes, params.budget, params.budget_unit), scores

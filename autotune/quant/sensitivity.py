@@ -10,8 +10,8 @@ body's algorithm, so the layers kept high are those the body would quantize wors
 
 - ``rtn``: ONNX Runtime's round-to-nearest grid (:func:`rtn_dequantized`, the quantizer's exact codes), with
   H's diagonal E[x_k^2] (RTN rounds each weight alone, so off-diagonal terms only add noise of either sign);
-- ``gptq``: GPTQ's own result (:func:`autotune.passes.gptq.gptq_codes_batch`) and the full Hessian, the
-  quantity GPTQ minimises. The solve is the body's (same batches, :func:`autotune.passes.gptq.shape_batches`),
+- ``gptq``: GPTQ's own result (:func:`autotune.quant.gptq.gptq_codes_batch`) and the full Hessian, the
+  quantity GPTQ minimises. The solve is the body's (same batches, :func:`autotune.quant.gptq.shape_batches`),
   and it is solved once: the scorer hands each layer's codes to the body (``solved``), which packs those of
   the layers it quantizes instead of solving them again; ``quant_stats.json``'s ``seconds_by_step.sensitivity``
   then holds the solve;
@@ -19,7 +19,7 @@ body's algorithm, so the layers kept high are those the body would quantize wors
   search once more only to score would double its cost, ~56 s on SmolLM2-135M; on the tiny model the
   proxy ranks the layers as k-quant's measured errors do with Spearman 0.87).
 
-tests/passes/test_sensitivity.py checks that the ranking agrees with each layer's output error measured by
+tests/quant/test_sensitivity.py checks that the ranking agrees with each layer's output error measured by
 quantizing it alone in the ONNX graph and running it in ONNX Runtime on held-out rows.
 """
 
@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from autotune.passes.calibration import free_cores, input_moments, weight_matmuls
+from autotune.quant.calibration import free_cores, input_moments, weight_matmuls
 
 if TYPE_CHECKING:
-    from autotune.passes.gptq import GptqSolution
+    from autotune.quant.gptq import GptqSolution
 
 
 def rtn_dequantized(weight: np.ndarray, block_size: int, symmetric: bool, bits: int = 4) -> np.ndarray:
@@ -42,7 +42,7 @@ def rtn_dequantized(weight: np.ndarray, block_size: int, symmetric: bool, bits: 
     MatMulNBitsQuantizer / MLAS grid) and back to float. Symmetric: the block's largest-magnitude value, with
     its sign, maps exactly to code 0 (scale = value / -2^(bits-1)), zero point 2^(bits-1), codes 0..2^bits-1;
     asymmetric: scale = (max(high, 0) - min(low, 0)) / (2^bits - 1), zero point round(-min / scale).
-    tests/passes/test_sensitivity.py checks it against the quantizer's own packed weights."""
+    tests/quant/test_sensitivity.py checks it against the quantizer's own packed weights."""
     k, n = weight.shape
     pad = (-k) % block_size
     blocks = np.pad(weight.T, ((0, 0), (0, pad))).reshape(n, -1, block_size).astype(np.float64)
@@ -103,7 +103,7 @@ def _gptq_scores(matmuls: dict[str, tuple[str, str]], dims: dict[str, tuple[int,
     import torch
     from threadpoolctl import threadpool_limits
 
-    from autotune.passes.gptq import gptq_codes_batch, shape_batches
+    from autotune.quant.gptq import gptq_codes_batch, shape_batches
 
     # the body's thread policy (free_cores): on a busy shared machine a full pool runs several times slower
     threads, previous = free_cores(), torch.get_num_threads()

@@ -117,7 +117,7 @@ def _worker() -> subprocess.Popen[str]:
         _WORKER = None  # a forked process leaves its parent's builder process alone
     if _WORKER is None:
         path = [entry for entry in sys.path if isinstance(entry, str)]  # the same autotune and libraries as here
-        code = f"import sys; sys.path[:] = {path!r}; from autotune.passes.builder_process import serve; serve(parent={os.getpid()})"
+        code = f"import sys; sys.path[:] = {path!r}; from autotune.builder.process import serve; serve(parent={os.getpid()})"
         # A session of its own: the terminal's Ctrl-C reaches this process, which ends the builder's itself.
         _WORKER = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                    text=True, encoding="utf-8", start_new_session=True)
@@ -212,7 +212,7 @@ def _build(request: dict[str, Any]) -> dict[str, Any]:
 
             args = request["args"]
             extra = builder.parse_extra_options(*args, request["extra_options"])
-            from autotune.passes.builder_support import adapt_builder_config  # the config fields transformers 5 writes otherwise
+            from autotune.builder.support import adapt_builder_config  # the config fields transformers 5 writes otherwise
             adapt_builder_config(extra["hf_details"]["hf_config"])
             builder.create_model(*args, **extra)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the process serves on

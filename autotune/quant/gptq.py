@@ -14,10 +14,10 @@ This implementation follows the reference algorithm (Cholesky of the damped inve
 updates of 128 rows as matrix products, group-wise parameters computed from the error-updated weights) in
 torch, so every update but the rank-1 step inside one quantization group is a BLAS product. Hessians are
 accumulated while the calibration rows stream through one forward pass each
-(:func:`autotune.passes.calibration.input_hessians`); MatMuls that read the same input (the builder's fused
+(:func:`autotune.quant.calibration.input_hessians`); MatMuls that read the same input (the builder's fused
 q/k/v, gate/up) share one. It packs the integer codes it chose, with their own scales and zero points, into
 ONNX Runtime's MatMulNBits layout. Its grid is ONNX Runtime's MLAS grid (symmetric: scale = the block's signed
-largest-magnitude value / -8; see :data:`autotune.passes.weight_only.MLAS_GRID`), so GPTQ against round-to-nearest
+largest-magnitude value / -8; see :data:`autotune.quant.weight_only.MLAS_GRID`), so GPTQ against round-to-nearest
 on that grid (``quantize_int4(..., "rtn")``) compares the error compensation alone (``OnnxBlockWiseRtnQuantization``
 rounds on neural-compressor's coarser grid). Activations come from the float model (the non-sequential
 variant). ``actorder`` is not offered: with group-wise scales it needs static groups to stay exact.
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from autotune.passes.calibration import free_cores, weight_matmuls
+from autotune.quant.calibration import free_cores, weight_matmuls
 
 # One weight's GPTQ result: (codes [K_padded, N], scales [n_blocks, N], zero points [n_blocks, N]).
 GptqSolution = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -137,9 +137,9 @@ def _inverse_cholesky_upper(h: Any, damp_percent: float) -> Any:
 
 def _group_params(group: Any, symmetric: bool, top: int) -> tuple[Any, Any]:
     """Per-column (scale, zero point) of one block of rows (torch [B, rows, N] -> [B, N] each) on ONNX Runtime's
-    MLAS grid (:data:`autotune.passes.weight_only.MLAS_GRID`: the grid of ``MatMulNBitsQuantizer``'s default
-    config, the mixed pass's ``rtn`` and :func:`autotune.passes.sensitivity.rtn_dequantized`), not the
-    neural-compressor grid of ``OnnxBlockWiseRtnQuantization`` (:data:`autotune.passes.weight_only.NC_RTN_GRID`)."""
+    MLAS grid (:data:`autotune.quant.weight_only.MLAS_GRID`: the grid of ``MatMulNBitsQuantizer``'s default
+    config, the mixed pass's ``rtn`` and :func:`autotune.quant.sensitivity.rtn_dequantized`), not the
+    neural-compressor grid of ``OnnxBlockWiseRtnQuantization`` (:data:`autotune.quant.weight_only.NC_RTN_GRID`)."""
     import torch
 
     if symmetric:  # the largest-magnitude value maps exactly to code 0 (-8 * scale); zero point 8
@@ -183,7 +183,7 @@ def gptq_quantize_graph(model: Any, hessians: dict[str, np.ndarray], *, block_si
                         damp_percent: float, accuracy_level: int, exclude: list[str], weights_dir: Path | None = None,
                         timings: dict[str, float] | None = None, solved: dict[str, GptqSolution] | None = None) -> Any:
     """Every float MatMul with a constant 2-D weight of ``model`` (not in ``exclude``) to GPTQ int4, in place.
-    ``hessians``: input tensor name -> E[x x^T] (:func:`autotune.passes.calibration.input_hessians`); each is
+    ``hessians``: input tensor name -> E[x x^T] (:func:`autotune.quant.calibration.input_hessians`); each is
     dropped from the dict once its MatMuls are done, to bound memory. Weights still in external data are read
     from ``weights_dir`` one batch at a time (the float weights are then never all in memory). ``solved``: MatMul
     name -> its solution from the same weights, Hessians and settings (the mixed pass's sensitivity solves GPTQ

@@ -1,8 +1,14 @@
-"""CPU training precision chosen by measurement: a few Trainer steps of the real model, batch and LoRA
-shape in fp32 and in bf16 autocast, on batches drawn as the fine-tune draws them; bf16 is taken only when it
-is faster by a margin and its first-step loss matches fp32's. The decision is cached per machine (CPU model
-and flags) and model, and kept with the study, so it is measured once (bench/README.md sections 6 and 13:
-bf16 matmuls 4x faster did not make the Trainer's step faster)."""
+"""Which precision a fine-tune trains in, decided here and nowhere else.
+
+``training_args.precision`` (:data:`PRECISIONS`) forces one, read as transformers' ``bf16``/``fp16`` flags
+(:class:`autotune.training.arguments.TrainingArgs`); left at ``auto``, :func:`mixed_precision` takes bf16 where a
+GPU has it and fp32 on the CPU, unless the CPU probe decides otherwise. The probe applies to a fine-tune of the input
+model on a CPU with bf16 instructions (:func:`probed_decision`): a few Trainer steps in each precision
+(:mod:`autotune.training.precision_probe` measures them), bf16 taken only when it is faster by a margin and its
+first-step loss matches fp32's (:func:`decide`). The decision is cached per machine (CPU model and flags) and model
+shape, and kept with the study, so it is measured once (:func:`choose_precision`). Whether the hardware has bf16 is
+a device fact (:func:`autotune.device.bf16_supported`).
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,48 @@ import hashlib
 import json
 import logging
 import os
-import random
-import time
+import shutil
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["BF16_MARGIN", "LOSS_TOLERANCE", "PROBE_STEPS", "PROBE_VERSION", "ProbeDecision", "StepProbe", "cached_decision",
-           "choose_precision", "decide", "machine_id", "probe_clock", "probe_file", "trainer_probe"]
+if TYPE_CHECKING:
+    from autotune.context import KeyContext
+
+__all__ = ["BF16_MARGIN", "CPU_BF16_BY_DEFAULT", "LOSS_TOLERANCE", "PRECISIONS", "PROBE_STEPS", "PROBE_VERSION", "ProbeDecision",
+           "StepProbe", "cached_decision", "choose_precision", "decide", "machine_id", "mixed_precision", "probe_fields",
+           "probe_file", "probed_decision"]
 
 log = logging.getLogger("autotune")
+
+# training_args.precision: auto (the default: measured on a CPU with bf16 instructions, bf16 where a GPU has it),
+# or one forced for every fine-tune of the config (read as transformers' bf16/fp16 flags, see TrainingArgs).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def mixed_precision(args: Any, device: str) -> Literal["fp32", "bf16", "fp16"]:
+    """The precision ``args`` (a :class:`autotune.training.arguments.TrainingArgs`) train in without a probe's
+    decision: transformers' own ``bf16``/``fp16`` when set; unset (auto): bf16 where the hardware has it and
+    it pays (GPUs that support it; the CPU only where measured faster at equal accuracy), else fp32."""
+    bf16, fp16 = getattr(args, "bf16", None), getattr(args, "fp16", None)
+    if bf16:
+        return "bf16"
+    if fp16:
+        return "fp16"
+    if bf16 is False:
+        return "fp32"
+    from autotune.device import bf16_supported
+
+    if device == "cuda":
+        return "bf16" if bf16_supported("cuda") else "fp32"
+    return "bf16" if CPU_BF16_BY_DEFAULT and bf16_supported("cpu") else "fp32"
+
+
+# bench/bench_bf16_cpu.py decides this: bf16 autocast on an AVX512-BF16/AMX CPU (see bench/README.md).
+CPU_BF16_BY_DEFAULT = False
+
 
 # Timed steps per precision, after one untimed warm-up step (allocations, first-call dispatch).
 PROBE_STEPS = 3
@@ -140,59 +176,45 @@ def _local_decision(path: Path, measure: Callable[[Precision], StepProbe]) -> Pr
     return decision
 
 
-def probe_clock(precision: Precision) -> Callable[[], float]:
-    """The clock that times ``precision``'s probe steps (tests replace it to inject a faster precision)."""
-    return time.perf_counter
+def probed_decision(params: Any, ctx: KeyContext, *, trainer_probe: Callable[..., StepProbe]) -> ProbeDecision | None:
+    """The CPU precision probe's decision for a fine-tune (``params``: LoRA's) of the input model with
+    ``training_args.bf16`` unset on a CPU with bf16 instructions (cached per machine and shape); None where it does
+    not apply. ``trainer_probe``: the measurement (:func:`autotune.training.precision_probe.trainer_probe`)."""
+    if ctx.device != "cpu":
+        return None
+    if getattr(params.training_args, "bf16", None) is not None or getattr(params.training_args, "fp16", None):
+        return None  # forced by the user
+    if os.environ.get("AUTOTUNE_PRECISION_PROBE", "").lower() in ("0", "off", "false"):
+        return None  # turned off for this process and its children (the test suite does: machine-independent keys)
+    from autotune.device import bf16_supported
+
+    if not bf16_supported("cpu") or ctx.parent != ctx.input_model.key or ctx.read_data is None:
+        return None  # no bf16 instructions, or a base that does not exist yet: fp32
+    from autotune.cache import hash_key
+    from autotune.device import release_memory
+
+    model, data = ctx.input_model, ctx.data
+    args = params.training_args
+    # One decision per model, batch and sequence length on this machine, whatever the LoRA rank and targets: a
+    # probe per LoRA shape let timing noise train one study's fine-tunes at different precisions.
+    shape = hash_key({"model": ctx.parent, "batch": args.per_device_train_batch_size, "max_len": data.source_max_len,
+                      "checkpointing": args.gradient_checkpointing})
+    work = ctx.scratch / f"probe-{os.getpid()}.{uuid.uuid4().hex[:12]}"
+
+    def measure(precision: Any) -> Any:
+        try:
+            return trainer_probe(model_path=model.path, params=params, data=data, work_dir=work, precision=precision,
+                                 trust_remote_code=ctx.trust_remote_code)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            release_memory()
+
+    return choose_precision(cache_root=ctx.cache_root, shape_key=shape, measure=measure, shared=ctx.shared_precision)
 
 
-def trainer_probe(*, model_path: Path, params: Any, data: Any, trust_remote_code: bool, work_dir: Path,
-                  precision: Precision, steps: int = PROBE_STEPS) -> StepProbe:
-    """``steps`` timed Trainer steps (after one warm-up) of the fine-tune's own model, LoRA shape, batch and rows."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
-
-    from autotune.models.loading import load_causal_lm, load_tokenizer
-    from autotune.passes.lora import PadToLongest, tokenize_rows
-    from autotune.passes.training_args import training_argument_values
-
-    set_seed(params.training_args.seed)
-    tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-    base = load_causal_lm(model_path, trust_remote_code=trust_remote_code)
-    model = get_peft_model(base, LoraConfig(r=params.r, lora_alpha=params.effective_alpha, lora_dropout=params.lora_dropout,
-                                            target_modules=params.target_modules, task_type="CAUSAL_LM", bias="none"))
-    loss_on = params.loss_on or ("answer" if data.is_classification else "all")
-    batch = params.training_args.per_device_train_batch_size or 8
-    # Rows drawn at random, as the Trainer's sampler draws them: a batch is padded to its longest row, so the data's
-    # first rows (here 28 tokens at most per batch of 8, against 39 on average for random batches) time a shorter step.
-    draw = random.Random(params.training_args.seed)
-    rows = [data.train[draw.randrange(len(data.train))] for _ in range(batch * (steps + 1))]
-    values = training_argument_values(params.training_args, work_dir, learning_rate=params.learning_rate, origin="probe",
-                                      device="cpu", precision=precision)
-    values.update(max_steps=steps + 1, logging_steps=1, eval_strategy="no", gradient_accumulation_steps=1,
-                  per_device_train_batch_size=batch)
-    clock = probe_clock(precision)
-    times: list[float] = []
-    losses: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, *_: Any, **__: Any) -> None:
-            times.append(-clock())
-
-        def on_step_end(self, *_: Any, **__: Any) -> None:
-            times[-1] += clock()
-
-        def on_log(self, _args: Any, _state: Any, _control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
-            if logs and "loss" in logs:
-                losses.append(float(logs["loss"]))
-
-    trainer = Trainer(model=model, args=TrainingArguments(**values), train_dataset=tokenize_rows(tokenizer, data, rows, loss_on),
-                      data_collator=PadToLongest(tokenizer.pad_token_id), callbacks=[Clock()])
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
-    with torch.random.fork_rng():
-        trainer.train()
-    timed = sorted(times[1:]) or times
-    return StepProbe(seconds=timed[len(timed) // 2], loss=losses[0] if losses else float("nan"))
+def probe_fields(probe: ProbeDecision | None) -> dict[str, Any]:
+    """The pass context's view of a precision probe: the precision it trains in, and the timings for train_stats."""
+    if probe is None:
+        return {}
+    return {"precision": probe.precision, "precision_probe": {"probe_fp32_step_s": probe.fp32_step_s,
+                                                             "probe_bf16_step_s": probe.bf16_step_s}}
