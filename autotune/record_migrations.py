@@ -69,22 +69,18 @@ def _record_3_to_4(raw: Raw) -> Raw:
     return raw
 
 
-def _unchanged(raw: Raw) -> Raw:
-    return raw
-
-
 # Version v -> the step to v + 1. A trial record kept no version of its own before 4: it reads as 3 (records of 1 to 3
-# differ only in fields added with a default), the meta's own version when that is higher.
+# differ only in fields added with a default).
 META_STEPS: dict[int, Callable[[Raw], Raw]] = {1: _meta_1_to_2, 2: _meta_2_to_3, 3: _meta_3_to_4}
-RECORD_STEPS: dict[int, Callable[[Raw], Raw]] = {1: _unchanged, 2: _unchanged, 3: _record_3_to_4}
+RECORD_STEPS: dict[int, Callable[[Raw], Raw]] = {3: _record_3_to_4}
 FIRST_RECORD_VERSION = 3
 
 
 def _migrate(raw: Raw, version: int, steps: dict[int, Callable[[Raw], Raw]], what: str) -> Raw:
+    out = copy.deepcopy(raw)  # the stored dict (a trial's user attributes) is never changed
     if version > SCHEMA_VERSION:
         # Written by a newer autotune: read as it is (unknown fields are kept, never refused), no step backwards.
-        return raw
-    out = copy.deepcopy(raw)
+        return out
     for v in range(version, SCHEMA_VERSION):
         if v not in steps:
             raise ValueError(f"no migration step for a {what} of schema {v}")

@@ -156,6 +156,9 @@ class Pass(ABC):
     # What it writes beside its model about how it made it (seconds, scores): not deployed, so not counted in the
     # model's size nor its structure key (autotune.evaluation.footprint).
     REPORT_FILES: ClassVar[frozenset[str]] = frozenset()
+    # The weights' precision of its output whatever its parameters (a quantizer: "int4", "int8"); None: it keeps the
+    # input's, or (the model builder) its parameters say it. The plots' marker shape, through :meth:`view`.
+    weight_precision: ClassVar[str | None] = None
 
     def device_key(self, params: PassParams, device: str, precision: str | None = None) -> dict[str, Any]:
         """What of the resolved ``engine.device`` enters the cache key (only when ``device_in_key``)."""
@@ -193,8 +196,8 @@ class Pass(ABC):
     @classmethod
     def view(cls, params: dict[str, Any], summary: dict[str, Any] | None) -> PassView:
         """What the trials table and the plots show of this pass in a trial, from its resolved parameters and its
-        :meth:`summary`. Default: nothing."""
-        return PassView()
+        :meth:`summary`. Default: its ``weight_precision``, no columns."""
+        return PassView(precision=cls.weight_precision)
 
     @abstractmethod
     def run(self, model: ModelHandle, params: PassParams, ctx: PassContext, output: Path) -> None:

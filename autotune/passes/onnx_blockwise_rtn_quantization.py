@@ -16,7 +16,7 @@ from autotune.builder.onnx_folder import MODEL_FILE, copy_companions, fp32_sourc
 from autotune.context import PassContext
 from autotune.library_noise import quiet_quantizers
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import Pass, PassParams, PassView, register_pass, searchable
+from autotune.passes.base import Pass, PassParams, register_pass, searchable
 
 
 class BlockWiseRtnParams(PassParams):
@@ -38,10 +38,7 @@ class OnnxBlockWiseRtnQuantization(Pass):
     accepts = ("onnx", "hf")
     output_kind = "onnx"
     provider_in_key = True
-
-    @classmethod
-    def view(cls, params: dict[str, Any], summary: dict[str, Any] | None) -> PassView:
-        return PassView(precision="int4")
+    weight_precision = "int4"
 
     def run(self, model: ModelHandle, params: BlockWiseRtnParams, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
         import onnx

@@ -8,7 +8,7 @@ onnxruntime-genai still loads: the same genai_config.json, tokenizer and file na
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -16,7 +16,7 @@ from autotune.builder.onnx_folder import MODEL_FILE, copy_companions, fp32_sourc
 from autotune.context import PassContext
 from autotune.library_noise import quiet_quantizers
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import Pass, PassParams, PassView, register_pass, searchable
+from autotune.passes.base import Pass, PassParams, register_pass, searchable
 
 
 class DynamicQuantizationParams(PassParams):
@@ -36,10 +36,7 @@ class OnnxDynamicQuantization(Pass):
     accepts = ("onnx", "hf")
     output_kind = "onnx"
     provider_in_key = True
-
-    @classmethod
-    def view(cls, params: dict[str, Any], summary: dict[str, Any] | None) -> PassView:
-        return PassView(precision="int8")
+    weight_precision = "int8"
 
     def run(self, model: ModelHandle, params: DynamicQuantizationParams, ctx: PassContext, output: Path) -> None:  # type: ignore[override]
         from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -21,7 +21,7 @@ from pydantic import Field
 from autotune.builder.onnx_folder import MODEL_FILE, copy_companions, fp32_source, save_with_external_data
 from autotune.context import PassContext
 from autotune.models.handle import ModelHandle
-from autotune.passes.base import Pass, PassParams, PassView, searchable
+from autotune.passes.base import Pass, PassParams, searchable
 from autotune.quant.weight_only import (
     PassCost,
     graph_precisions,
@@ -65,10 +65,7 @@ class WeightOnlyPass(Pass):
     provider_in_key = True
     selects_by_weights = False  # keep_high reads the float weights
     REPORT_FILES = frozenset({STATS_FILE})
-
-    @classmethod
-    def view(cls, params: dict[str, Any], summary: dict[str, Any] | None) -> PassView:
-        return PassView(precision="int4")  # whatever precision the model had before: the plots' int4 marker
+    weight_precision = "int4"
 
     def algorithm(self, params: Any) -> str:
         raise NotImplementedError

@@ -281,12 +281,17 @@ def passes_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _generated_from(cls: type, aliases: list[str]) -> str:
+    """A generated table's first line: the class it is read from, and its other registered names."""
+    return f"*Generated from `{cls.__module__}.{cls.__name__}`*" + (f" (also registered as {_names(aliases)})" if aliases else "")
+
+
 def pass_table(name: str) -> str:
     """One pass type's parameters (its ``Params`` model), from the code."""
     passes = registered_passes()
     found = _find(name, passes, "pass type")
     cls, aliases = passes[found]
-    head = f"*Generated from `{cls.__module__}.{cls.__name__}`*" + (f" (also registered as {_names(aliases)})" if aliases else "")
+    head = _generated_from(cls, aliases)
     fields = cls.Params.model_fields
     if not fields:
         return head + ". No parameters.\n"
@@ -309,8 +314,8 @@ def metric_table(name: str) -> str:
     metrics = registered_metrics()
     found = _find(name, metrics, "metric type")
     cls, aliases = metrics[found]
-    out = [f"*Generated from `{cls.__module__}.{cls.__name__}`*" + (f" (also registered as {_names(aliases)})" if aliases else "")
-           + f"; metric version {cls.version}" + ("; measured once per model structure" if cls.per_structure else "") + "."]
+    out = [_generated_from(cls, aliases) + f"; metric version {cls.version}"
+           + ("; measured once per model structure" if cls.per_structure else "") + "."]
     if cls.SUB_TYPES:
         rows = ["| sub-type | unit | higher is better | label | kind |", "|---|---|---|---|---|"]
         for sub, info in cls.SUB_TYPES.items():
