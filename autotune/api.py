@@ -135,14 +135,16 @@ def _view_and_folder(results: str | Path | None, storage: str | None, study: str
 
 def select(results: str | Path | None = None, *, storage: str | None = None, study: str | None = None,
            policy: str | None = None, min_accuracy: float | None = None, latency_budget_ms: float | None = None,
-           weights: dict[str, float] | None = None, prefer_cheaper: bool | None = None) -> Reselection:
+           options: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
+           prefer_cheaper: bool | None = None) -> Reselection:
     """Select again and re-export ``best/`` without rerunning any trial; settings given replace the study config's
-    ``engine.selection``, the rest keep its values (:func:`autotune.finish.reselect`)."""
+    ``engine.selection``, the rest keep its values (:func:`autotune.finish.reselect`). ``options``: the policy's own
+    settings (``engine.selection.options``; the configured ones are kept only for the configured policy)."""
     from autotune.finish import reselect
 
     view, folder = _view_and_folder(results, storage, study)
     return reselect(view, output_dir=folder, policy=policy, min_accuracy=min_accuracy, latency_budget_ms=latency_budget_ms,
-                    weights=weights or None, prefer_cheaper=prefer_cheaper)
+                    options=options or None, weights=weights or None, prefer_cheaper=prefer_cheaper)
 
 
 def report(results: str | Path | None = None, *, storage: str | None = None, study: str | None = None,

@@ -179,6 +179,8 @@ def select_cmd(
     latency_budget: Annotated[float | None, typer.Option("--latency-budget", help="Latency budget (ms).")] = None,
     min_accuracy: Annotated[float | None, typer.Option("--min-accuracy", help="Accuracy floor.")] = None,
     weight: Annotated[list[str] | None, typer.Option("--weight", help="METRIC=W for the weighted policy (repeatable).")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", help="KEY=VALUE: a setting of the policy (engine.selection.options; VALUE read as YAML; repeatable).")] = None,
     prefer_cheaper: Annotated[bool | None, typer.Option(
         "--prefer-cheaper/--no-prefer-cheaper",
         help="Among trials whose accuracy a paired bootstrap cannot tell apart, take the cheapest (default: the config's).")] = None,
@@ -187,6 +189,8 @@ def select_cmd(
 
     Policies: {policies}. A model evicted from the cache is rebuilt from the study's config; if it cannot be,
     nothing changes."""
+    import yaml
+
     from autotune.api import select as select_api
     from autotune.errors import ConfigError
 
@@ -197,9 +201,19 @@ def select_cmd(
             weights[key] = float(value)
         except ValueError:
             raise ConfigError("--weight", f"expected METRIC=NUMBER, got \"{item}\"") from None
+    options = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError("--option", f"expected KEY=VALUE, got \"{item}\"")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--option {key}", f"expected a YAML value, got \"{value}\"") from None
     # Flags given replace the study's configured selection; the rest keep the config's values.
     done = select_api(results, storage=storage, study=study, policy=policy, min_accuracy=min_accuracy,
-                      latency_budget_ms=latency_budget, weights=weights or None, prefer_cheaper=prefer_cheaper)
+                      latency_budget_ms=latency_budget, options=options or None, weights=weights or None,
+                      prefer_cheaper=prefer_cheaper)
     trial = f"trial {done.selection.record.number}" if done.selection.record else "no trial"
     typer.echo(f"selected {trial}: {done.selection.rule}")
     typer.echo(f"best model: {done.best}" if done.best else "no model exported")

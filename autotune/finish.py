@@ -41,9 +41,15 @@ def selection_settings(view: StudyView, **given: Any) -> dict[str, Any]:
     configured = RunConfig.model_validate(view.meta.config).engine.selection if view.meta.config else SelectionConfig()
     taken = set(inspect.signature(select_trial).parameters) - {"view"}
     out = {name: getattr(configured, name) for name in SelectionConfig.model_fields if name in taken}
-    if "weights" in out:
-        out["weights"] = out["weights"] or None  # none configured: the policy's own default (every objective 1)
-    out.update({k: v for k, v in given.items() if v is not None})
+    out.pop("weights", None)  # folded into options
+    out["options"] = configured.given_options()
+    given = {k: v for k, v in given.items() if v is not None}
+    if given.get("policy", configured.policy) != configured.policy:
+        out["options"] = {}  # the configured options are the configured policy's
+    out["options"] = {**out["options"], **(given.pop("options", None) or {}),
+                      **({"weights": given.pop("weights")} if given.get("weights") else {})}
+    given.pop("weights", None)
+    out.update(given)
     return out
 
 

@@ -32,13 +32,12 @@ from autotune.record_schema import (
 )
 
 __all__ = [
-    "CONSTRAINTS_ATTR", "FINAL_ATTR", "META_ATTR", "PRECISION_ATTR", "RECORD_ATTR", "SCHEMA_VERSION", "BaseModelInfo", "Bound",
-    "BoundSpec", "MetricKind",
-    "DataSummary", "MetricValue", "ObjectiveSpec", "Owner", "PassSummary", "StudyFingerprint", "StudyMeta", "StudyPrecision",
-    "StudyView", "TrialRecord", "TrialState",
-    "metric_kind",
-    "read_constraints", "read_meta", "read_record", "write_constraints", "write_final", "write_final_baseline", "write_meta",
-    "write_record",
+    "CONSTRAINTS_ATTR", "FINAL_ATTR", "INTERMEDIATE_ATTR", "META_ATTR", "PRECISION_ATTR", "RECORD_ATTR",
+    "SCHEMA_VERSION", "BaseModelInfo", "Bound", "BoundSpec", "DataSummary", "MetricKind", "MetricValue",
+    "ObjectiveSpec", "Owner", "PassSummary", "StudyFingerprint", "StudyMeta", "StudyPrecision", "StudyView",
+    "TrialRecord", "TrialState", "has_meta", "meta_from_user_attrs", "metric_kind", "read_constraints",
+    "read_intermediate", "read_meta", "read_record", "record_field", "write_constraints", "write_final",
+    "write_final_baseline", "write_intermediate", "write_meta", "write_record", "write_record_in_storage",
 ]
 
 # The stored types live in autotune.record_schema (re-exported here); SCHEMA_VERSION is theirs.
@@ -52,6 +51,10 @@ BASELINE_FINAL = "baseline"  # FINAL_ATTR's entry for the baseline (the others a
 CONSTRAINTS_ATTR = "autotune_constraints"
 # The CPU training-precision decisions the study's fine-tunes use, by machine class and model shape (one per study).
 PRECISION_ATTR = "autotune_precision"
+# A fine-tune's eval loss by step (the early-stopping rule compares trials at a step; Optuna's pruners
+# refuse multi-objective studies). The name predates the ``autotune_`` prefix: kept so old studies read.
+INTERMEDIATE_ATTR = "intermediate_eval_loss"
+
 
 def write_constraints(trial: Any, violations: list[float]) -> None:
     """The trial's constraint violations, in bound order, where Optuna's constraints_func reads them."""
@@ -64,8 +67,34 @@ def read_constraints(trial: Any) -> list[float] | None:
     return [float(v) for v in values] if values else None
 
 
+def write_intermediate(trial: Any, values: dict[int, float]) -> None:
+    """A running fine-tune's eval loss by step, where other trials' early-stopping rules read it."""
+    trial.set_user_attr(INTERMEDIATE_ATTR, {str(k): float(v) for k, v in values.items()})
+
+
+def read_intermediate(trial: Any) -> dict[int, float]:
+    raw = trial.user_attrs.get(INTERMEDIATE_ATTR) or {}
+    return {int(k): float(v) for k, v in raw.items()}
+
+
+def _stored_record(record: TrialRecord) -> dict[str, Any]:
+    return {**record.model_dump(mode="json", exclude_none=False), "schema_version": SCHEMA_VERSION}
+
+
 def write_record(trial: Any, record: TrialRecord) -> None:
-    trial.set_user_attr(RECORD_ATTR, {**record.model_dump(mode="json", exclude_none=False), "schema_version": SCHEMA_VERSION})
+    trial.set_user_attr(RECORD_ATTR, _stored_record(record))
+
+
+def write_record_in_storage(storage: Any, trial_id: int, record: TrialRecord) -> None:
+    """:func:`write_record` for a trial another process runs (only the storage API can reach it)."""
+    storage.set_trial_user_attr(trial_id, RECORD_ATTR, _stored_record(record))
+
+
+def record_field(trial: Any, name: str) -> Any:
+    """One field of the trial's stored record as written, without validating the whole record: for the
+    checks that run over every trial of a study at each step (a duplicate's mark, a failure's reason).
+    Only for fields whose stored form every schema version shares."""
+    return (trial.user_attrs.get(RECORD_ATTR) or {}).get(name)
 
 
 def read_record(trial: Any) -> TrialRecord:
@@ -132,10 +161,19 @@ def write_meta(study: Any, meta: StudyMeta) -> None:
     study.set_user_attr(META_ATTR, {**meta.model_dump(mode="json"), "schema_version": SCHEMA_VERSION})
 
 
+def has_meta(study: Any) -> bool:
+    """Whether the study was set up by an autotune run (any version: 0.1's separate attributes count)."""
+    return bool(study.user_attrs)
+
+
 def read_meta(study: Any) -> StudyMeta:
     """The study's meta in today's shape, through the migration steps from the version it was written with (a study of
     autotune 0.1 has no meta attribute: its separate attributes are version 1). ``schema_version`` says which."""
-    attrs = study.user_attrs
+    return meta_from_user_attrs(study.user_attrs)
+
+
+def meta_from_user_attrs(attrs: dict[str, Any]) -> StudyMeta:
+    """:func:`read_meta` from a study's user attributes as the storage returns them."""
     raw = attrs[META_ATTR] if META_ATTR in attrs else meta_from_attributes(attrs)
     return StudyMeta.model_validate(migrate_meta(raw))
 

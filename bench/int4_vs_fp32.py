@@ -87,24 +87,25 @@ def build(model: str, work: Path) -> tuple[Path, Path, Any]:
 
 
 def measure(folder: Path, kind: str, data: Any, with_accuracy: bool) -> dict[str, float]:
-    from autotune.evaluation.accuracy import AccuracyEvaluator, AccuracyParams
+    from autotune.evaluation.accuracy import AccuracyMetricType, AccuracyParams
     from autotune.evaluation.base import EvalContext, EvalModel
-    from autotune.evaluation.footprint import FootprintEvaluator, FootprintParams
-    from autotune.evaluation.latency import LatencyEvaluator, LatencyParams
+    from autotune.evaluation.footprint import FootprintMetricType, FootprintParams
+    from autotune.evaluation.latency import LatencyMetricType, LatencyParams
 
     model = EvalModel(path=folder, kind=kind, key="")
     ctx = EvalContext(provider="CPUExecutionProvider", data=data)
     out: dict[str, float] = {}
-    latency = LatencyEvaluator().evaluate(model, LatencyParams(prompt_tokens=32, generate_tokens=32, warmup=2, repeats=10), ctx)
+    latency = LatencyMetricType().evaluate(model, LatencyParams(prompt_tokens=32, generate_tokens=32, warmup=2, repeats=10), ctx)
     for name in ("ttft_ms_p50", "decode_ms_per_token_p50", "tokens_per_s"):
         out[name] = latency[name].value
-    footprint = FootprintEvaluator().evaluate(model, FootprintParams(memory=True), ctx)
+    footprint = FootprintMetricType().evaluate(model, FootprintParams(memory=True), ctx)
     out["size_mb"], out["peak_rss_mb_evaluator"] = footprint["size_mb"].value, footprint["peak_rss_mb"].value
     probe = subprocess.run([sys.executable, "-c", PROBE, str(folder), kind, ctx.provider, "16"], capture_output=True, text=True,
                            check=True, cwd=common.ROOT)
     out["peak_rss_mb"] = int(probe.stdout.strip().splitlines()[-1]) * 1024 / MB
     if with_accuracy:
-        out["accuracy"] = AccuracyEvaluator().evaluate(model, AccuracyParams(mode="label_scoring", perplexity=False), ctx)["accuracy"].value
+        params = AccuracyParams(mode="label_scoring", perplexity=False)
+        out["accuracy"] = AccuracyMetricType().evaluate(model, params, ctx)["accuracy"].value
     return out
 
 

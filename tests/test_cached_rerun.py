@@ -81,7 +81,7 @@ def test_a_changed_single_run_is_run_again(tmp_path: Path, tiny_model: Path, ton
 def test_a_new_evaluator_version_measures_again(tmp_path: Path, tiny_model: Path, tone_file: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from autotune.evaluation import memory_probe
-    from autotune.evaluation.latency import LatencyEvaluator
+    from autotune.evaluation.latency import LatencyMetricType
 
     config = tiny_config(tiny_model, tone_file, tmp_path)
     config["passes"]["lora"]["training_args"]["max_steps"] = 2
@@ -94,6 +94,6 @@ def test_a_new_evaluator_version_measures_again(tmp_path: Path, tiny_model: Path
     monkeypatch.setattr(memory_probe, "run_probe", lambda *a, **k: probes.append(k) or real(*a, **k))
     autotune.run(config)
     assert probes == []  # unchanged: nothing measured
-    monkeypatch.setattr(LatencyEvaluator, "version", LatencyEvaluator.version + 1)
+    monkeypatch.setattr(LatencyMetricType, "version", LatencyMetricType.version + 1)
     autotune.run(config)
     assert probes  # the cached latency is another version's: measured again

@@ -168,6 +168,12 @@ def test_select_weighted_uses_the_weights(study: dict[str, Any]) -> None:
     assert "weighted sum" in out and "weights: accuracy 0, decode p50 (ms/token) 1" in out
     result = CliRunner().invoke(app, ["select", str(study["out"]), "--policy", "weighted", "--weight", "accuracy=high"])
     assert result.exit_code == 2 and 'error: --weight: expected METRIC=NUMBER, got "accuracy=high"' in result.output
+    # The same weights as the policy's own setting (--option, read as YAML); a setting it does not have is refused.
+    out, _ = select(study, "--policy", "weighted", "--option", f"weights={{{LAT}: 1, {ACC}: 0}}")
+    assert "weights: accuracy 0, decode p50 (ms/token) 1" in out
+    result = CliRunner().invoke(app, ["select", str(study["out"]), "--policy", "knee", "--option", "rank=2"])
+    assert result.exit_code == 2 and "error: selection.options.rank: policy 'knee' has no setting 'rank' (its settings: none)" \
+        in result.output, result.output
 
 
 def test_best_weights_are_hard_links_to_the_cache(study: dict[str, Any]) -> None:

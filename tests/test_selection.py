@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import Field
 
 from autotune.records import ObjectiveSpec, StudyMeta, StudyView, TrialRecord
-from autotune.selection import pareto_indices, select
+from autotune.selection import Policy, PolicyOptions, pareto_indices, register_policy, select
 
 OBJECTIVES = [
     {"metric": "acc", "higher_is_better": True, "unit": "ratio", "kind": "accuracy"},
@@ -61,6 +62,52 @@ def test_knee_picks_the_point_closest_to_the_ideal() -> None:
 def test_weighted_follows_the_weights() -> None:
     assert select(view(POINTS), policy="weighted", weights={"acc": 1.0, "lat": 0.0}).record.number == 0  # type: ignore[union-attr]
     assert select(view(POINTS), policy="weighted", weights={"acc": 0.0, "lat": 1.0}).record.number == 2  # type: ignore[union-attr]
+
+
+class NthFastestOptions(PolicyOptions):
+    rank: int = Field(1, ge=1)
+
+
+@register_policy
+class NthFastest(Policy):
+    """A policy with a setting of its own, defined here as a user would: one class, nothing else edited."""
+
+    name = "test-nth-fastest"
+    help = "the rank-th fastest trial"
+    Options = NthFastestOptions
+
+    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec]) -> tuple[TrialRecord, str]:
+        assert isinstance(self.options, NthFastestOptions)
+        ranked = sorted(candidates, key=lambda r: (r.objectives["lat"], r.number))
+        return ranked[min(self.options.rank, len(ranked)) - 1], f"number {self.options.rank} by latency"
+
+
+def test_a_policy_s_own_setting_is_applied_from_the_config_and_the_api_and_refused_where_it_does_not_exist() -> None:
+    from autotune.config.schema import SelectionConfig
+    from autotune.errors import ConfigError
+
+    assert select(view(POINTS), policy="test-nth-fastest").record.number == 2  # type: ignore[union-attr]
+    assert select(view(POINTS), policy="test-nth-fastest", options={"rank": 2}).record.number == 1  # type: ignore[union-attr]
+    assert SelectionConfig(policy="test-nth-fastest", options={"rank": 3}).options == {"rank": 3}
+    with pytest.raises(ConfigError, match=r"^engine.selection.options.rank: policy 'knee' has no setting 'rank' \(its settings: none\)"):
+        SelectionConfig(policy="knee", options={"rank": 3})
+    with pytest.raises(ConfigError, match=r"^selection.options.rank: policy 'test-nth-fastest': Input should be greater than"):
+        select(view(POINTS), policy="test-nth-fastest", options={"rank": 0})
+    with pytest.raises(ConfigError, match="has no setting 'weights'"):  # the weights shorthand is the weighted policy's
+        SelectionConfig(policy="test-nth-fastest", weights={"acc": 1.0})
+
+
+def test_reselecting_with_another_policy_leaves_the_configured_policy_s_options_behind() -> None:
+    from autotune.config.schema import RunConfig
+    from autotune.finish import selection_settings
+
+    config = RunConfig.model_validate({"input_model": {"model_path": "m"}, "engine": {"selection": {
+        "policy": "weighted", "weights": {"acc": 1.0, "lat": 0.0}}}}).model_dump(mode="json")
+    stored = StudyView("s", StudyMeta(objectives=[ObjectiveSpec(**o) for o in OBJECTIVES], config=config), view(POINTS).records)
+    assert selection_settings(stored)["options"] == {"weights": {"acc": 1.0, "lat": 0.0}}
+    assert selection_settings(stored, policy="knee")["options"] == {}
+    assert selection_settings(stored, policy="test-nth-fastest", options={"rank": 2})["options"] == {"rank": 2}
+    assert select(stored, **selection_settings(stored)).record.number == 0  # type: ignore[union-attr]
 
 
 def test_latency_budget_filters_the_pareto_set() -> None:

@@ -62,7 +62,7 @@ def test_the_accuracy_perplexity_is_over_the_answer_only(tiny_model: Path, tone_
     from transformers import AutoModelForCausalLM
 
     from autotune.config.schema import DataConfig
-    from autotune.evaluation.accuracy import AccuracyEvaluator, AccuracyParams
+    from autotune.evaluation.accuracy import AccuracyMetricType, AccuracyParams
     from autotune.evaluation.base import EvalContext, EvalModel
     from autotune.models.loading import load_tokenizer
     from tests.conftest import TEMPLATE
@@ -70,7 +70,7 @@ def test_the_accuracy_perplexity_is_over_the_answer_only(tiny_model: Path, tone_
     data = load_data(DataConfig(name="tones", data_name="json", data_files=[tone_file], text_template=TEMPLATE,
                                 eval_dataset_size=12, source_max_len=64))
     ctx = EvalContext(provider="CPUExecutionProvider", data=data)
-    metrics = AccuracyEvaluator().evaluate(EvalModel(path=tiny_model, kind="hf", key="k"), AccuracyParams(), ctx)
+    metrics = AccuracyMetricType().evaluate(EvalModel(path=tiny_model, kind="hf", key="k"), AccuracyParams(), ctx)
 
     tok = load_tokenizer(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
@@ -130,7 +130,7 @@ def test_a_model_trained_on_its_terminator_stops_there(tiny_model: Path, tmp_pat
     from autotune.data import encode_row, stop_rule
     from autotune.evaluation.backends import open_backend
     from autotune.evaluation.base import EvalContext, EvalModel
-    from autotune.evaluation.generation import GenerationEvaluator, GenerationParams
+    from autotune.evaluation.generation import GenerationMetricType, GenerationParams
     from autotune.models.loading import load_tokenizer
     from autotune.training.batches import tokenize_rows
 
@@ -160,7 +160,7 @@ def test_a_model_trained_on_its_terminator_stops_there(tiny_model: Path, tmp_pat
     assert tok.decode(stopped) == "x<|end|>"
     assert free == [*stopped, tok.eos_token_id]
     ctx = EvalContext(provider="CPUExecutionProvider", data=data)
-    metrics = GenerationEvaluator().evaluate(EvalModel(path=folder, kind="hf", key="trained"),
+    metrics = GenerationMetricType().evaluate(EvalModel(path=folder, kind="hf", key="trained"),
                                              GenerationParams(max_new_tokens=12), ctx)
     assert metrics["exact_match"].value == 1.0
     assert {p["prediction"] for p in metrics["rouge_l"].details["predictions"]} == {"x"}

@@ -178,7 +178,9 @@ class SelectionConfig(Strict):
     policy: str = "max-accuracy"  # a name in autotune.selection.POLICIES
     min_accuracy: float | None = None
     latency_budget_ms: float | None = None
-    weights: dict[str, float] = Field(default_factory=dict)
+    # The policy's own settings (its ``Options``: autotune.selection.policies), checked against the policy named here.
+    options: dict[str, Any] = Field(default_factory=dict)
+    weights: dict[str, float] = Field(default_factory=dict)  # short for options.weights (the weighted policy)
     # Among candidates whose accuracy a paired bootstrap cannot tell apart, take the cheapest.
     prefer_cheaper: bool = True
     # Before selecting, re-measure the Pareto set's latency this many rounds, interleaved (0: off).
@@ -192,6 +194,20 @@ class SelectionConfig(Strict):
         if value not in POLICIES:
             raise ValueError(f"expected one of {', '.join(n for n, _ in POLICIES.items())}, got \"{value}\"")
         return value
+
+    @model_validator(mode="after")
+    def _options_of_the_policy(self) -> SelectionConfig:
+        from autotune.selection.policies import policy_options
+
+        if self.weights and "weights" in self.options:
+            raise ValueError("give the weights once: options.weights or weights")
+        # A setting the policy does not have is refused here (ConfigError: its full key), never ignored.
+        policy_options(self.policy, self.given_options(), where="engine.selection.options")
+        return self
+
+    def given_options(self) -> dict[str, Any]:
+        """``options``, with ``weights`` (their shorthand) folded in."""
+        return {**self.options, **({"weights": self.weights} if self.weights else {})}
 
 
 class EngineConfig(Strict):

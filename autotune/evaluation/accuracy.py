@@ -20,6 +20,7 @@ from autotune.evaluation.base import (
     MetricType,
     MetricTypeParams,
     SubType,
+    deprecated_names,
     register_metric_type,
 )
 from autotune.evaluation.metrics import classification_scores, wilson_interval
@@ -44,7 +45,7 @@ def normalise(text: str) -> str:
 
 
 @register_metric_type("accuracy_score")
-class AccuracyEvaluator(MetricType):
+class AccuracyMetricType(MetricType):
     type_name = "accuracy"
     # 2: per-row outcomes stored (details.correct) for paired comparisons; 3: perplexity over the answer,
     # its terminator and EOS only (it was over prompt and answer), labels scored with their terminator
@@ -121,3 +122,6 @@ def rows_fingerprint(prompts: list[list[int]]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
+
+
+__getattr__ = deprecated_names(__name__, {"AccuracyEvaluator": "AccuracyMetricType"}, globals())  # the 0.1 name, for one release

@@ -191,16 +191,23 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-# Deprecated names (0.1) -> their replacements; importing one warns, and it is the same object.
-_DEPRECATED = {"Evaluator": "MetricType", "EvaluatorParams": "MetricTypeParams", "register_evaluator": "register_metric_type",
-               "EVALUATOR_REGISTRY": "METRIC_TYPES"}
+def deprecated_names(module: str, aliases: dict[str, str], namespace: dict[str, Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that serves ``aliases`` (old name -> new name in ``namespace``) with a
+    ``DeprecationWarning``: an old name still imports, for one release, and is the same object."""
+
+    def __getattr__(name: str) -> Any:
+        if name in aliases:
+            import warnings
+
+            warnings.warn(f"{module}.{name} is deprecated; use {aliases[name]} (it will be removed in 0.3)",
+                          DeprecationWarning, stacklevel=2)
+            return namespace[aliases[name]]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
-def __getattr__(name: str) -> Any:
-    if name in _DEPRECATED:
-        import warnings
-
-        warnings.warn(f"autotune.evaluation.{name} is deprecated; use {_DEPRECATED[name]} (it will be removed in 0.3)",
-                      DeprecationWarning, stacklevel=2)
-        return globals()[_DEPRECATED[name]]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Deprecated names (0.1) -> their replacements.
+__getattr__ = deprecated_names("autotune.evaluation", {
+    "Evaluator": "MetricType", "EvaluatorParams": "MetricTypeParams", "register_evaluator": "register_metric_type",
+    "EVALUATOR_REGISTRY": "METRIC_TYPES"}, globals())

@@ -28,6 +28,7 @@ from autotune.evaluation.base import (
     Metric,
     MetricType,
     MetricTypeParams,
+    deprecated_names,
     register_metric_type,
 )
 
@@ -61,7 +62,7 @@ def load_function(spec: str, *, base: Path, where: str) -> Callable[..., dict[st
 
 
 @register_metric_type("user")
-class CustomEvaluator(MetricType):
+class CustomMetricType(MetricType):
     type_name = "custom"
     Params = CustomParams
 
@@ -71,3 +72,6 @@ class CustomEvaluator(MetricType):
         options = {k: v for k, v in params.model_dump().items() if k != "function"}
         values = fn(model.path, ctx.data, **options)
         return {name: self.metric(name, value, ctx) for name, value in values.items()}
+
+
+__getattr__ = deprecated_names(__name__, {"CustomEvaluator": "CustomMetricType"}, globals())  # the 0.1 name, for one release

@@ -19,6 +19,7 @@ from autotune.evaluation.base import (
     MetricType,
     MetricTypeParams,
     SubType,
+    deprecated_names,
     register_metric_type,
 )
 from autotune.evaluation.latency import PROBE_KEY
@@ -46,7 +47,7 @@ def folder_bytes(path: object) -> int:
 
 
 @register_metric_type("size", "memory")
-class FootprintEvaluator(MetricType):
+class FootprintMetricType(MetricType):
     type_name = "footprint"
     version = 2  # 2: peak memory from the latency process when there is one
     Params = FootprintParams
@@ -80,3 +81,6 @@ class FootprintEvaluator(MetricType):
                                                   details={"note": "peak minus the RSS after importing the runtime, before loading",
                                                            "measured_in": where})
         return metrics
+
+
+__getattr__ = deprecated_names(__name__, {"FootprintEvaluator": "FootprintMetricType"}, globals())  # the 0.1 name, for one release

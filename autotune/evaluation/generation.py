@@ -27,11 +27,12 @@ from autotune.evaluation.base import (
     MetricType,
     MetricTypeParams,
     SubType,
+    deprecated_names,
     register_metric_type,
 )
 from autotune.evaluation.metrics import bootstrap_interval, wilson_interval
 
-__all__ = ["GenerationEvaluator", "GenerationParams", "bootstrap_mean_interval", "row_scores"]
+__all__ = ["GenerationMetricType", "GenerationParams", "bootstrap_mean_interval", "row_scores"]
 
 TEXT_SCORES = ("rouge_l", "chrf", "bleu", "exact_match")
 RESAMPLES = 2000
@@ -79,7 +80,7 @@ def bootstrap_mean_interval(values: list[float], *, resamples: int = RESAMPLES, 
 
 
 @register_metric_type()
-class GenerationEvaluator(MetricType):
+class GenerationMetricType(MetricType):
     type_name = "generation"
     version = 2  # 2: each row's input, reference and prediction stored (details.predictions)
     Params = GenerationParams
@@ -168,3 +169,6 @@ def _perplexity_interval(per_row: list[tuple[float, int]], *, resamples: int = R
                                    resamples=resamples, seed=seed)
     value = math.exp(nll.sum() / max(counts.sum(), 1))
     return min(math.exp(low), value), max(math.exp(high), value)
+
+
+__getattr__ = deprecated_names(__name__, {"GenerationEvaluator": "GenerationMetricType"}, globals())  # the 0.1 name, for one release

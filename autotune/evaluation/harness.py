@@ -29,10 +29,19 @@ from pydantic import Field, field_validator
 
 from autotune.errors import ConfigError
 from autotune.evaluation.backends import open_backend
-from autotune.evaluation.base import EvalContext, EvalModel, Metric, MetricType, MetricTypeParams, SubType, register_metric_type
+from autotune.evaluation.base import (
+    EvalContext,
+    EvalModel,
+    Metric,
+    MetricType,
+    MetricTypeParams,
+    SubType,
+    deprecated_names,
+    register_metric_type,
+)
 from autotune.evaluation.metrics import wilson_interval
 
-__all__ = ["LmEvalEvaluator", "LmEvalParams", "resolve_sub_type"]
+__all__ = ["LmEvalMetricType", "LmEvalParams", "resolve_sub_type"]
 
 log = logging.getLogger("autotune")
 
@@ -96,7 +105,7 @@ def resolve_sub_type(name: str, reported: dict[str, list[str]], *, where: str) -
 
 
 @register_metric_type("lm-eval", "lm_evaluation_harness")
-class LmEvalEvaluator(MetricType):
+class LmEvalMetricType(MetricType):
     type_name = "lm_eval"
     Params = LmEvalParams
     version = 1
@@ -198,3 +207,6 @@ class LmEvalEvaluator(MetricType):
             return self.metric(name, value, ctx, n=len(scores), ci_low=min(low, value), ci_high=max(high, value), details=details)
         info["aggregation"] = "not the sample mean" if rows else "group"  # lm-eval's value only: nothing to resample
         return self.metric(name, value, ctx, n=len(rows) or None, details=details)
+
+
+__getattr__ = deprecated_names(__name__, {"LmEvalEvaluator": "LmEvalMetricType"}, globals())  # the 0.1 name, for one release

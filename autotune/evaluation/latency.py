@@ -25,6 +25,7 @@ from autotune.evaluation.base import (
     MetricType,
     MetricTypeParams,
     SubType,
+    deprecated_names,
     environment,
     register_metric_type,
 )
@@ -72,7 +73,7 @@ def summarise(values_ms: list[float]) -> dict[str, float]:
 
 
 @register_metric_type()
-class LatencyEvaluator(MetricType):
+class LatencyMetricType(MetricType):
     type_name = "latency"
     # 2: measured in a fresh process (that also measures peak memory), not the study process; 3: repeats to a
     # stated precision, the median's interval reported
@@ -153,3 +154,6 @@ class LatencyEvaluator(MetricType):
             details={"cv": rate["cv"], **setup},
         )
         return metrics
+
+
+__getattr__ = deprecated_names(__name__, {"LatencyEvaluator": "LatencyMetricType"}, globals())  # the 0.1 name, for one release

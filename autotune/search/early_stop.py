@@ -1,7 +1,7 @@
 """Early stopping of hopeless fine-tunes, for single- and multi-objective studies alike.
 
-Optuna's pruners refuse multi-objective studies, so intermediate values are stored as a trial user
-attribute and this median rule compares a trial with earlier trials at the same step.
+Optuna's pruners refuse multi-objective studies, so intermediate values are stored with the trial
+(:func:`autotune.records.write_intermediate`) and this median rule compares a trial with earlier trials at the same step.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import statistics
 from typing import Any
 
 from autotune.config.schema import EarlyStopConfig
-
-INTERMEDIATE_ATTR = "intermediate_eval_loss"
+from autotune.records import read_intermediate, write_intermediate
 
 
 class TrialStopped(Exception):
@@ -20,11 +19,6 @@ class TrialStopped(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def intermediate_values(trial: Any) -> dict[int, float]:
-    raw = trial.user_attrs.get(INTERMEDIATE_ATTR) or {}
-    return {int(k): float(v) for k, v in raw.items()}
 
 
 class MedianRule:
@@ -43,7 +37,7 @@ class MedianRule:
         for other in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             if other.number == self.trial.number:
                 continue
-            value = intermediate_values(other).get(step)
+            value = read_intermediate(other).get(step)
             if value is not None:
                 peers.append(value)
         return peers
@@ -63,7 +57,7 @@ class MedianRule:
 
     def report(self, step: int, loss: float) -> None:
         self.values[step] = loss
-        self.trial.set_user_attr(INTERMEDIATE_ATTR, {str(k): v for k, v in self.values.items()})
+        write_intermediate(self.trial, self.values)
         reason = self.decide(step, loss)
         if reason is not None:
             raise TrialStopped(reason)

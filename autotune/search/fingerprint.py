@@ -26,7 +26,7 @@ from autotune.errors import ConfigError, UserError
 from autotune.evaluation import get_metric_type
 from autotune.evaluation.runner import EVALUATION_VERSION
 from autotune.plan import Slot, all_steps, build_plan
-from autotune.records import StudyFingerprint, StudyMeta, read_meta
+from autotune.records import StudyFingerprint, StudyMeta, meta_from_user_attrs
 
 if TYPE_CHECKING:
     from autotune.config.schema import RunConfig
@@ -112,10 +112,10 @@ def check_resume(storage: Any, study_name: str, current: StudyFingerprint, *, co
         return current  # a new study
     if not storage.get_n_trials(study_id):
         return current  # nothing scored yet: nothing to disagree with
-    stored = _StoredAttrs(storage.get_study_user_attrs(study_id))
-    if not stored.user_attrs:
+    stored = storage.get_study_user_attrs(study_id)
+    if not stored:
         return current
-    meta = read_meta(stored)
+    meta = meta_from_user_attrs(stored)
     if meta.mode != "search":
         return current
     way_out = (f"study '{study_name}' keeps its trials only if they stay comparable: restore the previous setting, "
@@ -193,13 +193,6 @@ def _stored_run_config(raw: dict[str, Any], config: RunConfig) -> RunConfig:
                        for n, e in (raw.get("evaluators") or {}).items()},
         "engine": config.engine.model_copy(update={"execution_providers": providers, "evaluator": engine.get("evaluator")}),
     })
-
-
-class _StoredAttrs:
-    """The stored user attributes where :func:`read_meta` expects a study."""
-
-    def __init__(self, user_attrs: dict[str, Any]) -> None:
-        self.user_attrs = user_attrs
 
 
 def _differences(old: StudyFingerprint, new: StudyFingerprint, config: Any) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from autotune.records import RECORD_ATTR, Owner, read_record
+from autotune.records import Owner, read_record, record_field, write_record_in_storage
 
 __all__ = ["INTERRUPTED", "checkable_here", "cut_short", "fail_dead_owners", "is_dead_here", "requeue_interrupted", "this_owner"]
 
@@ -92,10 +92,9 @@ def cut_short(trial: Any) -> bool:
 
     if trial.state != TrialState.FAIL:
         return False
-    record = trial.user_attrs.get(RECORD_ATTR) or {}
-    reason = record.get("fail_reason")
+    reason = record_field(trial, "fail_reason")
     if reason is None or reason == INTERRUPTED:
-        return record.get("state") in ("RUNNING", "FAIL")  # RUNNING: failed by the heartbeat, not by itself
+        return record_field(trial, "state") in ("RUNNING", "FAIL")  # RUNNING: failed by the heartbeat, not by itself
     return str(reason).startswith(WORKER_DIED)
 
 
@@ -170,7 +169,7 @@ def fail_dead_owners(study: Any) -> list[int]:
         record.state = "FAIL"
         record.fail_reason = f"{WORKER_DIED} during this trial (pid {record.owner.pid} on {record.owner.host}): queued again"
         storage = study._storage  # the trial is another process's: only the storage API can finish it
-        storage.set_trial_user_attr(trial._trial_id, RECORD_ATTR, record.model_dump(mode="json"))
+        write_record_in_storage(storage, trial._trial_id, record)
         if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
             failed.append(trial.number)
     if failed:

@@ -13,7 +13,7 @@ import random
 import time
 from typing import Any
 
-from autotune.records import RECORD_ATTR, read_record
+from autotune.records import read_record, record_field
 from autotune.search.recovery import cut_short
 
 __all__ = ["Duplicates", "StopRules", "StudyProgress", "counted", "finished_states"]
@@ -30,7 +30,7 @@ def finished_states() -> tuple[Any, ...]:
 def counted(trial: Any) -> bool:
     """A trial that counts against ``--n-trials`` and ``max_samples`` (a duplicate does not, nor a
     trial cut short, whose point is queued again)."""
-    return (trial.user_attrs.get(RECORD_ATTR) or {}).get("duplicate_of") is None and not cut_short(trial)
+    return record_field(trial, "duplicate_of") is None and not cut_short(trial)
 
 
 def _point(params: dict[str, Any]) -> tuple[Any, ...]:

@@ -26,6 +26,7 @@ from autotune.records import (
     StudyMeta,
     StudyPrecision,
     TrialRecord,
+    has_meta,
     read_meta,
     read_record,
     write_meta,
@@ -168,7 +169,7 @@ class Study:
         study = self._create([o.direction for o in objectives], sampler)
         self.ctx.pipeline.shared_precision = StudyPrecision(study)  # one training precision per study and machine class
         check_space_against_study(self.ctx.pipeline.slots, study, self.name)
-        previous = read_meta(study) if study.user_attrs else None
+        previous = read_meta(study) if has_meta(study) else None
         study.set_metric_names([o.metric for o in objectives])
         self.meta = StudyMeta(
             mode=self.mode, objectives=objectives,
@@ -213,7 +214,7 @@ class Study:
         except KeyError:
             return None
         trials = study.get_trials(deepcopy=False)
-        if not study.user_attrs or len(trials) != 1 or trials[0].state != TrialState.COMPLETE:
+        if not has_meta(study) or len(trials) != 1 or trials[0].state != TrialState.COMPLETE:
             return None
         previous = read_meta(study)
         if (previous.mode != "single" or previous.fingerprint != fingerprint or previous.config != stored_config(self.cfg)

@@ -65,9 +65,12 @@ class TrialRunner:
         if self.duplicates is not None:
             earlier = self.duplicates.earlier(trial, point)
             if earlier is not None:
+                # Two workers racing for a grid's last queued point get here too: the loser's trial is
+                # one of these (Optuna creates a sampled trial once the queue is empty), uncounted.
                 record.state, record.duplicate_of = "PRUNED", earlier
-                record.prune_reason = f"duplicate of trial {earlier}: an unseen point is queued instead"
-                self.duplicates.replace(trial)
+                queued = self.duplicates.replace(trial)
+                record.prune_reason = f"duplicate of trial {earlier}: " + (
+                    "an unseen point is queued instead" if queued else "every point of the space has a trial")
                 self._finish(trial, record, began)
                 self.say(f"trial {trial.number}: {record.prune_reason}")
                 raise optuna.TrialPruned(record.prune_reason)

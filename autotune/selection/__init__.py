@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from autotune.errors import ConfigError
 from autotune.records import StudyView, TrialRecord
 from autotune.selection.pareto import dominates, pareto_indices, pareto_set
-from autotune.selection.policies import POLICIES, Policy, policy_names, register_policy
+from autotune.selection.policies import POLICIES, Policy, PolicyOptions, policy_names, policy_options, register_policy
 from autotune.selection.uncertainty import PairedDifference, paired_difference
 
 __all__ = [
-    "POLICIES", "PairedDifference", "Policy", "Selection", "StudyView", "dominates", "least_infeasible", "paired_difference",
-    "pareto_indices", "pareto_set", "policy_names", "register_policy", "select", "with_remeasured",
+    "POLICIES", "PairedDifference", "Policy", "PolicyOptions", "Selection", "StudyView", "dominates", "least_infeasible",
+    "paired_difference", "pareto_indices", "pareto_set", "policy_names", "policy_options", "register_policy", "select",
+    "with_remeasured",
 ]
 
 
@@ -56,8 +58,8 @@ def _indistinguishable(chosen: TrialRecord, candidates: list[TrialRecord], metri
 
 
 def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float | None = None,
-           latency_budget_ms: float | None = None, weights: dict[str, float] | None = None,
-           prefer_cheaper: bool = True) -> Selection:
+           latency_budget_ms: float | None = None, options: dict[str, Any] | None = None,
+           weights: dict[str, float] | None = None, prefer_cheaper: bool = True) -> Selection:
     """Pick one trial from the feasible Pareto set by ``policy``; deterministic, with its rule in words.
 
     ``min_accuracy`` applies to the accuracy objective and ``latency_budget_ms`` to the latency
@@ -65,10 +67,12 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
     Latency re-measured after the study (interleaved) replaces the first measurement. With
     ``prefer_cheaper``, among the candidates whose accuracy a paired bootstrap on the validation rows
     cannot tell from the chosen one's, the cheapest (the other objectives in priority order) is taken.
+    ``options`` are the policy's own settings (its ``Options``; ``weights`` is short for ``options["weights"]``).
     """
     policy_cls = POLICIES.get(policy)
     if policy_cls is None:
         raise ConfigError("selection.policy", f"expected one of {', '.join(policy_names())}, got \"{policy}\"")
+    chooser = policy_cls(policy_options(policy, {**(options or {}), **({"weights": weights} if weights else {})}))
     accuracy, latency = view.meta.objective("accuracy"), view.meta.objective("latency")
     if min_accuracy is not None and accuracy is None:
         raise ConfigError("selection.min_accuracy", "the study has no accuracy objective to apply it to")
@@ -92,7 +96,7 @@ def select(view: StudyView, *, policy: str = "max-accuracy", min_accuracy: float
         nearest = _nearest_to_filters([with_remeasured(r) for r in pareto_set(view)], filters, notes, policy, title=view.title)
         return nearest or least_infeasible(view, policy, extra=notes)
     where = f"among {len(candidates)} feasible Pareto trial(s)" + (f" with {' and '.join(notes)}" if notes else "")
-    best, rule = policy_cls().choose(candidates, view.objectives, weights=weights)
+    best, rule = chooser.choose(candidates, view.objectives)
     rule = f"{rule}, {where}"
     same: list[TrialRecord] = [best]
     if accuracy is not None:

@@ -1,7 +1,9 @@
 """Selection policies: each picks one trial from the candidates and says why, in one sentence.
 
 A policy is a small class behind :class:`Policy`, registered by name in :data:`POLICIES` (the config
-schema and the CLI validate against it). Adding one touches this file only.
+schema and the CLI validate against it). Its own settings are its ``Options`` (a pydantic model), given as
+``engine.selection.options`` in the config, ``--option KEY=VALUE`` to ``autotune select`` and ``options=`` to
+:func:`autotune.api.select`. Adding one, with or without settings, touches this file only.
 """
 
 from __future__ import annotations
@@ -10,10 +12,18 @@ import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from autotune.records import ObjectiveSpec, TrialRecord
 from autotune.registry import Registry
 
-__all__ = ["POLICIES", "Policy", "policy_names"]
+__all__ = ["POLICIES", "Policy", "PolicyOptions", "policy_names", "policy_options", "register_policy"]
+
+
+class PolicyOptions(BaseModel):
+    """A policy's own settings (``engine.selection.options``); a policy without any keeps this empty model."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Policy(ABC):
@@ -21,10 +31,13 @@ class Policy(ABC):
 
     name: ClassVar[str]
     help: ClassVar[str]
+    Options: ClassVar[type[PolicyOptions]] = PolicyOptions
+
+    def __init__(self, options: PolicyOptions | None = None) -> None:
+        self.options = options if options is not None else self.Options()
 
     @abstractmethod
-    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec], *,
-               weights: dict[str, float] | None = None) -> tuple[TrialRecord, str]:
+    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec]) -> tuple[TrialRecord, str]:
         """The chosen trial and the rule in words (completed by the caller with where it chose from)."""
 
 
@@ -38,6 +51,27 @@ def register_policy(cls: type[Policy]) -> type[Policy]:
 
 def policy_names() -> list[str]:
     return [name for name, _ in POLICIES.items()]
+
+
+def policy_options(policy: str, given: dict[str, Any] | None, *, where: str = "selection.options") -> PolicyOptions:
+    """``given`` checked against the policy's ``Options``: an unknown or mistyped setting is refused (one line
+    naming ``where`` and the key), never ignored."""
+    cls = POLICIES.lookup(policy, where="selection.policy", what="selection policy", label=lambda c: c.name)
+    try:
+        return cls.Options.model_validate(given or {})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"])
+        settings = ", ".join(cls.Options.model_fields) or "none"
+        if error["type"] == "extra_forbidden":
+            raise _config_error(f"{where}.{key}", f"policy '{policy}' has no setting '{key}' (its settings: {settings})") from None
+        raise _config_error(f"{where}.{key}" if key else where, f"policy '{policy}': {error['msg']}") from None
+
+
+def _config_error(where: str, message: str) -> Exception:
+    from autotune.errors import ConfigError
+
+    return ConfigError(where, message)
 
 
 def _tiebreak(record: TrialRecord, objectives: list[ObjectiveSpec]) -> tuple[Any, ...]:
@@ -72,8 +106,7 @@ class MaxAccuracy(Policy):
     name = "max-accuracy"
     help = "the most accurate trial; ties broken by the other objectives"
 
-    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec], *,
-               weights: dict[str, float] | None = None) -> tuple[TrialRecord, str]:
+    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec]) -> tuple[TrialRecord, str]:
         # The accuracy objective, or (a study without one) the first objective that is maximised.
         first = _first_of(objectives, "accuracy") or next((o for o in objectives if o.higher_is_better), objectives[0])
         others = ", ".join(o.title for o in objectives if o is not first) or "nothing else"
@@ -85,8 +118,7 @@ class MinLatency(Policy):
     name = "min-latency"
     help = "the fastest trial (the latency objective); ties broken by the other objectives"
 
-    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec], *,
-               weights: dict[str, float] | None = None) -> tuple[TrialRecord, str]:
+    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec]) -> tuple[TrialRecord, str]:
         latency = _first_of(objectives, "latency")
         if latency is None:
             from autotune.errors import ConfigError
@@ -101,28 +133,31 @@ class Knee(Policy):
     name = "knee"
     help = "closest to the ideal point, each objective scaled to [0, 1]"
 
-    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec], *,
-               weights: dict[str, float] | None = None) -> tuple[TrialRecord, str]:
+    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec]) -> tuple[TrialRecord, str]:
         scaled = _normalised(candidates, objectives)
         dist = [math.dist(s, [1.0] * len(objectives)) for s in scaled]
         best = min(zip(dist, [r.number for r in candidates], candidates), key=lambda t: (t[0], t[1]))[2]
         return best, "closest to the ideal point after scaling each objective to [0, 1]; ties: lower trial number"
 
 
+class WeightedOptions(PolicyOptions):
+    # Objective metric -> weight; none given: every objective weighs 1.
+    weights: dict[str, float] = Field(default_factory=dict)
+
+
 @register_policy
 class Weighted(Policy):
     name = "weighted"
-    help = "highest weighted sum of the scaled objectives (--weight METRIC=W)"
+    help = "highest weighted sum of the scaled objectives (options.weights, or --weight METRIC=W)"
+    Options = WeightedOptions
 
-    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec], *,
-               weights: dict[str, float] | None = None) -> tuple[TrialRecord, str]:
-        weights = weights or {o.metric: 1.0 for o in objectives}
+    def choose(self, candidates: list[TrialRecord], objectives: list[ObjectiveSpec]) -> tuple[TrialRecord, str]:
+        assert isinstance(self.options, WeightedOptions)
+        weights = self.options.weights or {o.metric: 1.0 for o in objectives}
         unknown = sorted(set(weights) - {o.metric for o in objectives})
         if unknown:
-            from autotune.errors import ConfigError
-
-            raise ConfigError("selection.weights", f"'{unknown[0]}' is not an objective (objectives: "
-                              f"{', '.join(o.metric for o in objectives)})")
+            raise _config_error("selection.options.weights", f"'{unknown[0]}' is not an objective (objectives: "
+                                f"{', '.join(o.metric for o in objectives)})")
         scaled = _normalised(candidates, objectives)
         score = [sum(weights.get(o.metric, 0.0) * s[j] for j, o in enumerate(objectives)) for s in scaled]
         best = max(zip(score, [-r.number for r in candidates], candidates), key=lambda t: (t[0], t[1]))[2]

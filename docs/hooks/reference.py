@@ -346,9 +346,11 @@ def policies_table() -> str:
     """Every registered selection policy (``autotune.selection.policies.POLICIES``): its name and what it picks."""
     from autotune.selection.policies import POLICIES
 
-    rows = ["| policy | class | picks |", "|---|---|---|"]
+    rows = ["| policy | class | picks | its settings (`engine.selection.options`, `--option`) |", "|---|---|---|---|"]
     for name, cls in POLICIES.items():
-        rows.append(f"| `{name}` | `{cls.__module__}.{cls.__name__}` | {_cell(_rst(getattr(cls, 'help', '') or _summary(cls)))} |")
+        settings = ", ".join(f"`{key}`" for key in cls.Options.model_fields) or "none"
+        rows.append(f"| `{name}` | `{cls.__module__}.{cls.__name__}` | {_cell(_rst(getattr(cls, 'help', '') or _summary(cls)))} "
+                    f"| {settings} |")
     return "\n".join(rows) + "\n"
 
 

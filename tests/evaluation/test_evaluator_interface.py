@@ -20,8 +20,8 @@ from autotune.evaluation.base import (
     SubType,
     register_metric_type,
 )
-from autotune.evaluation.footprint import FootprintEvaluator
-from autotune.evaluation.latency import LatencyEvaluator
+from autotune.evaluation.footprint import FootprintMetricType
+from autotune.evaluation.latency import LatencyMetricType
 from autotune.evaluation.runner import ModelEvaluator
 from autotune.pipeline import Pipeline
 from autotune.registry import DuplicateNameError
@@ -39,7 +39,7 @@ def test_a_second_evaluator_under_a_taken_name_is_refused() -> None:
 
     with pytest.raises(DuplicateNameError, match="latency"):
         register_metric_type()(Impostor)
-    assert METRIC_TYPES.get("latency") is LatencyEvaluator
+    assert METRIC_TYPES.get("latency") is LatencyMetricType
     Impostor.type_name = "impostor_unique_name"
     with pytest.raises(DuplicateNameError, match="size"):  # an alias of footprint is taken too
         register_metric_type("size")(Impostor)
@@ -70,7 +70,7 @@ def test_bumping_one_evaluators_version_changes_only_its_cache_key(tmp_path: Pat
 
     before = keys()
     assert keys() == before  # stable
-    monkeypatch.setattr(LatencyEvaluator, "version", LatencyEvaluator.version + 1)
+    monkeypatch.setattr(LatencyMetricType, "version", LatencyMetricType.version + 1)
     after = keys()
     assert [b == a for b, a in zip(before, after, strict=True)] == [True, False, True, True]
 
@@ -88,7 +88,7 @@ def test_sub_type_metadata_is_declared_once_and_reaches_specs_and_metrics(tmp_pa
     # Every sub-type is declared as a SubType, and a Metric built by the evaluator carries it.
     for cls in {c for _, c in METRIC_TYPES.items()}:
         assert all(isinstance(v, SubType) for v in cls.SUB_TYPES.values())
-    metric = FootprintEvaluator().metric("size_mb", 12.5)
+    metric = FootprintMetricType().metric("size_mb", 12.5)
     assert (metric.unit, metric.higher_is_better, metric.label) == ("MB", False, "size on disk (MB)")
     assert Metric.model_validate({k: v for k, v in metric.model_dump().items() if k != "label"}).label is None  # older records load
 
@@ -105,3 +105,11 @@ def test_the_old_metric_type_names_still_import_with_a_deprecation_warning() -> 
         assert evaluation.get_evaluator is evaluation.get_metric_type
     with pytest.raises(AttributeError):
         evaluation.NoSuchName  # noqa: B018
+    import importlib
+
+    for module, old in [("accuracy", "AccuracyEvaluator"), ("latency", "LatencyEvaluator"), ("footprint", "FootprintEvaluator"),
+                        ("generation", "GenerationEvaluator"), ("harness", "LmEvalEvaluator"), ("custom", "CustomEvaluator")]:
+        mod = importlib.import_module(f"autotune.evaluation.{module}")
+        new = old.replace("Evaluator", "MetricType")
+        with pytest.warns(DeprecationWarning, match=f"autotune.evaluation.{module}.{old} is deprecated; use {new}"):
+            assert getattr(mod, old) is getattr(mod, new) and issubclass(getattr(mod, new), base.MetricType)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autotune.evaluation.generation import GenerationEvaluator, GenerationParams, bootstrap_mean_interval, row_scores
+from autotune.evaluation.generation import GenerationMetricType, GenerationParams, bootstrap_mean_interval, row_scores
 
 PREDICTIONS = ["The capital of France is Paris.", "two apples", "It is blue", ""]
 REFERENCES = ["Paris is the capital of France.", "Two apples.", "The sky is blue.", "nothing"]
@@ -61,7 +61,7 @@ def test_an_onnx_model_is_scored_per_row_and_stops_at_the_terminator(tiny_onnx: 
     path.write_text("\n".join(json.dumps({"q": f"what is {i} plus one", "a": f"it is {i + 1}"}) for i in range(30)))
     data = load_data(DataConfig(name="qa", data_name="json", data_files=[path], text_template="Q: {q}\nA: {a}\n###",
                                 eval_dataset_size=8))
-    evaluator = GenerationEvaluator()
+    evaluator = GenerationMetricType()
     ctx = EvalContext(provider="CPUExecutionProvider", data=data)
     metrics = evaluator.evaluate(EvalModel(path=tiny_onnx, kind="onnx", key="k"), GenerationParams(max_new_tokens=12), ctx)
     assert set(metrics) == {"rouge_l", "chrf", "bleu", "exact_match", "perplexity"}
@@ -93,7 +93,7 @@ def test_perplexity_alone_generates_nothing_and_stores_no_texts(tiny_onnx: Path,
     path = tmp_path / "qa.jsonl"
     path.write_text("\n".join(json.dumps({"q": f"what is {i} plus one", "a": f"it is {i + 1}"}) for i in range(20)))
     data = load_data(DataConfig(name="qa", data_name="json", data_files=[path], text_template="Q: {q}\nA: {a}", eval_dataset_size=4))
-    evaluator = GenerationEvaluator()
+    evaluator = GenerationMetricType()
     ctx = EvalContext(provider="CPUExecutionProvider", data=data, sub_types={"perplexity": evaluator.describe("perplexity")})
     metrics = evaluator.evaluate(EvalModel(path=tiny_onnx, kind="onnx", key="k"), GenerationParams(), ctx)
     assert set(metrics) == {"perplexity"} and "predictions" not in metrics["perplexity"].details

@@ -81,11 +81,11 @@ def test_the_per_sample_mean_is_lm_evals_own_aggregate(tiny_model: Path, referen
     from lm_eval.tasks import TaskManager
 
     from autotune.evaluation.base import EvalContext, EvalModel
-    from autotune.evaluation.harness import LmEvalEvaluator, LmEvalParams
+    from autotune.evaluation.harness import LmEvalMetricType, LmEvalParams
 
     params = LmEvalParams(tasks=["tone_heldout"], include_path=str(TASKS), limit=40)
-    subs = {name: LmEvalEvaluator.describe(name) for name in ("acc", "acc_norm")}
-    ours = LmEvalEvaluator().evaluate(EvalModel(tiny_model, "hf", "k"), params,
+    subs = {name: LmEvalMetricType.describe(name) for name in ("acc", "acc_norm")}
+    ours = LmEvalMetricType().evaluate(EvalModel(tiny_model, "hf", "k"), params,
                                       EvalContext(provider="CPUExecutionProvider", sub_types=subs, base_dir=ROOT))
     from autotune.evaluation.harness_tasks import find_tasks
 

@@ -9,8 +9,8 @@ import pytest
 
 from autotune.evaluation import memory_probe
 from autotune.evaluation.base import EvalContext, EvalModel, MeasurementError
-from autotune.evaluation.footprint import FootprintEvaluator, FootprintParams
-from autotune.evaluation.latency import LatencyEvaluator, LatencyParams
+from autotune.evaluation.footprint import FootprintMetricType, FootprintParams
+from autotune.evaluation.latency import LatencyMetricType, LatencyParams
 
 MODEL = EvalModel(path=Path("."), kind="onnx", key="m")
 
@@ -29,13 +29,13 @@ def test_latency_with_no_decode_step_fails_the_metric(monkeypatch: pytest.Monkey
     samples = [{"tokens": 4, "ttft_s": 0.01, "steps_s": [0.002, 0.002, 0.002]}, {"tokens": 1, "ttft_s": 0.01, "steps_s": []}]
     monkeypatch.setattr(memory_probe, "run_probe", fake_probe(samples))
     with pytest.raises(MeasurementError, match="no decode step"):
-        LatencyEvaluator().evaluate(MODEL, LatencyParams(repeats=2, warmup=0), EvalContext(provider="CPUExecutionProvider"))
+        LatencyMetricType().evaluate(MODEL, LatencyParams(repeats=2, warmup=0), EvalContext(provider="CPUExecutionProvider"))
 
 
 def test_latency_with_decode_steps_in_every_repeat_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
     samples = [{"tokens": 3, "ttft_s": 0.01, "steps_s": [0.002, 0.004]}] * 2
     monkeypatch.setattr(memory_probe, "run_probe", fake_probe(samples))
-    metrics = LatencyEvaluator().evaluate(MODEL, LatencyParams(repeats=2, warmup=0), EvalContext(provider="CPUExecutionProvider"))
+    metrics = LatencyMetricType().evaluate(MODEL, LatencyParams(repeats=2, warmup=0), EvalContext(provider="CPUExecutionProvider"))
     assert metrics["decode_ms_per_token_p50"].value == pytest.approx(3.0)
 
 
@@ -60,7 +60,7 @@ def test_memory_read_from_the_inherited_ru_maxrss_is_flagged(monkeypatch: pytest
         ctx.shared[PROBE_KEY] = probe(MODEL)
     else:
         monkeypatch.setattr(memory_probe, "run_probe", probe)
-    metrics = FootprintEvaluator().evaluate(MODEL, FootprintParams(), ctx)
+    metrics = FootprintMetricType().evaluate(MODEL, FootprintParams(), ctx)
     for name in ("peak_rss_mb", "model_rss_mb"):
         assert metrics[name].flag is not None and "ru_maxrss" in metrics[name].flag
     assert metrics["size_mb"].flag is None
@@ -68,5 +68,5 @@ def test_memory_read_from_the_inherited_ru_maxrss_is_flagged(monkeypatch: pytest
 
 def test_memory_read_from_vmhwm_is_not_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_probe, "run_probe", fake_probe([]))
-    metrics = FootprintEvaluator().evaluate(MODEL, FootprintParams(), EvalContext(provider="CPUExecutionProvider"))
+    metrics = FootprintMetricType().evaluate(MODEL, FootprintParams(), EvalContext(provider="CPUExecutionProvider"))
     assert metrics["peak_rss_mb"].flag is None and metrics["peak_rss_mb"].value == 300.0

@@ -166,13 +166,13 @@ def test_a_study_prunes_a_dominated_trial_on_its_slice_and_counts_it_toward_max_
 
     import optuna
 
-    from autotune.evaluation.accuracy import AccuracyEvaluator
+    from autotune.evaluation.accuracy import AccuracyMetricType
     from autotune.evaluation.metrics import wilson_interval
     from autotune.records import read_record
     from autotune.search.stopping import counted
     from tests.search.test_study import load
 
-    real = AccuracyEvaluator.evaluate
+    real = AccuracyMetricType.evaluate
     scored: list[tuple[str, int]] = []  # (model folder, rows) of each accuracy evaluation
 
     def all_right_or_all_wrong(self: Any, model: Any, params: Any, ctx: Any) -> dict[str, Any]:
@@ -186,7 +186,7 @@ def test_a_study_prunes_a_dominated_trial_on_its_slice_and_counts_it_toward_max_
                                                                        "details": details})
         return metrics
 
-    monkeypatch.setattr(AccuracyEvaluator, "evaluate", all_right_or_all_wrong)
+    monkeypatch.setattr(AccuracyMetricType, "evaluate", all_right_or_all_wrong)
     config = tiny_config(tiny_model, tone_file, tmp_path)
     config["passes"] = {"build": {"type": "ModelBuilder", "precision": ["int4", "int8", "fp32"], "algo_config": "default"}}
     config["data_configs"][0]["eval_dataset_size"] = 90

@@ -13,7 +13,7 @@ import pytest
 
 from autotune.config_checks import load_config
 from autotune.errors import ConfigError
-from autotune.evaluation.accuracy import AccuracyEvaluator
+from autotune.evaluation.accuracy import AccuracyMetricType
 from autotune.records import DataSummary, StudyFingerprint, StudyMeta, write_meta
 from autotune.run_context import RunContext
 from autotune.search import fingerprint as fingerprint_module
@@ -66,15 +66,15 @@ def refusal(storage: Any, current: StudyFingerprint, config: Any) -> ConfigError
 def test_the_fingerprint_holds_the_evaluator_versions_and_a_changed_one_is_refused(
         make: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     config, fingerprint = make()
-    assert fingerprint.evaluator["versions"] == {"evaluation": 1, "types": {"accuracy": AccuracyEvaluator.version}}
+    assert fingerprint.evaluator["versions"] == {"evaluation": 1, "types": {"accuracy": AccuracyMetricType.version}}
     storage = stored_study(config, fingerprint)
     assert check_resume(storage, "s", fingerprint, config=config) == fingerprint  # unchanged: resumes
 
-    monkeypatch.setattr(AccuracyEvaluator, "version", AccuracyEvaluator.version + 1)  # the accuracy evaluator changed
+    monkeypatch.setattr(AccuracyMetricType, "version", AccuracyMetricType.version + 1)  # the accuracy evaluator changed
     error = refusal(storage, make()[1], config)
     assert error.where == "evaluators.acc.metrics[0].type"
-    assert f"scored by metric type accuracy version {AccuracyEvaluator.version - 1}, this autotune's is version " \
-           f"{AccuracyEvaluator.version}" in error.message
+    assert f"scored by metric type accuracy version {AccuracyMetricType.version - 1}, this autotune's is version " \
+           f"{AccuracyMetricType.version}" in error.message
     monkeypatch.undo()
     monkeypatch.setattr(fingerprint_module, "EVALUATION_VERSION", 2)  # the evaluation's layout changed
     error = refusal(storage, make()[1], config)

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from autotune.records import read_meta
+from autotune.records import read_meta, read_record
 from tests.conftest import skip_or_fail_in_ci, tiny_config
 from tests.search.test_study import study_config
 
@@ -61,9 +61,16 @@ def run_workers(tmp_path: Path, tiny_model: Path, tone_file: Path, url: str, n_w
 
 
 def assert_shared_without_loss(study: optuna.Study, tmp_path: Path) -> None:
+    from autotune.search.stopping import counted
+
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(study.trials) == 6 and len(complete) == 6  # 3 ranks x 2 precisions, none lost
+    assert len(complete) == 6 and all(counted(t) for t in complete)  # 3 ranks x 2 precisions, none lost
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 6  # and none done twice
+    # A worker that loses the race for the grid's last queued point gets a sampled trial (Optuna's ask
+    # creates one once the queue is empty): it must be pruned as a duplicate before any work, uncounted.
+    for extra in (t for t in study.trials if t not in complete):
+        assert extra.state == optuna.trial.TrialState.PRUNED and not counted(extra), extra
+        assert read_record(extra).duplicate_of is not None and not read_record(extra).metrics, extra
     from autotune.cache import Cache
 
     cache = Cache(tmp_path / "cache")
