@@ -59,7 +59,8 @@ class LoRAParams(PassParams):
     loss_on: Literal["answer", "all"] | None = None
     # Rows carved from the end of the training split for the intermediate eval loss (never trained on).
     validation_size: int = Field(32, ge=0)
-    # Evaluate the validation loss every N optimizer steps for early stopping (0 = never).
+    # Evaluate the validation loss every N optimizer steps for early stopping (0 = never); only when a study's
+    # early-stopping rule reads it (off for a grid unless enabled): otherwise no validation pass runs.
     report_every: int = Field(10, ge=0)
     training_args: TrainingArgs = Field(default_factory=TrainingArgs)
 

@@ -125,6 +125,18 @@ def test_a_trial_that_raises_is_recorded_failed_and_the_study_goes_on(tmp_path: 
     assert "injected fault" in (tmp_path / "out" / "trials.csv").read_text()
 
 
+def test_without_an_early_stopping_rule_a_fine_tune_runs_no_validation_pass(tmp_path: Path, tiny_model: Path,
+                                                                            tone_file: Path) -> None:
+    config = study_config(tiny_model, tone_file, tmp_path)  # a grid: early stopping off
+    config["passes"]["lora"].update({"r": 4, "report_every": 1, "validation_size": 16})
+    config["passes"]["build"]["precision"] = "int4"
+    autotune.run(config)
+    (log,) = Path(config["engine"]["cache_dir"]).glob("models/*/model/training_log.json")
+    history = json.loads(log.read_text())["history"]
+    assert history and not [h for h in history if "eval_loss" in h]  # nobody reads them: none computed
+    assert not [t for t in load(tmp_path).trials if "intermediate_eval_loss" in t.user_attrs]
+
+
 def test_early_stopping_stops_a_clearly_worse_fine_tune(tmp_path: Path, tiny_model: Path, tone_file: Path) -> None:
     # On the random tiny model the eval loss sits near ln(vocab) = 6.24. lr 0.03 moves it down (6.13 at
     # step 2, 6.08 at step 4); lr 1e-6 learns nothing, 1.7-2.6% worse: beyond a 1% margin.
@@ -141,6 +153,7 @@ def test_early_stopping_stops_a_clearly_worse_fine_tune(tmp_path: Path, tiny_mod
     bad = by_lr[1e-6]
     assert bad.state == optuna.trial.TrialState.PRUNED
     assert "median" in bad.user_attrs["autotune_record"]["prune_reason"]
+    assert "intermediate_eval_loss" in by_lr[0.03].user_attrs  # with the rule on, the losses are computed and kept
 
 
 class FakeTrial:
