@@ -42,13 +42,12 @@ def selection_settings(view: StudyView, **given: Any) -> dict[str, Any]:
     taken = set(inspect.signature(select_trial).parameters) - {"view"}
     out = {name: getattr(configured, name) for name in SelectionConfig.model_fields if name in taken}
     out.pop("weights", None)  # folded into options
-    out["options"] = configured.given_options()
     given = {k: v for k, v in given.items() if v is not None}
-    if given.get("policy", configured.policy) != configured.policy:
-        out["options"] = {}  # the configured options are the configured policy's
-    out["options"] = {**out["options"], **(given.pop("options", None) or {}),
-                      **({"weights": given.pop("weights")} if given.get("weights") else {})}
-    given.pop("weights", None)
+    weights = given.pop("weights", None)
+    # The configured options are the configured policy's: another policy given starts from none.
+    same_policy = given.get("policy", configured.policy) == configured.policy
+    out["options"] = {**(configured.given_options() if same_policy else {}), **given.pop("options", {}),
+                      **({"weights": weights} if weights else {})}
     out.update(given)
     return out
 
